@@ -12,9 +12,7 @@
 use std::collections::BTreeMap;
 
 use prost::Message as _;
-use proto::eraftpb::{
-    ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot,
-};
+use proto::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use slog::{debug, info, o, warn, Logger};
@@ -268,7 +266,9 @@ impl<T: Storage> Raft<T> {
             | MessageType::MsgRequestPreVoteResponse => {
                 assert!(m.term != 0, "term should be set when sending {t:?}");
             }
-            MessageType::MsgPropose | MessageType::MsgReadIndex | MessageType::MsgTransferLeader => {
+            MessageType::MsgPropose
+            | MessageType::MsgReadIndex
+            | MessageType::MsgTransferLeader => {
                 m.term = 0;
             }
             _ => m.term = self.term,
@@ -361,7 +361,11 @@ impl<T: Storage> Raft<T> {
     }
 
     fn peer_ids(&self) -> Vec<u64> {
-        self.prs.keys().copied().filter(|&id| id != self.id).collect()
+        self.prs
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect()
     }
 
     /// Sends appends to every follower.
@@ -373,7 +377,10 @@ impl<T: Storage> Raft<T> {
 
     /// Sends heartbeats to every follower (carrying the newest pending ReadIndex context, if any).
     pub fn bcast_heartbeat(&mut self) {
-        let ctx = self.read_only.last_pending_request_ctx().unwrap_or_default();
+        let ctx = self
+            .read_only
+            .last_pending_request_ctx()
+            .unwrap_or_default();
         self.bcast_heartbeat_with_ctx(ctx);
     }
 
@@ -755,7 +762,10 @@ impl<T: Storage> Raft<T> {
             }
             MessageType::MsgCheckQuorum => {
                 if !self.check_quorum_active() {
-                    warn!(self.logger, "stepped down to follower since quorum is not active");
+                    warn!(
+                        self.logger,
+                        "stepped down to follower since quorum is not active"
+                    );
                     let term = self.term;
                     self.become_follower(term, INVALID_ID);
                 }
@@ -782,15 +792,14 @@ impl<T: Storage> Raft<T> {
                     .map(|(i, _)| i)
                     .collect();
                 if !conf_changes.is_empty() {
-                    if conf_changes.len() > 1
-                        || self.pending_conf_index > self.raft_log.applied
-                    {
+                    if conf_changes.len() > 1 || self.pending_conf_index > self.raft_log.applied {
                         info!(self.logger, "proposal of a conf change dropped: one is already pending";
                             "pending_conf_index" => self.pending_conf_index,
                             "applied" => self.raft_log.applied);
                         return Err(Error::ProposalDropped);
                     }
-                    self.pending_conf_index = self.raft_log.last_index() + 1 + conf_changes[0] as u64;
+                    self.pending_conf_index =
+                        self.raft_log.last_index() + 1 + conf_changes[0] as u64;
                 }
                 self.append_entry(&mut m.entries);
                 self.bcast_append();
@@ -798,7 +807,10 @@ impl<T: Storage> Raft<T> {
             }
             MessageType::MsgReadIndex => {
                 if m.entries.len() != 1 {
-                    warn!(self.logger, "dropped a read index request without exactly one context entry");
+                    warn!(
+                        self.logger,
+                        "dropped a read index request without exactly one context entry"
+                    );
                     return Err(Error::ProposalDropped);
                 }
                 if self.quorum() == 1 && self.promotable() {
@@ -845,8 +857,7 @@ impl<T: Storage> Raft<T> {
     }
 
     fn release_pending_read_index_messages(&mut self) {
-        if self.pending_read_index_messages.is_empty() || !self.committed_entry_in_current_term()
-        {
+        if self.pending_read_index_messages.is_empty() || !self.committed_entry_in_current_term() {
             return;
         }
         for m in std::mem::take(&mut self.pending_read_index_messages) {
@@ -891,7 +902,9 @@ impl<T: Storage> Raft<T> {
             // Fast backtracking: skip every entry of ours whose term is above the follower's term
             // at its hint index, instead of one index per round trip.
             let next_probe = if m.log_term > 0 {
-                self.raft_log.find_conflict_by_term(m.reject_hint, m.log_term).0
+                self.raft_log
+                    .find_conflict_by_term(m.reject_hint, m.log_term)
+                    .0
             } else {
                 m.reject_hint
             };
@@ -1224,7 +1237,18 @@ impl<T: Storage> Raft<T> {
     /// entries that were waiting for the removed node.
     pub fn remove_node(&mut self, id: u64) {
         self.prs.remove(&id);
-        if self.prs.is_empty() || self.state != StateRole::Leader {
+        if self.state != StateRole::Leader {
+            return;
+        }
+        if id == self.id {
+            // A leader that removed itself steps down, so the remaining members elect a new one
+            // instead of following a leader that can no longer take proposals.
+            info!(self.logger, "stepping down: removed from the configuration"; "term" => self.term);
+            let term = self.term;
+            self.become_follower(term, INVALID_ID);
+            return;
+        }
+        if self.prs.is_empty() {
             return;
         }
         if self.maybe_commit() {

@@ -106,7 +106,13 @@ impl<T: Storage> RaftLog<T> {
     ///
     /// # Panics
     /// When the conflict is at or below the commit index (a committed entry would change).
-    pub fn maybe_append(&mut self, idx: u64, term: u64, committed: u64, ents: &[Entry]) -> Option<u64> {
+    pub fn maybe_append(
+        &mut self,
+        idx: u64,
+        term: u64,
+        committed: u64,
+        ents: &[Entry],
+    ) -> Option<u64> {
         if !self.match_term(idx, term) {
             return None;
         }
@@ -363,7 +369,11 @@ mod tests {
         assert_eq!(l.find_conflict_by_term(5, 4), (5, 4));
         assert_eq!(l.find_conflict_by_term(5, 3), (3, 2));
         assert_eq!(l.find_conflict_by_term(5, 1), (2, 1));
-        assert_eq!(l.find_conflict_by_term(9, 2), (3, 2), "clamped to the last index");
+        assert_eq!(
+            l.find_conflict_by_term(9, 2),
+            (3, 2),
+            "clamped to the last index"
+        );
         assert_eq!(l.find_conflict_by_term(5, 0), (0, 0));
     }
 
@@ -397,15 +407,16 @@ mod tests {
     #[test]
     fn test_next_entries_and_applied() {
         let s = MemStorage::new();
-        s.wl().apply_snapshot(Snapshot {
-            metadata: Some(proto::eraftpb::SnapshotMetadata {
-                index: 3,
-                term: 1,
+        s.wl()
+            .apply_snapshot(Snapshot {
+                metadata: Some(proto::eraftpb::SnapshotMetadata {
+                    index: 3,
+                    term: 1,
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .unwrap();
+            })
+            .unwrap();
         let mut l = RaftLog::new(s, default_logger());
         assert_eq!((l.committed, l.applied), (3, 3), "start at the snapshot");
         l.append(&[ent(4, 1), ent(5, 1), ent(6, 1)]);
@@ -425,14 +436,14 @@ mod tests {
         let mut l = RaftLog::new(s, default_logger());
         l.append(&[ent(4, 2), ent(5, 2)]);
         assert_eq!(l.stabled(), 3);
-        assert_eq!(l.slice(2, 5, NO_LIMIT).unwrap(), vec![ent(2, 1), ent(3, 1), ent(4, 2)]);
+        assert_eq!(
+            l.slice(2, 5, NO_LIMIT).unwrap(),
+            vec![ent(2, 1), ent(3, 1), ent(4, 2)]
+        );
         assert_eq!(l.slice(2, 6, 0).unwrap(), vec![ent(2, 1)]);
         assert_eq!(l.all_entries().len(), 5);
         l.store.wl().compact(2).unwrap();
-        assert_eq!(
-            l.slice(1, 3, NO_LIMIT),
-            Err(StorageError::Compacted.into())
-        );
+        assert_eq!(l.slice(1, 3, NO_LIMIT), Err(StorageError::Compacted.into()));
         let tail = l.unstable_entries().to_vec();
         l.store.wl().append(&tail).unwrap();
         l.stable_to(5, 2);

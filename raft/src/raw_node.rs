@@ -19,7 +19,9 @@
 
 use std::collections::BTreeMap;
 
-use proto::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, HardState, Message, MessageType, Snapshot};
+use proto::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, HardState, Message, MessageType, Snapshot,
+};
 use slog::Logger;
 
 use crate::config::Config;

@@ -52,12 +52,14 @@ pub struct MemStorageCore {
 
 impl Default for MemStorageCore {
     fn default() -> Self {
-        let mut snapshot = Snapshot::default();
-        snapshot.metadata = Some(SnapshotMetadata {
-            conf_state: Some(ConfState::default()),
-            index: 0,
-            term: 0,
-        });
+        let snapshot = Snapshot {
+            data: Vec::new(),
+            metadata: Some(SnapshotMetadata {
+                conf_state: Some(ConfState::default()),
+                index: 0,
+                term: 0,
+            }),
+        };
         MemStorageCore {
             hard_state: HardState::default(),
             snapshot,
@@ -258,10 +260,8 @@ impl Storage for MemStorage {
     fn initial_state(&self) -> Result<RaftState> {
         let core = self.rl();
         Ok(RaftState {
-            hard_state: core.hard_state.clone(),
-            conf_state: snapshot_meta(&core.snapshot)
-                .conf_state
-                .unwrap_or_default(),
+            hard_state: core.hard_state,
+            conf_state: snapshot_meta(&core.snapshot).conf_state.unwrap_or_default(),
         })
     }
 

@@ -62,6 +62,9 @@ pub fn peer(r: Raft<MemStorage>) -> Option<Interface> {
     Some(Interface::new(r))
 }
 
+/// A filter over delivered messages: false drops the message.
+pub type MsgHook = Box<dyn Fn(&Message) -> bool>;
+
 /// A synchronous network of test nodes.
 pub struct Network {
     pub peers: BTreeMap<u64, Interface>,
@@ -69,7 +72,7 @@ pub struct Network {
     dropm: HashMap<(u64, u64), f64>,
     ignorem: BTreeSet<i32>,
     /// Called on every message that passed the other filters; false drops it.
-    pub msg_hook: Option<Box<dyn Fn(&Message) -> bool>>,
+    pub msg_hook: Option<MsgHook>,
     rng: ChaCha8Rng,
 }
 
@@ -130,7 +133,10 @@ impl Network {
     pub fn send(&mut self, msgs: Vec<Message>) {
         let mut queue: std::collections::VecDeque<Message> = msgs.into();
         while let Some(m) = queue.pop_front() {
-            let p = self.peers.get_mut(&m.to).expect("message to an unknown node");
+            let p = self
+                .peers
+                .get_mut(&m.to)
+                .expect("message to an unknown node");
             p.step(m);
             let out = p.read_messages();
             queue.extend(self.filter(out));
@@ -338,7 +344,11 @@ pub fn ltoa<T: Storage>(l: &raft::RaftLog<T>) -> String {
 /// TinyKV's `commitNoopEntry`: the leader replicates its no-op to everyone, which acks it, and the
 /// entries are persisted and applied.
 pub fn commit_noop_entry(r: &mut Raft<MemStorage>, s: &MemStorage) {
-    assert_eq!(r.state, raft::StateRole::Leader, "it should only be used when it is the leader");
+    assert_eq!(
+        r.state,
+        raft::StateRole::Leader,
+        "it should only be used when it is the leader"
+    );
     r.bcast_append();
     // simulate the response of MsgAppend
     let msgs = r.read_messages();
@@ -363,7 +373,11 @@ pub fn commit_noop_entry(r: &mut Raft<MemStorage>, s: &MemStorage) {
 
 /// TinyKV's `acceptAndReply`: the accepting response to a MsgAppend.
 pub fn accept_and_reply(m: &Message) -> Message {
-    assert_eq!(m.msg_type(), MessageType::MsgAppend, "type should be MsgAppend");
+    assert_eq!(
+        m.msg_type(),
+        MessageType::MsgAppend,
+        "type should be MsgAppend"
+    );
     let mut r = new_message(m.to, m.from, MessageType::MsgAppendResponse);
     r.term = m.term;
     r.index = m.index + m.entries.len() as u64;

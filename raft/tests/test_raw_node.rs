@@ -1,0 +1,238 @@
+//! TinyKV's `rawnode_test.go`, ported to the Rust API: starting and restarting a `RawNode` (stage
+//! 2AC), restarting from a snapshot (2C), and proposing conf changes through it (3A).
+
+#[path = "common/network.rs"]
+mod network;
+
+use network::*;
+use prost::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata,
+};
+use raft::{default_logger, is_empty_hard_state, MemStorage, RawNode, Ready, Storage, NO_LIMIT};
+
+/// `newTestConfig(id, peers, election, heartbeat, s)` then `NewRawNode`.
+fn new_raw_node(id: u64, peers: Vec<u64>, s: &MemStorage) -> RawNode<MemStorage> {
+    let cfg = new_test_config(id, peers, 10, 1);
+    RawNode::new(&cfg, s.clone(), &default_logger()).expect("new raw node")
+}
+
+/// An `AddNode` conf change for `node_id`.
+fn add_node(node_id: u64) -> ConfChange {
+    let mut cc = ConfChange {
+        node_id,
+        ..Default::default()
+    };
+    cc.set_change_type(ConfChangeType::AddNode);
+    cc
+}
+
+/// `RawNode::propose` and `RawNode::propose_conf_change` hand the proposal and the ConfChange to
+/// the underlying raft.
+#[test]
+fn test_raw_node_propose_and_conf_change_3a() {
+    let s = MemStorage::new();
+    let mut raw_node = new_raw_node(1, vec![1], &s);
+    let rd = raw_node.ready();
+    s.wl().append(&rd.entries).unwrap();
+    raw_node.advance(rd);
+
+    let d = raw_node.ready();
+    // Go's `!IsEmptyHardState(d.HardState)`: our Ready has `None` for an unchanged hard state.
+    assert!(
+        d.hard_state.as_ref().is_none_or(is_empty_hard_state) && d.entries.is_empty(),
+        "expected empty hard state: {d:?}"
+    );
+
+    let _ = raw_node.campaign();
+    let rd = raw_node.ready();
+    assert_eq!(
+        rd.soft_state.as_ref().expect("a soft state").leader_id,
+        raw_node.raft.id,
+        "expected become leader"
+    );
+
+    // propose a command and a ConfChange.
+    let _ = raw_node.propose(b"somedata".to_vec());
+    let cc = add_node(1);
+    let ccdata = cc.encode_to_vec();
+    let _ = raw_node.propose_conf_change(&cc);
+
+    let entries = raw_node.raft.raft_log.all_entries();
+    let l = entries.len();
+    assert!(l >= 2, "len(entries) = {l}, want >= 2");
+    let entries = &entries[l - 2..];
+    assert_eq!(entries[0].data, b"somedata", "entries[0].Data");
+    assert_eq!(
+        entries[1].entry_type(),
+        EntryType::EntryConfChange,
+        "entries[1] type"
+    );
+    assert_eq!(entries[1].data, ccdata, "entries[1].Data");
+}
+
+/// Two proposals to add the same node do not affect a later proposal to add a new node.
+#[test]
+fn test_raw_node_propose_add_duplicate_node_3a() {
+    let s = MemStorage::new();
+    let mut raw_node = new_raw_node(1, vec![1], &s);
+    let rd = raw_node.ready();
+    s.wl().append(&rd.entries).unwrap();
+    raw_node.advance(rd);
+
+    let _ = raw_node.campaign();
+    loop {
+        let rd = raw_node.ready();
+        s.wl().append(&rd.entries).unwrap();
+        // Go dereferences `rd.SoftState` here, so a Ready without one would fail there too.
+        let lead = rd.soft_state.as_ref().expect("a soft state").leader_id;
+        raw_node.advance(rd);
+        if lead == raw_node.raft.id {
+            break;
+        }
+    }
+
+    let mut propose_conf_change_and_apply = |cc: &ConfChange| {
+        let _ = raw_node.propose_conf_change(cc);
+        let rd = raw_node.ready();
+        s.wl().append(&rd.entries).unwrap();
+        for entry in &rd.committed_entries {
+            if entry.entry_type() == EntryType::EntryConfChange {
+                let cc = ConfChange::decode(entry.data.as_slice()).unwrap_or_default();
+                raw_node.apply_conf_change(&cc);
+            }
+        }
+        raw_node.advance(rd);
+    };
+
+    let cc1 = add_node(1);
+    let ccdata1 = cc1.encode_to_vec();
+    propose_conf_change_and_apply(&cc1);
+
+    // try to add the same node again
+    propose_conf_change_and_apply(&cc1);
+
+    // the new node join should be ok
+    let cc2 = add_node(2);
+    let ccdata2 = cc2.encode_to_vec();
+    propose_conf_change_and_apply(&cc2);
+
+    let last_index = s.last_index().unwrap();
+
+    // the last three entries should be: ConfChange cc1, cc1, cc2
+    let entries = s.entries(last_index - 2, last_index + 1, NO_LIMIT).unwrap();
+    assert_eq!(entries.len(), 3, "len(entries)");
+    assert_eq!(entries[0].data, ccdata1, "entries[0].Data");
+    assert_eq!(entries[2].data, ccdata2, "entries[2].Data");
+}
+
+/// A node starts correctly, and accepts and commits proposals.
+#[test]
+fn test_raw_node_start_2ac() {
+    let storage = MemStorage::new();
+    let mut raw_node = new_raw_node(1, vec![1], &storage);
+    let _ = raw_node.campaign();
+    let rd = raw_node.ready();
+    storage.wl().append(&rd.entries).unwrap();
+    raw_node.advance(rd);
+
+    let _ = raw_node.propose(b"foo".to_vec());
+    let rd = raw_node.ready();
+    let el = rd.entries.len();
+    assert!(
+        el == rd.committed_entries.len() && el == 1,
+        "got len(Entries): {el}, len(CommittedEntries): {}, want 1",
+        rd.committed_entries.len()
+    );
+    assert!(
+        rd.entries[0].data == rd.committed_entries[0].data && rd.entries[0].data == b"foo",
+        "got {:?} {:?}, want {:?}",
+        rd.entries[0].data,
+        rd.committed_entries[0].data,
+        b"foo"
+    );
+    storage.wl().append(&rd.entries).unwrap();
+    raw_node.advance(rd);
+
+    assert!(
+        !raw_node.has_ready(),
+        "unexpected Ready: {:?}",
+        raw_node.ready()
+    );
+}
+
+/// A restarted node's first Ready holds only the committed entries not yet applied; then nothing
+/// is ready.
+#[test]
+fn test_raw_node_restart_2ac() {
+    let entries = vec![new_entry(1, 1), entry_with_data(2, 1, b"foo")];
+    let st = HardState {
+        term: 1,
+        commit: 1,
+        ..Default::default()
+    };
+
+    // Go compares the whole Ready with reflect.DeepEqual: every field we have beyond TinyKV's
+    // (`read_states`, `must_sync`) is expected at its default too.
+    let want = Ready {
+        entries: vec![],
+        // commit up to commit index in st
+        committed_entries: entries[..st.commit as usize].to_vec(),
+        ..Default::default()
+    };
+
+    let storage = MemStorage::new();
+    storage.wl().set_hard_state(st);
+    storage.wl().append(&entries).unwrap();
+    let mut raw_node = new_raw_node(1, vec![], &storage);
+    let rd = raw_node.ready();
+    assert_eq!(rd, want);
+    raw_node.advance(rd);
+    assert!(
+        !raw_node.has_ready(),
+        "unexpected Ready: {:?}",
+        raw_node.ready()
+    );
+}
+
+/// A node restarted from a snapshot plus one entry: the first Ready holds only the committed
+/// entry after the snapshot; then nothing is ready.
+#[test]
+fn test_raw_node_restart_from_snapshot_2c() {
+    let snap = Snapshot {
+        metadata: Some(SnapshotMetadata {
+            conf_state: Some(ConfState { nodes: vec![1, 2] }),
+            index: 2,
+            term: 1,
+        }),
+        ..Default::default()
+    };
+    let entries: Vec<Entry> = vec![entry_with_data(3, 1, b"foo")];
+    let st = HardState {
+        term: 1,
+        commit: 3,
+        ..Default::default()
+    };
+
+    // As in the restart test, the fields beyond TinyKV's Ready are expected at their defaults.
+    let want = Ready {
+        entries: vec![],
+        // commit up to commit index in st
+        committed_entries: entries.clone(),
+        ..Default::default()
+    };
+
+    let s = MemStorage::new();
+    s.wl().set_hard_state(st);
+    s.wl().apply_snapshot(snap).unwrap();
+    s.wl().append(&entries).unwrap();
+    let mut raw_node = new_raw_node(1, vec![], &s);
+    let rd = raw_node.ready();
+    assert_eq!(rd, want);
+    raw_node.advance(rd);
+    assert!(
+        !raw_node.has_ready(),
+        "unexpected Ready: {}",
+        raw_node.has_ready()
+    );
+}
