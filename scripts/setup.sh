@@ -4,9 +4,14 @@
 set -euo pipefail
 
 need=()
-if ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null \
-   && ! compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null \
-   && ! compgen -G "/usr/lib/aarch64-linux-gnu/libclang*.so*" >/dev/null; then
+# Look for libclang itself (libclang.so*, libclang-NN.so*), not libclang-cpp.so*, which bindgen cannot use
+# and which some base images ship without libclang.
+if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null \
+   && ! compgen -G "/usr/lib/llvm-*/lib/libclang-[0-9]*.so*" >/dev/null \
+   && ! compgen -G "/usr/lib/x86_64-linux-gnu/libclang.so*" >/dev/null \
+   && ! compgen -G "/usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so*" >/dev/null \
+   && ! compgen -G "/usr/lib/aarch64-linux-gnu/libclang.so*" >/dev/null \
+   && ! compgen -G "/usr/lib/aarch64-linux-gnu/libclang-[0-9]*.so*" >/dev/null; then
   need+=(libclang-dev)
 fi
 command -v c++ >/dev/null 2>&1 || need+=(g++)

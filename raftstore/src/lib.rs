@@ -1,4 +1,39 @@
 //! The multi-raft store: one raft group per region replica, on a raft engine and a kv engine.
 //!
-//! This crate is filled in by the 2B work (engines, peer storage, peers, the store, group commit and
-//! the two drivers); for now it only fixes its place in the workspace.
+//! - [`engine`]: the [`Engine`](engine::Engine) trait both engines of a store implement, atomic
+//!   [`WriteBatch`](engine::WriteBatch)es, snapshots and explicit durability, with two
+//!   implementations: [`RocksEngine`](engine::RocksEngine) (production) and
+//!   [`MemEngine`](engine::MemEngine) (the simulator's, which loses unsynced writes on a crash);
+//!   [`keys`]: TinyKV's encodings of the local keys (raft log, raft/apply/region states, store
+//!   ident).
+//! - [`peer_storage`]: a replica's raft log and states as `raft::Storage`.
+//! - [`peer`]: a replica's handlers (raft messages, proposals, ticks, apply).
+//! - [`store`]: the store's handlers over all its replicas, and `end_round`, where one round's
+//!   writes are made (one synced raft-engine write for every replica: group commit).
+//! - [`bootstrap`]: the store ident and the first region; [`worker`]: background tasks.
+//! - [`runtime`]: the threaded driver (crossbeam mailboxes, a poller thread, a ticker, workers).
+//!
+//! The handlers are sans-IO beyond the engines: they never spawn, sleep or read a clock. Their
+//! effects (messages, callbacks, tasks, scheduler heartbeats) are collected in a
+//! [`StoreContext`] that each driver drains its own way; the simulator in the `test_raftstore`
+//! crate is the other driver.
+
+#![deny(missing_docs)]
+
+pub mod bootstrap;
+pub mod callback;
+pub mod config;
+pub mod engine;
+pub mod errors;
+pub mod keys;
+pub mod peer;
+pub mod peer_storage;
+pub mod runtime;
+pub mod store;
+pub mod util;
+pub mod worker;
+
+pub use crate::callback::{Callback, CmdResponse, KvSnapshot, RegionSnapshot};
+pub use crate::config::Config;
+pub use crate::errors::{Error, Result};
+pub use crate::store::{RegionHeartbeat, Store, StoreContext, StoreStats, Task};

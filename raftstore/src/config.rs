@@ -1,0 +1,83 @@
+//! The store's configuration. Intervals are counted in base ticks: the threaded runtime ticks every
+//! `raft_base_tick_interval`, the simulator in virtual time, and the handlers only count ticks.
+
+use std::time::Duration;
+
+use crate::errors::{Error, Result};
+
+/// Configuration of one store.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Wall-clock length of one base tick (threaded runtime only).
+    pub raft_base_tick_interval: Duration,
+    /// Base ticks between raft heartbeats.
+    pub raft_heartbeat_ticks: usize,
+    /// Base ticks of the raft election timeout (randomized up to twice that).
+    pub raft_election_timeout_ticks: usize,
+    /// Base ticks between raft-log GC checks.
+    pub raft_log_gc_tick_ticks: usize,
+    /// A leader proposes log compaction once this many applied entries are in the log.
+    pub raft_log_gc_count_limit: u64,
+    /// Base ticks between region heartbeats to the scheduler (leaders only).
+    pub scheduler_heartbeat_ticks: usize,
+    /// Byte limit of the entries in one MsgAppend.
+    pub raft_max_size_per_msg: u64,
+    /// Appends in flight to one follower.
+    pub raft_max_inflight_msgs: usize,
+    /// Largest accepted raft entry (a request bigger than this is refused).
+    pub raft_entry_max_size: u64,
+    /// Seed for the raft nodes' random election timeouts (mixed with region and peer ids).
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            raft_base_tick_interval: Duration::from_millis(100),
+            raft_heartbeat_ticks: 2,
+            raft_election_timeout_ticks: 10,
+            raft_log_gc_tick_ticks: 10,
+            raft_log_gc_count_limit: 128_000,
+            scheduler_heartbeat_ticks: 10,
+            raft_max_size_per_msg: 1024 * 1024,
+            raft_max_inflight_msgs: 256,
+            raft_entry_max_size: 8 * 1024 * 1024,
+            seed: 0,
+        }
+    }
+}
+
+impl Config {
+    /// The configuration the test clusters use: 50 ms ticks, GC checked every tick, frequent
+    /// scheduler heartbeats (TinyKV's `NewTestConfig`).
+    pub fn test_config() -> Self {
+        Config {
+            raft_base_tick_interval: Duration::from_millis(50),
+            raft_log_gc_tick_ticks: 1,
+            scheduler_heartbeat_ticks: 2,
+            ..Default::default()
+        }
+    }
+
+    /// Checks the values can run a store.
+    pub fn validate(&self) -> Result<()> {
+        if self.raft_heartbeat_ticks == 0 {
+            return Err(Error::Other(
+                "raft_heartbeat_ticks must be greater than 0".into(),
+            ));
+        }
+        if self.raft_election_timeout_ticks <= self.raft_heartbeat_ticks {
+            return Err(Error::Other(format!(
+                "raft_election_timeout_ticks ({}) must be greater than raft_heartbeat_ticks ({})",
+                self.raft_election_timeout_ticks, self.raft_heartbeat_ticks
+            )));
+        }
+        if self.raft_base_tick_interval.is_zero() {
+            return Err(Error::Other("raft_base_tick_interval must not be 0".into()));
+        }
+        if self.raft_log_gc_tick_ticks == 0 || self.scheduler_heartbeat_ticks == 0 {
+            return Err(Error::Other("tick counts must be greater than 0".into()));
+        }
+        Ok(())
+    }
+}

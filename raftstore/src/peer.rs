@@ -1,0 +1,667 @@
+//! `Peer`: one replica of one region — a `RawNode` over its `PeerStorage`, the proposals waiting
+//! for their entries to be applied, and the handlers for raft messages, commands and ticks.
+//!
+//! Handlers never perform I/O beyond the engines and never send anything themselves: outgoing
+//! messages, callbacks, background tasks and scheduler heartbeats go into the `StoreContext`,
+//! which the driver (threaded runtime or simulator) drains.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use prost::Message as _;
+use proto::eraftpb::{self, EntryType};
+use proto::metapb::{self, Region};
+use proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, CompactLogResponse,
+    GetResponse, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, RaftResponseHeader, Request,
+    Response, SnapResponse, TransferLeaderResponse,
+};
+use proto::raft_serverpb::{RaftMessage, RaftTruncatedState};
+use raft::{RawNode, Ready, StateRole, INVALID_ID};
+use slog::{debug, info, o, warn, Logger};
+
+use crate::callback::{Callback, CmdResponse, RegionSnapshot};
+use crate::config::Config;
+use crate::engine::{Engine, Engines, WriteBatch, CF_RAFT, DATA_CFS};
+use crate::errors::{Error, Result};
+use crate::keys;
+use crate::peer_storage::PeerStorage;
+use crate::store::{RegionHeartbeat, StoreContext, Task};
+use crate::util::{check_key_in_region, check_region_epoch, find_peer, is_initial_msg};
+
+/// A proposal waiting for its entry: answered when the entry at (`index`, `term`) is applied, or
+/// with StaleCommand when another entry takes that place.
+struct Proposal {
+    index: u64,
+    term: u64,
+    cb: Callback,
+}
+
+/// One replica of a region.
+pub struct Peer<K: Engine, R: Engine> {
+    /// The region's id.
+    pub region_id: u64,
+    /// This replica's peer (id and store).
+    pub meta: metapb::Peer,
+    /// The raft node.
+    pub raft_group: RawNode<PeerStorage<K, R>>,
+    proposals: VecDeque<Proposal>,
+    /// Peers of the region seen so far (from the region and from messages), by peer id.
+    peer_cache: BTreeMap<u64, metapb::Peer>,
+    /// Raft-log entries before this index were handed to the log-GC worker.
+    last_compacted_idx: u64,
+    ticks: u64,
+    cfg: Arc<Config>,
+    logger: Logger,
+}
+
+impl<K: Engine, R: Engine> Peer<K, R> {
+    /// The replica of `region` on `store_id` (the region must list a peer on that store).
+    pub fn create(
+        store_id: u64,
+        cfg: Arc<Config>,
+        engines: Engines<K, R>,
+        region: Region,
+        logger: &Logger,
+    ) -> Result<Self> {
+        let meta = find_peer(&region, store_id).cloned().ok_or_else(|| {
+            Error::Other(format!(
+                "region {} has no peer on store {store_id}",
+                region.id
+            ))
+        })?;
+        Self::new(cfg, engines, region, meta, logger)
+    }
+
+    /// A replica created by a message from a peer: it knows only its own peer and the region id,
+    /// and waits for a snapshot.
+    pub fn replicate(
+        cfg: Arc<Config>,
+        engines: Engines<K, R>,
+        region_id: u64,
+        meta: metapb::Peer,
+        logger: &Logger,
+    ) -> Result<Self> {
+        let region = Region {
+            id: region_id,
+            ..Default::default()
+        };
+        Self::new(cfg, engines, region, meta, logger)
+    }
+
+    fn new(
+        cfg: Arc<Config>,
+        engines: Engines<K, R>,
+        region: Region,
+        meta: metapb::Peer,
+        logger: &Logger,
+    ) -> Result<Self> {
+        let region_id = region.id;
+        let logger = logger.new(o!("region_id" => region_id, "peer_id" => meta.id));
+        let storage = PeerStorage::new(engines, region.clone())?;
+        let applied = storage.applied_index();
+        let last_compacted_idx = storage.truncated_index() + 1;
+        let raft_cfg = raft::Config {
+            id: meta.id,
+            election_tick: cfg.raft_election_timeout_ticks,
+            heartbeat_tick: cfg.raft_heartbeat_ticks,
+            applied,
+            seed: cfg
+                .seed
+                .wrapping_add(region_id.wrapping_mul(0x9E37_79B9))
+                .wrapping_add(meta.id),
+            max_size_per_msg: cfg.raft_max_size_per_msg,
+            max_inflight_msgs: cfg.raft_max_inflight_msgs,
+            pre_vote: true,
+            check_quorum: true,
+            ..Default::default()
+        };
+        let raft_group = RawNode::new(&raft_cfg, storage, &logger)?;
+        let mut peer_cache = BTreeMap::new();
+        for p in &region.peers {
+            peer_cache.insert(p.id, p.clone());
+        }
+        let mut peer = Peer {
+            region_id,
+            meta,
+            raft_group,
+            proposals: VecDeque::new(),
+            peer_cache,
+            last_compacted_idx,
+            ticks: 0,
+            cfg,
+            logger,
+        };
+        // A region with a single replica needs no election timeout to elect it.
+        if region.peers.len() == 1 && region.peers[0].id == peer.meta.id {
+            peer.raft_group.campaign()?;
+        }
+        info!(peer.logger, "peer created"; "applied" => applied,
+            "initialized" => peer.storage().is_initialized());
+        Ok(peer)
+    }
+
+    /// The replica's storage.
+    pub fn storage(&self) -> &PeerStorage<K, R> {
+        &self.raft_group.raft.raft_log.store
+    }
+
+    fn storage_mut(&mut self) -> &mut PeerStorage<K, R> {
+        &mut self.raft_group.raft.raft_log.store
+    }
+
+    /// The region as this replica knows it.
+    pub fn region(&self) -> &Region {
+        &self.storage().region
+    }
+
+    /// Whether this replica leads its region.
+    pub fn is_leader(&self) -> bool {
+        self.raft_group.raft.state == StateRole::Leader
+    }
+
+    /// The current raft term.
+    pub fn term(&self) -> u64 {
+        self.raft_group.raft.term
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<metapb::Peer> {
+        match self.raft_group.raft.lead {
+            INVALID_ID => None,
+            id => self.peer_cache.get(&id).cloned(),
+        }
+    }
+
+    fn engines(&self) -> &Engines<K, R> {
+        &self.storage().engines
+    }
+
+    // ---- messages ---------------------------------------------------------------------------
+
+    /// Steps a raft message from another replica.
+    pub fn on_raft_message(&mut self, msg: RaftMessage) -> Result<()> {
+        if let Some(from) = &msg.from_peer {
+            self.peer_cache.insert(from.id, from.clone());
+        }
+        let Some(m) = msg.message else {
+            return Err(Error::InvalidRequest(
+                "raft message without a message".into(),
+            ));
+        };
+        self.raft_group.step(m)?;
+        Ok(())
+    }
+
+    fn send_raft_message(&self, ctx: &mut StoreContext, m: eraftpb::Message) {
+        let Some(to_peer) = self.peer_cache.get(&m.to).cloned() else {
+            warn!(self.logger, "dropping message to an unknown peer";
+                "to" => m.to, "msg_type" => ?m.msg_type());
+            return;
+        };
+        let region = self.region();
+        let mut rm = RaftMessage {
+            region_id: self.region_id,
+            from_peer: Some(self.meta.clone()),
+            to_peer: Some(to_peer),
+            region_epoch: region.region_epoch.clone(),
+            ..Default::default()
+        };
+        if is_initial_msg(&m) {
+            // Lets a store that has no replica yet check the range before creating one.
+            rm.start_key = region.start_key.clone();
+            rm.end_key = region.end_key.clone();
+        }
+        rm.message = Some(m);
+        ctx.messages.push(rm);
+    }
+
+    // ---- ticks ------------------------------------------------------------------------------
+
+    /// One base tick: raft's clock, and the periodic log-GC and scheduler-heartbeat checks.
+    pub fn tick(&mut self, ctx: &mut StoreContext) {
+        self.raft_group.tick();
+        self.ticks += 1;
+        if self.ticks % self.cfg.raft_log_gc_tick_ticks as u64 == 0 {
+            self.on_raft_log_gc_tick(ctx);
+        }
+        if self.ticks % self.cfg.scheduler_heartbeat_ticks as u64 == 0 && self.is_leader() {
+            self.heartbeat_scheduler(ctx);
+        }
+    }
+
+    fn heartbeat_scheduler(&self, ctx: &mut StoreContext) {
+        ctx.heartbeats.push(RegionHeartbeat {
+            region: self.region().clone(),
+            leader: self.meta.clone(),
+        });
+    }
+
+    /// A leader proposes to compact the log once enough applied entries accumulated.
+    fn on_raft_log_gc_tick(&mut self, ctx: &mut StoreContext) {
+        if !self.is_leader() {
+            return;
+        }
+        let applied = self.storage().applied_index();
+        let first = self.storage().truncated_index() + 1;
+        if applied <= first || applied - first < self.cfg.raft_log_gc_count_limit {
+            return;
+        }
+        // Keep the last applied entry, so its term stays readable.
+        let compact_index = applied - 1;
+        let Ok(compact_term) = self.raft_group.raft.raft_log.term(compact_index) else {
+            return;
+        };
+        let req = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: self.region_id,
+                peer: Some(self.meta.clone()),
+                ..Default::default()
+            }),
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::CompactLog as i32,
+                compact_log: Some(CompactLogRequest {
+                    compact_index,
+                    compact_term,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        debug!(self.logger, "proposing log compaction"; "compact_index" => compact_index);
+        let logger = self.logger.clone();
+        self.propose(
+            ctx,
+            req,
+            Box::new(move |r| {
+                if let Some(e) = r.region_error() {
+                    debug!(logger, "log compaction not applied"; "error" => &e.message);
+                }
+            }),
+        );
+    }
+
+    // ---- proposals --------------------------------------------------------------------------
+
+    fn pre_propose(&self, req: &RaftCmdRequest, store_id: u64) -> Result<()> {
+        let header = req
+            .header
+            .as_ref()
+            .ok_or_else(|| Error::InvalidRequest("missing header".into()))?;
+        if let Some(p) = &header.peer {
+            if p.store_id != store_id {
+                return Err(Error::StoreNotMatch {
+                    request_store_id: p.store_id,
+                    actual_store_id: store_id,
+                });
+            }
+        }
+        if !self.is_leader() {
+            return Err(Error::NotLeader {
+                region_id: self.region_id,
+                leader: self.leader(),
+            });
+        }
+        if let Some(p) = &header.peer {
+            if p.id != self.meta.id {
+                return Err(Error::InvalidRequest(format!(
+                    "mismatched peer id {} != {}",
+                    p.id, self.meta.id
+                )));
+            }
+        }
+        if header.term != 0 && self.term() > header.term + 1 {
+            return Err(Error::StaleCommand);
+        }
+        check_region_epoch(req, self.region(), true)?;
+        let region = self.region();
+        for r in &req.requests {
+            let (cf, key) = match r.cmd_type() {
+                CmdType::Get => r.get.as_ref().map(|g| (&g.cf, &g.key)),
+                CmdType::Put => r.put.as_ref().map(|p| (&p.cf, &p.key)),
+                CmdType::Delete => r.delete.as_ref().map(|d| (&d.cf, &d.key)),
+                CmdType::Snap => continue,
+                CmdType::Invalid => {
+                    return Err(Error::InvalidRequest("invalid command type".into()))
+                }
+            }
+            .ok_or_else(|| Error::InvalidRequest("request without its body".into()))?;
+            if !DATA_CFS.contains(&cf.as_str()) {
+                return Err(Error::InvalidRequest(format!(
+                    "unknown column family {cf:?}"
+                )));
+            }
+            check_key_in_region(key, region)?;
+        }
+        if req.requests.is_empty() && req.admin_request.is_none() {
+            return Err(Error::InvalidRequest("empty command".into()));
+        }
+        Ok(())
+    }
+
+    /// Proposes a command; `cb` gets the result once it is applied (or an error now).
+    pub fn propose(&mut self, ctx: &mut StoreContext, req: RaftCmdRequest, cb: Callback) {
+        let term = self.term();
+        let store_id = self.meta.store_id;
+        if let Err(e) = self.pre_propose(&req, store_id) {
+            ctx.responses.push((cb, CmdResponse::error(e, term)));
+            return;
+        }
+        if let Some(admin) = &req.admin_request {
+            match admin.cmd_type() {
+                AdminCmdType::TransferLeader => {
+                    // Not replicated: the leader hands over directly.
+                    let to = admin
+                        .transfer_leader
+                        .as_ref()
+                        .and_then(|t| t.peer.as_ref())
+                        .map(|p| p.id)
+                        .unwrap_or(INVALID_ID);
+                    self.raft_group.transfer_leader(to);
+                    let resp = RaftCmdResponse {
+                        header: Some(RaftResponseHeader {
+                            current_term: term,
+                            ..Default::default()
+                        }),
+                        admin_response: Some(AdminResponse {
+                            cmd_type: AdminCmdType::TransferLeader as i32,
+                            transfer_leader: Some(TransferLeaderResponse {}),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    };
+                    ctx.responses.push((cb, CmdResponse { resp, snap: None }));
+                    return;
+                }
+                AdminCmdType::CompactLog => {}
+                other => {
+                    let e = Error::InvalidRequest(format!(
+                        "admin command {other:?} is not supported by this store yet"
+                    ));
+                    ctx.responses.push((cb, CmdResponse::error(e, term)));
+                    return;
+                }
+            }
+        }
+        let data = req.encode_to_vec();
+        if data.len() as u64 > self.cfg.raft_entry_max_size {
+            let e = Error::InvalidRequest(format!(
+                "command of {} bytes exceeds the raft entry limit of {} bytes",
+                data.len(),
+                self.cfg.raft_entry_max_size
+            ));
+            ctx.responses.push((cb, CmdResponse::error(e, term)));
+            return;
+        }
+        let before = self.raft_group.raft.raft_log.last_index();
+        if let Err(e) = self.raft_group.propose(data) {
+            ctx.responses.push((cb, CmdResponse::error(e.into(), term)));
+            return;
+        }
+        let index = self.raft_group.raft.raft_log.last_index();
+        debug_assert_eq!(index, before + 1, "a leader appends a proposal at once");
+        self.proposals.push_back(Proposal { index, term, cb });
+    }
+
+    /// Answers every proposal whose entry was overtaken before `index` (or at `index` by an entry
+    /// of another term) with StaleCommand; returns the callback of the proposal at
+    /// (`index`, `term`), if any.
+    fn take_proposal(&mut self, ctx: &mut StoreContext, index: u64, term: u64) -> Option<Callback> {
+        let current = self.term();
+        while let Some(p) = self.proposals.front() {
+            if p.index > index {
+                return None;
+            }
+            let p = self.proposals.pop_front().expect("front exists");
+            if p.index == index && p.term == term {
+                return Some(p.cb);
+            }
+            ctx.responses
+                .push((p.cb, CmdResponse::error(Error::StaleCommand, current)));
+        }
+        None
+    }
+
+    // ---- ready ------------------------------------------------------------------------------
+
+    /// Phase one of a round: takes the replica's `Ready` and adds what it must persist to the
+    /// round's raft write batch.
+    pub fn collect_ready(&mut self, raft_wb: &mut WriteBatch) -> Option<Ready> {
+        if !self.raft_group.has_ready() {
+            return None;
+        }
+        let rd = self.raft_group.ready();
+        self.storage_mut().save_ready_state(&rd, raft_wb);
+        Some(rd)
+    }
+
+    /// Phase two, after the round's raft write batch is synced: sends the messages, applies the
+    /// committed entries into the round's kv write batch, and advances raft.
+    pub fn post_ready(
+        &mut self,
+        ctx: &mut StoreContext,
+        rd: Ready,
+        kv_wb: &mut WriteBatch,
+        sync_kv: &mut bool,
+    ) -> Result<()> {
+        if let Some(ss) = &rd.soft_state {
+            if ss.raft_state == StateRole::Leader {
+                info!(self.logger, "became leader"; "term" => self.term());
+                self.heartbeat_scheduler(ctx);
+            }
+        }
+        for m in rd.messages.iter().cloned() {
+            self.send_raft_message(ctx, m);
+        }
+        if let Some(last) = rd.committed_entries.last() {
+            let last_index = last.index;
+            for e in &rd.committed_entries {
+                self.apply_entry(ctx, e, kv_wb, sync_kv)?;
+            }
+            let region_id = self.region_id;
+            let state = &mut self.storage_mut().apply_state;
+            state.applied_index = last_index;
+            kv_wb.put_msg_cf(CF_RAFT, &keys::apply_state_key(region_id), &*state);
+        }
+        self.raft_group.advance(rd);
+        Ok(())
+    }
+
+    fn apply_entry(
+        &mut self,
+        ctx: &mut StoreContext,
+        e: &eraftpb::Entry,
+        kv_wb: &mut WriteBatch,
+        sync_kv: &mut bool,
+    ) -> Result<()> {
+        if e.data.is_empty() {
+            // A new leader's no-op: proposals at this index lost their place.
+            let _ = self.take_proposal(ctx, e.index, e.term);
+            return Ok(());
+        }
+        if e.entry_type() == EntryType::EntryConfChange {
+            // Membership changes are refused at proposal time until the store supports them, so
+            // none can be in the log.
+            warn!(self.logger, "skipping a conf change entry this store does not support";
+                "index" => e.index);
+            let _ = self.take_proposal(ctx, e.index, e.term);
+            return Ok(());
+        }
+        let req = RaftCmdRequest::decode(e.data.as_slice())?;
+        let resp = self.apply_cmd(ctx, req, kv_wb, sync_kv);
+        if let Some(cb) = self.take_proposal(ctx, e.index, e.term) {
+            ctx.responses.push((cb, resp));
+        }
+        Ok(())
+    }
+
+    fn apply_cmd(
+        &mut self,
+        ctx: &mut StoreContext,
+        req: RaftCmdRequest,
+        kv_wb: &mut WriteBatch,
+        sync_kv: &mut bool,
+    ) -> CmdResponse {
+        let term = self.term();
+        if let Err(e) = check_region_epoch(&req, self.region(), true) {
+            return CmdResponse::error(e, term);
+        }
+        let header = Some(RaftResponseHeader {
+            current_term: term,
+            ..Default::default()
+        });
+        if let Some(admin) = &req.admin_request {
+            return match self.apply_admin(ctx, admin, sync_kv) {
+                Ok(admin_response) => CmdResponse {
+                    resp: RaftCmdResponse {
+                        header,
+                        admin_response: Some(admin_response),
+                        ..Default::default()
+                    },
+                    snap: None,
+                },
+                Err(e) => CmdResponse::error(e, term),
+            };
+        }
+        let mut responses = Vec::with_capacity(req.requests.len());
+        let mut snap = None;
+        for r in &req.requests {
+            match self.apply_request(r, kv_wb) {
+                Ok((resp, s)) => {
+                    responses.push(resp);
+                    if s.is_some() {
+                        snap = s;
+                    }
+                }
+                Err(e) => return CmdResponse::error(e, term),
+            }
+        }
+        CmdResponse {
+            resp: RaftCmdResponse {
+                header,
+                responses,
+                admin_response: None,
+            },
+            snap,
+        }
+    }
+
+    /// Makes the round's writes so far visible to reads of the kv engine.
+    fn flush(&self, kv_wb: &mut WriteBatch) -> Result<()> {
+        if !kv_wb.is_empty() {
+            self.engines().kv.write(kv_wb, false)?;
+            kv_wb.clear();
+        }
+        Ok(())
+    }
+
+    fn apply_request(
+        &mut self,
+        r: &Request,
+        kv_wb: &mut WriteBatch,
+    ) -> Result<(Response, Option<RegionSnapshot>)> {
+        let region = self.region().clone();
+        let mut resp = Response {
+            cmd_type: r.cmd_type,
+            ..Default::default()
+        };
+        let missing = || Error::InvalidRequest("request without its body".into());
+        match r.cmd_type() {
+            CmdType::Get => {
+                let g = r.get.as_ref().ok_or_else(missing)?;
+                check_key_in_region(&g.key, &region)?;
+                self.flush(kv_wb)?;
+                let value = self.engines().kv.get_cf(&g.cf, &g.key)?;
+                resp.get = Some(GetResponse {
+                    value: value.unwrap_or_default(),
+                });
+            }
+            CmdType::Put => {
+                let p = r.put.as_ref().ok_or_else(missing)?;
+                check_key_in_region(&p.key, &region)?;
+                kv_wb.put_cf(&p.cf, p.key.as_slice(), p.value.as_slice());
+                resp.put = Some(Default::default());
+            }
+            CmdType::Delete => {
+                let d = r.delete.as_ref().ok_or_else(missing)?;
+                check_key_in_region(&d.key, &region)?;
+                kv_wb.delete_cf(&d.cf, d.key.as_slice());
+                resp.delete = Some(Default::default());
+            }
+            CmdType::Snap => {
+                self.flush(kv_wb)?;
+                let snap = RegionSnapshot {
+                    region: region.clone(),
+                    snap: Arc::new(self.engines().kv.snapshot()),
+                };
+                resp.snap = Some(SnapResponse {
+                    region: Some(region),
+                });
+                return Ok((resp, Some(snap)));
+            }
+            CmdType::Invalid => return Err(Error::InvalidRequest("invalid command".into())),
+        }
+        Ok((resp, None))
+    }
+
+    fn apply_admin(
+        &mut self,
+        ctx: &mut StoreContext,
+        admin: &AdminRequest,
+        sync_kv: &mut bool,
+    ) -> Result<AdminResponse> {
+        match admin.cmd_type() {
+            AdminCmdType::CompactLog => {
+                let c = admin
+                    .compact_log
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidRequest("CompactLog without body".into()))?;
+                let truncated = self.storage().truncated_index();
+                if c.compact_index <= truncated {
+                    debug!(self.logger, "compaction index already truncated";
+                        "compact_index" => c.compact_index, "truncated" => truncated);
+                } else {
+                    self.storage_mut().apply_state.truncated_state = Some(RaftTruncatedState {
+                        index: c.compact_index,
+                        term: c.compact_term,
+                    });
+                    // The truncated state must be durable before the log GC deletes the entries.
+                    *sync_kv = true;
+                    ctx.tasks.push(Task::RaftLogGc {
+                        region_id: self.region_id,
+                        start_idx: self.last_compacted_idx,
+                        end_idx: c.compact_index + 1,
+                    });
+                    self.last_compacted_idx = c.compact_index + 1;
+                    debug!(self.logger, "log compacted"; "truncated_index" => c.compact_index);
+                }
+                Ok(AdminResponse {
+                    cmd_type: AdminCmdType::CompactLog as i32,
+                    compact_log: Some(CompactLogResponse {}),
+                    ..Default::default()
+                })
+            }
+            other => Err(Error::InvalidRequest(format!(
+                "admin command {other:?} is not supported by this store yet"
+            ))),
+        }
+    }
+
+    /// Answers every pending proposal with `err` (the peer is going away).
+    pub fn fail_proposals(&mut self, ctx: &mut StoreContext, err: impl Fn() -> Error) {
+        let term = self.term();
+        for p in self.proposals.drain(..) {
+            ctx.responses.push((p.cb, CmdResponse::error(err(), term)));
+        }
+    }
+
+    /// Whether `id` is a known peer of the region.
+    pub fn knows_peer(&self, id: u64) -> bool {
+        self.peer_cache.contains_key(&id)
+    }
+
+    /// The peer cache's entry for `id`.
+    pub fn peer_by_id(&self, id: u64) -> Option<&metapb::Peer> {
+        self.peer_cache.get(&id)
+    }
+}

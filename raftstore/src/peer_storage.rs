@@ -1,0 +1,301 @@
+//! `PeerStorage`: a region replica's raft log and states on the store's two engines, seen by raft
+//! through the `raft::Storage` trait (SPEC 6.4).
+//!
+//! - raft engine: the log entries (`raft_log_key`) and `RaftLocalState` (hard state, last index
+//!   and term);
+//! - kv engine (CF `raft`): `RaftApplyState` (applied index, truncated state) and
+//!   `RegionLocalState`.
+//!
+//! Entries before `truncated_state.index` are gone (compacted); `truncated_state` itself plays the
+//! role of raft's dummy entry. Writes are never performed here directly: they go into the round's
+//! write batches, which the store writes (and syncs) once for all peers.
+
+use std::cell::Cell;
+
+use prost::Message as _;
+use proto::eraftpb::{Entry, HardState, Snapshot};
+use proto::metapb::Region;
+use proto::raft_serverpb::{RaftApplyState, RaftLocalState, RaftTruncatedState};
+use raft::{RaftState, Ready, Storage, StorageError};
+
+use crate::engine::{Engine, Engines, WriteBatch, CF_DEFAULT, CF_RAFT};
+use crate::errors::{Error, Result};
+use crate::keys;
+use crate::util::conf_state_from_region;
+
+fn storage_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+/// A region replica's durable raft state.
+pub struct PeerStorage<K: Engine, R: Engine> {
+    /// The store's engines.
+    pub engines: Engines<K, R>,
+    /// The region as this replica knows it.
+    pub region: Region,
+    /// Hard state, last index and last term, as written to the raft engine.
+    pub raft_state: RaftLocalState,
+    /// Applied index and truncated state, as written to the kv engine.
+    pub apply_state: RaftApplyState,
+    /// Set when raft asked for a snapshot; the peer schedules the generation.
+    pub snapshot_requested: Cell<bool>,
+    /// A generated snapshot waiting to be handed to raft.
+    pub generated_snapshot: std::cell::RefCell<Option<Snapshot>>,
+}
+
+/// The initial raft state of a region replica without one: a bootstrapped or split region (it has
+/// peers) starts at term and index 5; a replica created by a message (no peers yet) starts empty and
+/// receives a snapshot.
+fn init_raft_state<R: Engine>(raft: &R, region: &Region) -> Result<RaftLocalState> {
+    if let Some(s) =
+        raft.get_msg_cf::<RaftLocalState>(CF_DEFAULT, &keys::raft_state_key(region.id))?
+    {
+        return Ok(s);
+    }
+    let mut s = RaftLocalState::default();
+    if !region.peers.is_empty() {
+        s.last_index = keys::RAFT_INIT_LOG_INDEX;
+        s.last_term = keys::RAFT_INIT_LOG_TERM;
+        s.hard_state = Some(HardState {
+            term: keys::RAFT_INIT_LOG_TERM,
+            commit: keys::RAFT_INIT_LOG_INDEX,
+            vote: 0,
+        });
+    }
+    Ok(s)
+}
+
+fn init_apply_state<K: Engine>(kv: &K, region: &Region) -> Result<RaftApplyState> {
+    if let Some(s) = kv.get_msg_cf::<RaftApplyState>(CF_RAFT, &keys::apply_state_key(region.id))? {
+        return Ok(s);
+    }
+    let mut s = RaftApplyState::default();
+    if !region.peers.is_empty() {
+        s.applied_index = keys::RAFT_INIT_LOG_INDEX;
+        s.truncated_state = Some(RaftTruncatedState {
+            index: keys::RAFT_INIT_LOG_INDEX,
+            term: keys::RAFT_INIT_LOG_TERM,
+        });
+    }
+    Ok(s)
+}
+
+impl<K: Engine, R: Engine> PeerStorage<K, R> {
+    /// Loads (or initializes) the replica's states.
+    pub fn new(engines: Engines<K, R>, region: Region) -> Result<Self> {
+        let raft_state = init_raft_state(&engines.raft, &region)?;
+        let apply_state = init_apply_state(&engines.kv, &region)?;
+        if raft_state.last_index < apply_state.applied_index {
+            return Err(Error::Other(format!(
+                "region {}: raft log ends at {} but {} is applied: the raft engine lost synced data",
+                region.id, raft_state.last_index, apply_state.applied_index
+            )));
+        }
+        Ok(PeerStorage {
+            engines,
+            region,
+            raft_state,
+            apply_state,
+            snapshot_requested: Cell::new(false),
+            generated_snapshot: std::cell::RefCell::new(None),
+        })
+    }
+
+    /// Whether the replica has its region's metadata (a replica created by a message has not
+    /// until it applies a snapshot).
+    pub fn is_initialized(&self) -> bool {
+        !self.region.peers.is_empty()
+    }
+
+    /// The index of the last compacted entry.
+    pub fn truncated_index(&self) -> u64 {
+        self.apply_state
+            .truncated_state
+            .as_ref()
+            .map_or(0, |t| t.index)
+    }
+
+    /// The term of the last compacted entry.
+    pub fn truncated_term(&self) -> u64 {
+        self.apply_state
+            .truncated_state
+            .as_ref()
+            .map_or(0, |t| t.term)
+    }
+
+    /// The applied index.
+    pub fn applied_index(&self) -> u64 {
+        self.apply_state.applied_index
+    }
+
+    fn hard_state(&self) -> HardState {
+        self.raft_state.hard_state.unwrap_or_default()
+    }
+
+    fn check_range(&self, low: u64, high: u64) -> raft::Result<()> {
+        if low > high {
+            return Err(storage_err(format!(
+                "low {low} is greater than high {high}"
+            )));
+        }
+        if low <= self.truncated_index() {
+            return Err(StorageError::Compacted.into());
+        }
+        if high > self.raft_state.last_index + 1 {
+            return Err(storage_err(format!(
+                "entries' high {} is out of bound, last index {}",
+                high, self.raft_state.last_index
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds `entries` to the round's raft write batch, deleting any older tail past the new last
+    /// entry (it can never be committed), and updates `raft_state`'s last index and term.
+    pub fn append(&mut self, entries: &[Entry], raft_wb: &mut WriteBatch) {
+        let first = self.truncated_index() + 1;
+        let entries: Vec<&Entry> = entries.iter().filter(|e| e.index >= first).collect();
+        let Some(last) = entries.last() else {
+            return;
+        };
+        let (last_index, last_term) = (last.index, last.term);
+        let region_id = self.region.id;
+        for e in &entries {
+            raft_wb.put_msg_cf(CF_DEFAULT, &keys::raft_log_key(region_id, e.index), *e);
+        }
+        for i in last_index + 1..=self.raft_state.last_index {
+            raft_wb.delete_cf(CF_DEFAULT, &keys::raft_log_key(region_id, i));
+        }
+        self.raft_state.last_index = last_index;
+        self.raft_state.last_term = last_term;
+    }
+
+    /// Adds what a `Ready` asks to persist (entries, hard state) to the round's raft write batch.
+    pub fn save_ready_state(&mut self, ready: &Ready, raft_wb: &mut WriteBatch) {
+        let before = self.raft_state.clone();
+        self.append(&ready.entries, raft_wb);
+        if let Some(hs) = &ready.hard_state {
+            self.raft_state.hard_state = Some(*hs);
+        }
+        if self.raft_state != before {
+            raft_wb.put_msg_cf(
+                CF_DEFAULT,
+                &keys::raft_state_key(self.region.id),
+                &self.raft_state,
+            );
+        }
+    }
+
+    /// Deletes every meta key and log entry of the replica (when it is destroyed).
+    pub fn clear_meta(&self, kv_wb: &mut WriteBatch, raft_wb: &mut WriteBatch) {
+        let id = self.region.id;
+        kv_wb.delete_cf(CF_RAFT, &keys::region_state_key(id));
+        kv_wb.delete_cf(CF_RAFT, &keys::apply_state_key(id));
+        raft_wb.delete_cf(CF_DEFAULT, &keys::raft_state_key(id));
+        raft_wb.delete_range_cf(
+            CF_DEFAULT,
+            &keys::raft_log_key(id, 0),
+            &keys::raft_log_key(id, u64::MAX),
+        );
+    }
+}
+
+impl<K: Engine, R: Engine> Storage for PeerStorage<K, R> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        if !self.is_initialized() {
+            return Ok(RaftState::default());
+        }
+        Ok(RaftState {
+            hard_state: self.hard_state(),
+            conf_state: conf_state_from_region(&self.region),
+        })
+    }
+
+    fn entries(&self, low: u64, high: u64, max_size: u64) -> raft::Result<Vec<Entry>> {
+        self.check_range(low, high)?;
+        if low == high {
+            return Ok(Vec::new());
+        }
+        let region_id = self.region.id;
+        let mut ents = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        let mut next = low;
+        let mut limited = false;
+        let mut decode_err = None;
+        self.engines
+            .raft
+            .scan_cf(
+                CF_DEFAULT,
+                &keys::raft_log_key(region_id, low),
+                &keys::raft_log_key(region_id, high),
+                &mut |_, v| {
+                    let e = match Entry::decode(v) {
+                        Ok(e) => e,
+                        Err(err) => {
+                            decode_err = Some(err);
+                            return Ok(false);
+                        }
+                    };
+                    if e.index != next {
+                        // A gap: the entries are not all there.
+                        return Ok(false);
+                    }
+                    size += v.len() as u64;
+                    if !ents.is_empty() && size > max_size {
+                        limited = true;
+                        return Ok(false);
+                    }
+                    next += 1;
+                    ents.push(e);
+                    Ok(true)
+                },
+            )
+            .map_err(storage_err)?;
+        if let Some(e) = decode_err {
+            return Err(storage_err(e));
+        }
+        if limited || ents.len() as u64 == high - low {
+            return Ok(ents);
+        }
+        Err(StorageError::Unavailable.into())
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated_index() {
+            return Ok(self.truncated_term());
+        }
+        self.check_range(idx, idx + 1)?;
+        if self.truncated_term() == self.raft_state.last_term || idx == self.raft_state.last_index {
+            return Ok(self.raft_state.last_term);
+        }
+        let e = self
+            .engines
+            .raft
+            .get_msg_cf::<Entry>(CF_DEFAULT, &keys::raft_log_key(self.region.id, idx))
+            .map_err(storage_err)?;
+        match e {
+            Some(e) => Ok(e.term),
+            None => Err(StorageError::Unavailable.into()),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index() + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.raft_state.last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64) -> raft::Result<Snapshot> {
+        if let Some(s) = self.generated_snapshot.borrow_mut().take() {
+            let idx = s.metadata.as_ref().map_or(0, |m| m.index);
+            // A snapshot older than the log's start cannot help a follower: make a new one.
+            if idx >= self.truncated_index() {
+                return Ok(s);
+            }
+        }
+        self.snapshot_requested.set(true);
+        Err(StorageError::SnapshotTemporarilyUnavailable.into())
+    }
+}

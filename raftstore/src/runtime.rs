@@ -1,0 +1,288 @@
+//! The threaded runtime: the production driver of the store's handlers.
+//!
+//! - a **poller** thread owns the `Store`; it blocks on a crossbeam-channel mailbox, drains up to
+//!   `MAX_BATCH` messages at a time, runs the handlers, then `end_round` once for the whole batch
+//!   (one synced raft write per round: group commit), and carries out the round's effects;
+//! - the poller also keeps the base tick, from the wall clock (the handlers never read it);
+//! - a **worker** thread runs background tasks (log GC) so they never stall the poller.
+//!
+//! Raft messages leave through a `Transport`, region heartbeats through a `SchedulerClient`;
+//! callbacks are called on the poller thread (they should only send on a channel).
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use proto::raft_cmdpb::RaftCmdRequest;
+use proto::raft_serverpb::RaftMessage;
+use slog::{error, info, warn, Logger};
+
+use crate::callback::{Callback, CmdResponse};
+use crate::config::Config;
+use crate::engine::{Engine, Engines};
+use crate::errors::{Error, Result};
+use crate::store::{RegionHeartbeat, Store, StoreContext, Task};
+use crate::worker::run_task;
+
+/// Most messages handled in one round.
+pub const MAX_BATCH: usize = 4096;
+
+/// Where a store's raft messages go. Sending must not block for long; a message that cannot be
+/// delivered may be dropped (raft retries).
+pub trait Transport: Send + 'static {
+    /// Sends a message to the store named by `msg.to_peer.store_id`.
+    fn send(&mut self, msg: RaftMessage) -> Result<()>;
+    /// Called at the end of each round, after the round's sends: a chance to flush buffers.
+    fn flush(&mut self) {}
+}
+
+/// Where region heartbeats go.
+pub trait SchedulerClient: Send + 'static {
+    /// A leader reports its region.
+    fn region_heartbeat(&mut self, hb: RegionHeartbeat);
+}
+
+/// A scheduler client that drops heartbeats (a static cluster needs none).
+pub struct NoScheduler;
+
+impl SchedulerClient for NoScheduler {
+    fn region_heartbeat(&mut self, _hb: RegionHeartbeat) {}
+}
+
+/// A message to a running store.
+pub enum StoreMsg {
+    /// A raft message from another store.
+    Raft(RaftMessage),
+    /// A command for one of its regions.
+    Command(RaftCmdRequest, Callback),
+    /// Stop the store.
+    Stop,
+}
+
+/// A handle to a running store: send it messages and commands, stop it.
+pub struct StoreHandle {
+    /// The store's id.
+    pub store_id: u64,
+    sender: Sender<StoreMsg>,
+    poller: Option<JoinHandle<()>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl StoreHandle {
+    /// A sender for the store's mailbox (for transports and clients).
+    pub fn sender(&self) -> Sender<StoreMsg> {
+        self.sender.clone()
+    }
+
+    /// Delivers a raft message.
+    pub fn send_raft_message(&self, msg: RaftMessage) -> Result<()> {
+        self.sender
+            .send(StoreMsg::Raft(msg))
+            .map_err(|_| Error::Other(format!("store {} is stopped", self.store_id)))
+    }
+
+    /// Sends a command; `cb` gets the result (or is dropped if the store stops first).
+    pub fn send_command(&self, req: RaftCmdRequest, cb: Callback) -> Result<()> {
+        self.sender
+            .send(StoreMsg::Command(req, cb))
+            .map_err(|_| Error::Other(format!("store {} is stopped", self.store_id)))
+    }
+
+    /// Stops the store and waits for its threads.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.sender.send(StoreMsg::Stop);
+        if let Some(p) = self.poller.take() {
+            let _ = p.join();
+        }
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for StoreHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Opens the store on bootstrapped `engines` and starts its threads.
+pub fn start_store<K, R, T, S>(
+    cfg: Config,
+    engines: Engines<K, R>,
+    transport: T,
+    scheduler: S,
+    logger: &Logger,
+) -> Result<StoreHandle>
+where
+    K: Engine,
+    R: Engine,
+    T: Transport,
+    S: SchedulerClient,
+{
+    let (tx, rx) = crossbeam_channel::unbounded();
+    start_store_with_mailbox(cfg, engines, transport, scheduler, logger, tx, rx)
+}
+
+/// Like `start_store`, with a mailbox made beforehand (so a transport can hold its sender before
+/// the store exists).
+pub fn start_store_with_mailbox<K, R, T, S>(
+    cfg: Config,
+    engines: Engines<K, R>,
+    transport: T,
+    scheduler: S,
+    logger: &Logger,
+    tx: Sender<StoreMsg>,
+    rx: Receiver<StoreMsg>,
+) -> Result<StoreHandle>
+where
+    K: Engine,
+    R: Engine,
+    T: Transport,
+    S: SchedulerClient,
+{
+    let tick = cfg.raft_base_tick_interval;
+    let store = Store::new(cfg, engines.clone(), logger)?;
+    let store_id = store.store_id;
+    let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
+    let wlogger = logger.clone();
+    let worker = std::thread::Builder::new()
+        .name(format!("store-{store_id}-worker"))
+        .spawn(move || {
+            for task in task_rx {
+                if let Err(e) = run_task(&engines, &task) {
+                    error!(wlogger, "background task failed"; "task" => ?task, "err" => %e);
+                }
+            }
+        })
+        .map_err(|e| Error::Other(format!("cannot spawn worker: {e}")))?;
+    let plogger = logger.clone();
+    let poller = std::thread::Builder::new()
+        .name(format!("store-{store_id}-poller"))
+        .spawn(move || {
+            let mut p = Poller {
+                store,
+                rx,
+                transport,
+                scheduler,
+                task_tx,
+                tick,
+                logger: plogger,
+            };
+            p.run();
+        })
+        .map_err(|e| Error::Other(format!("cannot spawn poller: {e}")))?;
+    info!(logger, "store running"; "store_id" => store_id);
+    Ok(StoreHandle {
+        store_id,
+        sender: tx,
+        poller: Some(poller),
+        worker: Some(worker),
+    })
+}
+
+struct Poller<K: Engine, R: Engine, T, S> {
+    store: Store<K, R>,
+    rx: Receiver<StoreMsg>,
+    transport: T,
+    scheduler: S,
+    task_tx: Sender<Task>,
+    tick: Duration,
+    logger: Logger,
+}
+
+impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> {
+    fn run(&mut self) {
+        let mut ctx = StoreContext::default();
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = if self.store.has_ready() {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            let mut stop = false;
+            match self.rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    stop |= self.handle(&mut ctx, msg);
+                    let mut n = 1;
+                    while !stop && n < MAX_BATCH {
+                        let Ok(msg) = self.rx.try_recv() else {
+                            break;
+                        };
+                        stop |= self.handle(&mut ctx, msg);
+                        n += 1;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            if stop {
+                info!(self.logger, "store stopping"; "store_id" => self.store.store_id);
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.store.on_tick(&mut ctx);
+                next_tick += self.tick;
+                if next_tick < now {
+                    // Far behind (a long round or a paused process): do not tick in a burst.
+                    next_tick = now + self.tick;
+                }
+            }
+            if let Err(e) = self.store.end_round(&mut ctx) {
+                // An engine failure: the store cannot keep its promises any more.
+                error!(self.logger, "store round failed; stopping the store"; "err" => %e);
+                self.fail_all(&mut ctx);
+                break;
+            }
+            self.carry_out(&mut ctx);
+        }
+    }
+
+    /// Handles one message; true on Stop.
+    fn handle(&mut self, ctx: &mut StoreContext, msg: StoreMsg) -> bool {
+        match msg {
+            StoreMsg::Raft(m) => self.store.on_raft_message(ctx, m),
+            StoreMsg::Command(req, cb) => self.store.on_command(ctx, req, cb),
+            StoreMsg::Stop => return true,
+        }
+        false
+    }
+
+    fn carry_out(&mut self, ctx: &mut StoreContext) {
+        for m in ctx.messages.drain(..) {
+            if let Err(e) = self.transport.send(m) {
+                warn!(self.logger, "cannot send raft message"; "err" => %e);
+            }
+        }
+        self.transport.flush();
+        for t in ctx.tasks.drain(..) {
+            let _ = self.task_tx.send(t);
+        }
+        for hb in ctx.heartbeats.drain(..) {
+            self.scheduler.region_heartbeat(hb);
+        }
+        for (cb, resp) in ctx.responses.drain(..) {
+            cb(resp);
+        }
+    }
+
+    fn fail_all(&mut self, ctx: &mut StoreContext) {
+        for (cb, resp) in ctx.responses.drain(..) {
+            cb(resp);
+        }
+        for msg in self.rx.try_iter() {
+            if let StoreMsg::Command(_, cb) = msg {
+                cb(CmdResponse::error(
+                    Error::Other("the store stopped after an engine failure".into()),
+                    0,
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! `Store`: the event handlers of one store — every peer it hosts, keyed by region id — and the
+//! `StoreContext` through which they hand their effects to a driver.
+//!
+//! A driver (the threaded runtime, or the simulator) feeds events in — raft messages, commands,
+//! ticks — and then calls `end_round`, which does the round's I/O in the order durability needs:
+//! 1. every touched peer's `Ready` goes into one raft-engine write batch, synced once for the whole
+//!    round (group commit: one fsync however many regions and proposals it carries);
+//! 2. the messages are queued for sending (after the sync: they may promise durability);
+//! 3. committed entries are applied into one kv-engine write batch with the new apply states;
+//! 4. callbacks and background tasks are queued.
+//!
+//! The driver then drains the context: sends the messages over its transport, runs the tasks on
+//! its workers, calls the callbacks. Nothing here reads a clock, sleeps or spawns a thread.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use proto::metapb::{self, Region};
+use proto::raft_cmdpb::RaftCmdRequest;
+use proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use slog::{debug, info, o, warn, Logger};
+
+use crate::callback::{Callback, CmdResponse};
+use crate::config::Config;
+use crate::engine::{Engine, Engines, WriteBatch, CF_RAFT};
+use crate::errors::{Error, Result};
+use crate::keys;
+use crate::peer::Peer;
+use crate::util::is_initial_msg;
+
+/// Background work a handler asks for; a driver runs it off the handler thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Delete the raft-log entries `[start_idx, end_idx)` of a region from the raft engine.
+    RaftLogGc {
+        /// The region.
+        region_id: u64,
+        /// First index to delete.
+        start_idx: u64,
+        /// One past the last index to delete.
+        end_idx: u64,
+    },
+}
+
+/// A region heartbeat for the scheduler: a leader reports its region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionHeartbeat {
+    /// The region as the leader knows it.
+    pub region: Region,
+    /// The leader.
+    pub leader: metapb::Peer,
+}
+
+/// The effects of a round of handlers, for the driver to carry out.
+#[derive(Default)]
+pub struct StoreContext {
+    /// Raft messages to send to other stores.
+    pub messages: Vec<RaftMessage>,
+    /// Callbacks to call with their responses.
+    pub responses: Vec<(Callback, CmdResponse)>,
+    /// Background tasks to run.
+    pub tasks: Vec<Task>,
+    /// Region heartbeats for the scheduler.
+    pub heartbeats: Vec<RegionHeartbeat>,
+}
+
+impl StoreContext {
+    /// Whether there is nothing to carry out.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.responses.is_empty()
+            && self.tasks.is_empty()
+            && self.heartbeats.is_empty()
+    }
+}
+
+/// Counters of what a store did (for tests and benchmarks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Rounds that wrote the raft engine.
+    pub raft_writes: u64,
+    /// Of those, the synced ones.
+    pub raft_syncs: u64,
+    /// Entries persisted to the raft engine.
+    pub entries_persisted: u64,
+    /// Entries applied.
+    pub entries_applied: u64,
+}
+
+/// The handlers of one store.
+pub struct Store<K: Engine, R: Engine> {
+    /// This store's id.
+    pub store_id: u64,
+    cfg: Arc<Config>,
+    engines: Engines<K, R>,
+    /// The replicas hosted here, by region id (ordered: rounds visit them in a fixed order).
+    peers: BTreeMap<u64, Peer<K, R>>,
+    /// Regions with work for the next `end_round`.
+    touched: BTreeSet<u64>,
+    /// What the store did so far.
+    pub stats: StoreStats,
+    logger: Logger,
+}
+
+impl<K: Engine, R: Engine> Store<K, R> {
+    /// Opens the store on bootstrapped engines: loads every region replica recorded in the kv
+    /// engine.
+    pub fn new(cfg: Config, engines: Engines<K, R>, logger: &Logger) -> Result<Self> {
+        cfg.validate()?;
+        let ident = crate::bootstrap::load_store_ident(&engines.kv)?
+            .ok_or_else(|| Error::Other("the store is not bootstrapped".into()))?;
+        let store_id = ident.store_id;
+        let logger = logger.new(o!("store_id" => store_id));
+        let cfg = Arc::new(cfg);
+        let mut store = Store {
+            store_id,
+            cfg,
+            engines,
+            peers: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            stats: StoreStats::default(),
+            logger,
+        };
+        store.load_peers()?;
+        Ok(store)
+    }
+
+    fn load_peers(&mut self) -> Result<()> {
+        let mut regions = Vec::new();
+        let mut decode_err = None;
+        self.engines.kv.scan_cf(
+            CF_RAFT,
+            &keys::region_meta_min_key(),
+            &keys::region_meta_max_key(),
+            &mut |k, v| {
+                match keys::decode_region_meta_key(k) {
+                    Ok((_, suffix)) if suffix == keys::REGION_STATE_SUFFIX => {}
+                    _ => return Ok(true),
+                }
+                match <RegionLocalState as prost::Message>::decode(v) {
+                    Ok(s) => regions.push(s),
+                    Err(e) => {
+                        decode_err = Some(e);
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        )?;
+        if let Some(e) = decode_err {
+            return Err(e.into());
+        }
+        for state in regions {
+            let region = state.region.clone().unwrap_or_default();
+            if state.state() == PeerState::Tombstone {
+                debug!(self.logger, "skipping tombstone region"; "region_id" => region.id);
+                continue;
+            }
+            let peer = Peer::create(
+                self.store_id,
+                self.cfg.clone(),
+                self.engines.clone(),
+                region.clone(),
+                &self.logger,
+            )?;
+            self.touched.insert(region.id);
+            self.peers.insert(region.id, peer);
+        }
+        info!(self.logger, "store started"; "regions" => self.peers.len());
+        Ok(())
+    }
+
+    /// The store's configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The store's engines.
+    pub fn engines(&self) -> &Engines<K, R> {
+        &self.engines
+    }
+
+    /// The replica of a region, if hosted here.
+    pub fn peer(&self, region_id: u64) -> Option<&Peer<K, R>> {
+        self.peers.get(&region_id)
+    }
+
+    /// The hosted regions' ids.
+    pub fn region_ids(&self) -> Vec<u64> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// Whether `end_round` has work.
+    pub fn has_ready(&self) -> bool {
+        !self.touched.is_empty()
+    }
+
+    /// Handles a raft message from another store.
+    pub fn on_raft_message(&mut self, ctx: &mut StoreContext, msg: RaftMessage) {
+        let _ = ctx;
+        let region_id = msg.region_id;
+        let to_store = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+        if to_store != self.store_id {
+            warn!(self.logger, "dropping a raft message for another store";
+                "region_id" => region_id, "to_store" => to_store);
+            return;
+        }
+        if msg.is_tombstone {
+            // Asks a removed replica to destroy itself (membership changes); nothing to do for
+            // a region this store does not host.
+            debug!(self.logger, "ignoring tombstone message"; "region_id" => region_id);
+            return;
+        }
+        if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(&msg) {
+            return;
+        }
+        let peer = self.peers.get_mut(&region_id).expect("created above");
+        let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
+        if to_peer_id != peer.meta.id {
+            debug!(self.logger, "dropping a message for another peer of the region";
+                "region_id" => region_id, "to_peer" => to_peer_id, "peer" => peer.meta.id);
+            return;
+        }
+        if let Err(e) = peer.on_raft_message(msg) {
+            debug!(self.logger, "raft message not stepped"; "region_id" => region_id, "err" => %e);
+        }
+        self.touched.insert(region_id);
+    }
+
+    /// Creates a replica for a region this store does not host, when the message is one that
+    /// may create it (a vote request or an empty heartbeat from a member).
+    fn maybe_create_peer(&mut self, msg: &RaftMessage) -> bool {
+        let region_id = msg.region_id;
+        let Some(m) = &msg.message else {
+            return false;
+        };
+        if !is_initial_msg(m) {
+            debug!(self.logger, "dropping a message for an unknown region";
+                "region_id" => region_id, "msg_type" => ?m.msg_type());
+            return false;
+        }
+        match self
+            .engines
+            .kv
+            .get_msg_cf::<RegionLocalState>(CF_RAFT, &keys::region_state_key(region_id))
+        {
+            Ok(Some(s)) if s.state() == PeerState::Tombstone => {
+                debug!(self.logger, "dropping a message for a destroyed replica";
+                    "region_id" => region_id);
+                return false;
+            }
+            Err(e) => {
+                warn!(self.logger, "cannot read region state"; "region_id" => region_id, "err" => %e);
+                return false;
+            }
+            _ => {}
+        }
+        let meta = msg.to_peer.clone().unwrap_or_default();
+        match Peer::replicate(
+            self.cfg.clone(),
+            self.engines.clone(),
+            region_id,
+            meta,
+            &self.logger,
+        ) {
+            Ok(p) => {
+                info!(self.logger, "created a replica from a message"; "region_id" => region_id);
+                self.peers.insert(region_id, p);
+                true
+            }
+            Err(e) => {
+                warn!(self.logger, "cannot create a replica"; "region_id" => region_id, "err" => %e);
+                false
+            }
+        }
+    }
+
+    /// Handles a command for a region.
+    pub fn on_command(&mut self, ctx: &mut StoreContext, req: RaftCmdRequest, cb: Callback) {
+        let region_id = req.header.as_ref().map_or(0, |h| h.region_id);
+        let Some(peer) = self.peers.get_mut(&region_id) else {
+            ctx.responses
+                .push((cb, CmdResponse::error(Error::RegionNotFound(region_id), 0)));
+            return;
+        };
+        peer.propose(ctx, req, cb);
+        self.touched.insert(region_id);
+    }
+
+    /// One base tick for every replica.
+    pub fn on_tick(&mut self, ctx: &mut StoreContext) {
+        for (&id, peer) in self.peers.iter_mut() {
+            peer.tick(ctx);
+            self.touched.insert(id);
+        }
+    }
+
+    /// Carries out the round: persists (one synced write), queues messages, applies, queues
+    /// callbacks and tasks. See the module documentation for the order.
+    pub fn end_round(&mut self, ctx: &mut StoreContext) -> Result<()> {
+        let touched = std::mem::take(&mut self.touched);
+        let mut raft_wb = WriteBatch::default();
+        let mut readies = Vec::new();
+        let mut must_sync = false;
+        for id in touched {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if let Some(rd) = peer.collect_ready(&mut raft_wb) {
+                must_sync |= rd.must_sync || rd.snapshot.is_some();
+                self.stats.entries_persisted += rd.entries.len() as u64;
+                readies.push((id, rd));
+            }
+        }
+        if !raft_wb.is_empty() {
+            self.engines.raft.write(&raft_wb, must_sync)?;
+            self.stats.raft_writes += 1;
+            if must_sync {
+                self.stats.raft_syncs += 1;
+            }
+        }
+        let mut kv_wb = WriteBatch::default();
+        let mut sync_kv = false;
+        for (id, rd) in readies {
+            let peer = self.peers.get_mut(&id).expect("peer of a ready");
+            self.stats.entries_applied += rd.committed_entries.len() as u64;
+            peer.post_ready(ctx, rd, &mut kv_wb, &mut sync_kv)?;
+            if peer.raft_group.has_ready() {
+                self.touched.insert(id);
+            }
+        }
+        if !kv_wb.is_empty() || sync_kv {
+            self.engines.kv.write(&kv_wb, sync_kv)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,187 @@
+//! SPEC 7.2's `GenericTest`: concurrent clients appending and scanning, network chaos, crashes of
+//! every store, and at the end of each iteration a check that every acknowledged append is there
+//! exactly once and in order.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::cluster::{election_timeout, Cluster};
+use crate::env::{sleep, spawn, Flag};
+use crate::filter::{DropFilter, PartitionFilter};
+
+/// What a generic test run does (TinyKV's parameters).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Params {
+    /// Concurrent clients.
+    pub nclients: usize,
+    /// Drop about 10% of messages.
+    pub unreliable: bool,
+    /// Stop and restart every store at the end of each iteration.
+    pub crash: bool,
+    /// Install random 2-way partitions.
+    pub partitions: bool,
+    /// Raft-log GC count limit (None: the default, so no GC), and check the logs were trimmed.
+    pub maxraftlog: Option<u64>,
+}
+
+/// How many iterations, and how long the clients run in each (TinyKV: 3 and 5 s).
+pub const ITERATIONS: usize = 3;
+/// How long clients run per iteration.
+pub const RUN_TIME: Duration = Duration::from_secs(5);
+
+fn key(cli: usize, j: u64) -> Vec<u8> {
+    format!("{cli} {j:08}").into_bytes()
+}
+
+fn value(cli: usize, j: u64) -> String {
+    format!("x {cli} {j} y")
+}
+
+/// Checks that `values` (a client's scan, concatenated) holds each of its `count` appends exactly
+/// once, in order.
+pub fn check_clnt_appends(cli: usize, values: &str, count: u64) {
+    let mut last = 0usize;
+    for j in 0..count {
+        let wanted = value(cli, j);
+        let Some(off) = values.find(&wanted) else {
+            panic!("client {cli}: missing element {wanted:?} in append result {values:?}");
+        };
+        if values[off + 1..].contains(&wanted) {
+            panic!("client {cli}: duplicate element {wanted:?} in append result");
+        }
+        assert!(
+            off >= last || j == 0,
+            "client {cli}: wrong order for element {j} in append result"
+        );
+        last = off;
+    }
+}
+
+/// One client: until `done`, either appends a new key or scans its keys and compares them with
+/// what it appended. Returns how many keys it appended.
+async fn client(c: Cluster, cli: usize, done: Flag) -> u64 {
+    let mut j = 0u64;
+    let mut expected = String::new();
+    while !done.get() {
+        if c.env.random() % 2 == 0 {
+            let v = value(cli, j);
+            c.must_put(&key(cli, j), v.as_bytes()).await;
+            expected.push_str(&v);
+            j += 1;
+        } else {
+            let kvs = c.scan(&key(cli, 0), &key(cli, j)).await;
+            let got: String = kvs
+                .iter()
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            assert_eq!(
+                got, expected,
+                "client {cli}: scan of its {j} appends does not match what was acknowledged"
+            );
+        }
+    }
+    j
+}
+
+/// Partitions or drops until `done`, every election timeout plus up to 200 ms.
+async fn network_chaos(c: Cluster, unreliable: bool, partitions: bool, done: Flag) {
+    let stores = c.env.store_ids();
+    let et = election_timeout(&c.env);
+    while !done.get() {
+        if partitions {
+            let mut s1 = Vec::new();
+            let mut s2 = Vec::new();
+            for &s in &stores {
+                if c.env.random() % 2 == 0 {
+                    s1.push(s);
+                } else {
+                    s2.push(s);
+                }
+            }
+            c.clear_filters();
+            c.add_filter(PartitionFilter { s1, s2 });
+        }
+        if unreliable {
+            c.add_filter(DropFilter::default());
+        }
+        let jitter = Duration::from_millis(c.env.random() % 200);
+        c.sleep(et + jitter).await;
+    }
+}
+
+/// SPEC 7.2's generic test on a 5-store cluster's `Cluster`.
+pub async fn generic_test(c: Cluster, p: Params) {
+    let et = election_timeout(&c.env);
+    c.sleep(2 * et).await;
+    for _ in 0..ITERATIONS {
+        let done = Flag::default();
+        let mut clients = Vec::new();
+        for cli in 0..p.nclients {
+            clients.push(spawn(&c.env, client(c.clone(), cli, done.clone())));
+        }
+        let chaos = if p.unreliable || p.partitions {
+            let (c2, d2) = (c.clone(), done.clone());
+            Some(spawn(&c.env, async move {
+                sleep(&c2.env, Duration::from_millis(300)).await;
+                network_chaos(c2, p.unreliable, p.partitions, d2).await;
+            }))
+        } else {
+            None
+        };
+        c.sleep(RUN_TIME).await;
+        done.set();
+        let counts = Rc::new(RefCell::new(Vec::new()));
+        for h in clients {
+            counts.borrow_mut().push(h.await);
+        }
+        if let Some(h) = chaos {
+            h.await;
+        }
+        c.clear_filters();
+        c.sleep(et).await;
+        if p.crash {
+            for s in c.env.store_ids() {
+                c.stop_store(s);
+            }
+            c.sleep(et).await;
+            for s in c.env.store_ids() {
+                c.start_store(s);
+            }
+        }
+        let counts = counts.borrow().clone();
+        for (cli, &count) in counts.iter().enumerate() {
+            let kvs = c.scan(&key(cli, 0), &key(cli, count)).await;
+            let got: String = kvs
+                .iter()
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            check_clnt_appends(cli, &got, count);
+            for j in 0..count {
+                c.must_delete(&key(cli, j)).await;
+            }
+        }
+        if let Some(limit) = p.maxraftlog {
+            c.sleep(Duration::from_secs(1)).await;
+            check_logs_trimmed(&c, limit);
+        }
+    }
+}
+
+/// Every store's apply state keeps applied - truncated <= 2 x limit (SPEC 7.2).
+pub fn check_logs_trimmed(c: &Cluster, limit: u64) {
+    let regions = c.env.scheduler().lock().unwrap().regions();
+    for region in regions {
+        for s in c.env.store_ids() {
+            let Some(state) = c.env.apply_state(s, region.id) else {
+                continue;
+            };
+            let truncated = state.truncated_state.map_or(0, |t| t.index);
+            assert!(
+                state.applied_index - truncated <= 2 * limit,
+                "logs were not trimmed on store {s}: applied {} truncated {truncated} limit {limit}",
+                state.applied_index
+            );
+        }
+    }
+}

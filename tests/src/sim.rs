@@ -1,0 +1,450 @@
+//! The simulator: the second driver of the store handlers. One thread, virtual time, and a
+//! seeded RNG that decides message latency (and so reordering), drops through filters, the
+//! timing of background tasks and the phase of each store's ticks. Every event goes through one
+//! queue ordered by (virtual time, sequence number), so a seed replays bit for bit; a digest of
+//! every delivered event proves it.
+//!
+//! Stores run on in-memory engines; stopping a store is a crash that loses every write that was
+//! not synced.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::Duration;
+
+use prost::Message as _;
+use proto::raft_cmdpb::RaftCmdRequest;
+use proto::raft_serverpb::{RaftApplyState, RaftMessage};
+use raftstore::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
+use raftstore::engine::mem::MemEngine;
+use raftstore::engine::{Engine, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
+use raftstore::worker::run_task;
+use raftstore::{keys, Callback, Config, Store, StoreContext, Task};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use slog::Logger;
+
+use crate::cluster::Cluster;
+use crate::env::Env;
+use crate::exec::Executor;
+use crate::filter::Filter;
+use crate::scheduler::MockScheduler;
+use crate::seeds::{seeds, Digest};
+
+/// How long a simulated run may last before it is declared stuck.
+const MAX_VIRTUAL_TIME: Duration = Duration::from_secs(30 * 60);
+
+type MemEngines = Engines<MemEngine, MemEngine>;
+
+enum Event {
+    Timer(Waker),
+    Tick {
+        store: u64,
+        inc: u64,
+    },
+    Deliver {
+        store: u64,
+        inc: u64,
+        msg: RaftMessage,
+    },
+    Command {
+        store: u64,
+        req: RaftCmdRequest,
+        cb: Callback,
+    },
+    EndRound {
+        store: u64,
+        inc: u64,
+    },
+    RunTask {
+        store: u64,
+        inc: u64,
+        task: Task,
+    },
+}
+
+struct SimStore {
+    engines: MemEngines,
+    store: Option<Store<MemEngine, MemEngine>>,
+    ctx: StoreContext,
+    /// Bumped on every stop, so events of an earlier incarnation are dropped.
+    inc: u64,
+    round_scheduled: bool,
+}
+
+struct Inner {
+    now: Duration,
+    seq: u64,
+    events: BTreeMap<(Duration, u64), Event>,
+    rng: ChaCha8Rng,
+    stores: BTreeMap<u64, SimStore>,
+    filters: Vec<Box<dyn Filter>>,
+    digest: Digest,
+    delivered: u64,
+    dropped: u64,
+}
+
+/// The simulated environment.
+pub struct SimEnv {
+    inner: RefCell<Inner>,
+    exec: Rc<Executor>,
+    scheduler: Arc<Mutex<MockScheduler>>,
+    cfg: Config,
+    logger: Logger,
+}
+
+impl Inner {
+    fn schedule(&mut self, at: Duration, ev: Event) {
+        self.seq += 1;
+        self.events.insert((at, self.seq), ev);
+    }
+
+    fn schedule_round(&mut self, store: u64) {
+        let now = self.now;
+        let s = self.stores.get_mut(&store).expect("known store");
+        if s.round_scheduled {
+            return;
+        }
+        s.round_scheduled = true;
+        let inc = s.inc;
+        // Same virtual time, after every event already queued for now: one round per store
+        // covers everything that arrived at the same instant (group commit).
+        self.schedule(now, Event::EndRound { store, inc });
+    }
+}
+
+impl SimEnv {
+    /// A cluster of `count` stores, bootstrapped with region 1 over all of them and started.
+    pub fn new(seed: u64, count: u64, cfg: Config, logger: Logger) -> Rc<SimEnv> {
+        let ids: Vec<u64> = (1..=count).collect();
+        let region = first_region(1, &ids);
+        let mut stores = BTreeMap::new();
+        for &id in &ids {
+            let engines = Engines::new(MemEngine::new(&ALL_CFS), MemEngine::new(&[CF_DEFAULT]));
+            bootstrap_store(&engines, 0, id).expect("bootstrap store");
+            prepare_bootstrap_region(&engines, &region).expect("bootstrap region");
+            stores.insert(
+                id,
+                SimStore {
+                    engines,
+                    store: None,
+                    ctx: StoreContext::default(),
+                    inc: 0,
+                    round_scheduled: false,
+                },
+            );
+        }
+        let env = Rc::new(SimEnv {
+            inner: RefCell::new(Inner {
+                now: Duration::ZERO,
+                seq: 0,
+                events: BTreeMap::new(),
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                stores,
+                filters: Vec::new(),
+                digest: Digest::default(),
+                delivered: 0,
+                dropped: 0,
+            }),
+            exec: Executor::new(),
+            scheduler: Arc::new(Mutex::new(MockScheduler::new(vec![region], count + 1))),
+            cfg: Config { seed, ..cfg },
+            logger,
+        });
+        for id in ids {
+            env.start_store(id);
+        }
+        env
+    }
+
+    /// The digest of every event delivered so far.
+    pub fn digest(&self) -> u64 {
+        self.inner.borrow().digest.value()
+    }
+
+    /// Processes the next event; false when none is left.
+    fn step(&self) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        let Some(((at, _), ev)) = inner.events.pop_first() else {
+            return false;
+        };
+        inner.now = at;
+        assert!(
+            at <= MAX_VIRTUAL_TIME,
+            "simulation ran past {MAX_VIRTUAL_TIME:?} of virtual time"
+        );
+        let inner = &mut *inner;
+        match ev {
+            Event::Timer(w) => w.wake(),
+            Event::Tick { store, inc } => {
+                let tick = self.cfg.raft_base_tick_interval;
+                let s = inner.stores.get_mut(&store).expect("known store");
+                if s.inc != inc || s.store.is_none() {
+                    return true;
+                }
+                inner.digest.add(&[1, store as u8]);
+                s.store.as_mut().unwrap().on_tick(&mut s.ctx);
+                inner.schedule(at + tick, Event::Tick { store, inc });
+                inner.schedule_round(store);
+            }
+            Event::Deliver { store, inc, msg } => {
+                let s = inner.stores.get_mut(&store).expect("known store");
+                if s.inc != inc || s.store.is_none() {
+                    inner.dropped += 1;
+                    return true;
+                }
+                inner.delivered += 1;
+                inner.digest.add(&at.as_nanos().to_le_bytes());
+                inner.digest.add(&[2, store as u8]);
+                inner.digest.add(&msg.encode_to_vec());
+                s.store.as_mut().unwrap().on_raft_message(&mut s.ctx, msg);
+                inner.schedule_round(store);
+            }
+            Event::Command { store, req, cb } => {
+                let s = inner.stores.get_mut(&store).expect("known store");
+                let Some(st) = s.store.as_mut() else {
+                    // The store is down: the client never hears back (it times out).
+                    drop(cb);
+                    return true;
+                };
+                inner.digest.add(&[3, store as u8]);
+                inner.digest.add(&req.encode_to_vec());
+                st.on_command(&mut s.ctx, req, cb);
+                inner.schedule_round(store);
+            }
+            Event::EndRound { store, inc } => self.end_round(inner, store, inc),
+            Event::RunTask { store, inc, task } => {
+                let s = inner.stores.get_mut(&store).expect("known store");
+                if s.inc == inc {
+                    if let Err(e) = run_task(&s.engines, &task) {
+                        panic!("store {store}: task {task:?} failed: {e}");
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn end_round(&self, inner: &mut Inner, store: u64, inc: u64) {
+        let s = inner.stores.get_mut(&store).expect("known store");
+        if s.inc != inc {
+            return;
+        }
+        s.round_scheduled = false;
+        let Some(st) = s.store.as_mut() else {
+            return;
+        };
+        if let Err(e) = st.end_round(&mut s.ctx) {
+            panic!("store {store}: round failed: {e}");
+        }
+        let again = st.has_ready();
+        let ctx = std::mem::take(&mut s.ctx);
+        let now = inner.now;
+        for msg in ctx.messages {
+            let roll = inner.rng.random_range(0..1000u32);
+            if !inner.filters.iter().all(|f| f.allow(&msg, roll)) {
+                inner.dropped += 1;
+                continue;
+            }
+            let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+            let Some(inc) = inner.stores.get(&to).map(|s| s.inc) else {
+                continue;
+            };
+            // 0.1 to 2 ms: enough spread to reorder messages between stores.
+            let latency = Duration::from_micros(inner.rng.random_range(100..2000));
+            inner.schedule(
+                now + latency,
+                Event::Deliver {
+                    store: to,
+                    inc,
+                    msg,
+                },
+            );
+        }
+        for task in ctx.tasks {
+            let delay = Duration::from_micros(inner.rng.random_range(0..5000));
+            inner.schedule(now + delay, Event::RunTask { store, inc, task });
+        }
+        if !ctx.heartbeats.is_empty() {
+            let mut sched = self.scheduler.lock().unwrap();
+            for hb in ctx.heartbeats {
+                sched.region_heartbeat(hb);
+            }
+        }
+        for (cb, resp) in ctx.responses {
+            cb(resp);
+        }
+        if again {
+            inner.schedule_round(store);
+        }
+    }
+
+    /// Counts of delivered and dropped messages.
+    pub fn message_counts(&self) -> (u64, u64) {
+        let i = self.inner.borrow();
+        (i.delivered, i.dropped)
+    }
+}
+
+impl Env for SimEnv {
+    fn now(&self) -> Duration {
+        self.inner.borrow().now
+    }
+
+    fn register_timer(&self, at: Duration, waker: Waker) {
+        self.inner.borrow_mut().schedule(at, Event::Timer(waker));
+    }
+
+    fn send_command(&self, store_id: u64, req: RaftCmdRequest, cb: Callback) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        if inner
+            .stores
+            .get(&store_id)
+            .is_none_or(|s| s.store.is_none())
+        {
+            return false;
+        }
+        // A client's request reaches the store after a short hop too.
+        let at = inner.now + Duration::from_micros(inner.rng.random_range(50..500));
+        inner.schedule(
+            at,
+            Event::Command {
+                store: store_id,
+                req,
+                cb,
+            },
+        );
+        true
+    }
+
+    fn start_store(&self, store_id: u64) {
+        let mut inner = self.inner.borrow_mut();
+        let tick = self.cfg.raft_base_tick_interval;
+        let phase = Duration::from_micros(inner.rng.random_range(0..tick.as_micros() as u64));
+        let now = inner.now;
+        let s = inner.stores.get_mut(&store_id).expect("known store");
+        assert!(s.store.is_none(), "store {store_id} is already running");
+        let store = Store::new(self.cfg.clone(), s.engines.clone(), &self.logger)
+            .unwrap_or_else(|e| panic!("store {store_id} cannot start: {e}"));
+        s.store = Some(store);
+        let inc = s.inc;
+        inner.schedule(
+            now + phase,
+            Event::Tick {
+                store: store_id,
+                inc,
+            },
+        );
+        inner.schedule_round(store_id);
+    }
+
+    fn stop_store(&self, store_id: u64) {
+        let mut inner = self.inner.borrow_mut();
+        let s = inner.stores.get_mut(&store_id).expect("known store");
+        // A crash: the process is gone, and so is every write the engines had not synced.
+        s.store = None;
+        s.ctx = StoreContext::default();
+        s.engines.kv.crash();
+        s.engines.raft.crash();
+        s.inc += 1;
+        s.round_scheduled = false;
+    }
+
+    fn add_filter(&self, f: Box<dyn Filter>) {
+        self.inner.borrow_mut().filters.push(f);
+    }
+
+    fn clear_filters(&self) {
+        self.inner.borrow_mut().filters.clear();
+    }
+
+    fn store_ids(&self) -> Vec<u64> {
+        self.inner.borrow().stores.keys().copied().collect()
+    }
+
+    fn scheduler(&self) -> Arc<Mutex<MockScheduler>> {
+        self.scheduler.clone()
+    }
+
+    fn engine_get(&self, store_id: u64, cf: &str, key: &[u8]) -> Option<Vec<u8>> {
+        let inner = self.inner.borrow();
+        inner.stores[&store_id]
+            .engines
+            .kv
+            .get_cf(cf, key)
+            .expect("engine read")
+    }
+
+    fn apply_state(&self, store_id: u64, region_id: u64) -> Option<RaftApplyState> {
+        let inner = self.inner.borrow();
+        inner.stores[&store_id]
+            .engines
+            .kv
+            .get_msg_cf(CF_RAFT, &keys::apply_state_key(region_id))
+            .expect("engine read")
+    }
+
+    fn random(&self) -> u64 {
+        self.inner.borrow_mut().rng.random()
+    }
+
+    fn executor(&self) -> Rc<Executor> {
+        self.exec.clone()
+    }
+
+    fn config(&self) -> Config {
+        self.cfg.clone()
+    }
+}
+
+/// Runs `test` on a simulated cluster of `count` stores for every seed (`TINYKV_SEEDS`, default
+/// 10, or just `TINYKV_SEED`). Prints `seed=<n> digest=<hex>` for each run, and for a failing run
+/// the command that replays it; panics if any seed failed.
+pub fn run<F, Fut>(name: &str, count: u64, cfg: Config, test: F)
+where
+    F: Fn(Cluster) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut failed = Vec::new();
+    for seed in seeds(10) {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            run_seed(seed, count, cfg.clone(), &test)
+        }));
+        match result {
+            Ok(digest) => println!("{name}: seed={seed} digest={digest:016x}"),
+            Err(_) => {
+                println!(
+                    "{name}: seed={seed} FAILED; replay: TINYKV_SEED={seed} cargo test -p test_raftstore -- {name} --exact --nocapture"
+                );
+                failed.push(seed);
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{name}: failing seeds {failed:?}");
+}
+
+/// Runs one seed and returns its digest.
+pub fn run_seed<F, Fut>(seed: u64, count: u64, cfg: Config, test: &F) -> u64
+where
+    F: Fn(Cluster) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let env = SimEnv::new(seed, count, cfg, raft::default_logger());
+    let exec = env.exec.clone();
+    let dyn_env: Rc<dyn Env> = env.clone();
+    let cluster = Cluster::new(dyn_env);
+    let e2 = env.clone();
+    struct Clear(Rc<Executor>);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            self.0.clear();
+        }
+    }
+    let _clear = Clear(exec.clone());
+    exec.block_on(test(cluster), || e2.step());
+    env.digest()
+}

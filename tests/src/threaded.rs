@@ -1,0 +1,294 @@
+//! The threaded driver for the harness: real stores on the threaded runtime with RocksDB in temp
+//! directories, an in-process transport that applies the network filters, and real time. The
+//! test's async code runs on the harness executor, which blocks between wakes and timers.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use proto::raft_cmdpb::RaftCmdRequest;
+use proto::raft_serverpb::{RaftApplyState, RaftMessage};
+use raftstore::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
+use raftstore::engine::rocks::RocksEngine;
+use raftstore::engine::{Engine, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
+use raftstore::runtime::{
+    start_store_with_mailbox, SchedulerClient, StoreHandle, StoreMsg, Transport,
+};
+use raftstore::{keys, Callback, Config, RegionHeartbeat};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use slog::Logger;
+
+use crate::cluster::Cluster;
+use crate::env::Env;
+use crate::exec::Executor;
+use crate::filter::Filter;
+use crate::scheduler::MockScheduler;
+
+type Router = Arc<RwLock<BTreeMap<u64, Sender<StoreMsg>>>>;
+type Filters = Arc<Mutex<Vec<Box<dyn Filter>>>>;
+
+struct ChannelTransport {
+    router: Router,
+    filters: Filters,
+    rng: ChaCha8Rng,
+}
+
+impl Transport for ChannelTransport {
+    fn send(&mut self, msg: RaftMessage) -> raftstore::Result<()> {
+        let roll = self.rng.random_range(0..1000u32);
+        if !self
+            .filters
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|f| f.allow(&msg, roll))
+        {
+            return Ok(());
+        }
+        let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+        if let Some(tx) = self.router.read().unwrap().get(&to) {
+            let _ = tx.send(StoreMsg::Raft(msg));
+        }
+        Ok(())
+    }
+}
+
+struct SchedulerHandle(Arc<Mutex<MockScheduler>>);
+
+impl SchedulerClient for SchedulerHandle {
+    fn region_heartbeat(&mut self, hb: RegionHeartbeat) {
+        self.0.lock().unwrap().region_heartbeat(hb);
+    }
+}
+
+type RocksEngines = Engines<RocksEngine, RocksEngine>;
+
+/// The threaded environment.
+pub struct ThreadedEnv {
+    start: Instant,
+    exec: Rc<Executor>,
+    timers: RefCell<BTreeMap<(Duration, u64), Waker>>,
+    timer_seq: RefCell<u64>,
+    engines: BTreeMap<u64, RocksEngines>,
+    handles: RefCell<BTreeMap<u64, StoreHandle>>,
+    router: Router,
+    filters: Filters,
+    scheduler: Arc<Mutex<MockScheduler>>,
+    rng: RefCell<ChaCha8Rng>,
+    cfg: Config,
+    logger: Logger,
+    _dir: tempfile::TempDir,
+}
+
+impl ThreadedEnv {
+    /// A cluster of `count` stores on RocksDB in a temp directory, bootstrapped and started.
+    pub fn new(count: u64, cfg: Config, logger: Logger) -> Rc<ThreadedEnv> {
+        let dir = tempfile::Builder::new()
+            .prefix("test-raftstore")
+            .tempdir()
+            .expect("temp dir");
+        let ids: Vec<u64> = (1..=count).collect();
+        let region = first_region(1, &ids);
+        let mut engines = BTreeMap::new();
+        for &id in &ids {
+            let base = dir.path().join(format!("store-{id}"));
+            let kv = RocksEngine::open(base.join("kv"), &ALL_CFS).expect("open kv engine");
+            let raft =
+                RocksEngine::open(base.join("raft"), &[CF_DEFAULT]).expect("open raft engine");
+            let e = Engines::new(kv, raft);
+            bootstrap_store(&e, 0, id).expect("bootstrap store");
+            prepare_bootstrap_region(&e, &region).expect("bootstrap region");
+            engines.insert(id, e);
+        }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ std::process::id() as u64;
+        let env = Rc::new(ThreadedEnv {
+            start: Instant::now(),
+            exec: Executor::new(),
+            timers: RefCell::new(BTreeMap::new()),
+            timer_seq: RefCell::new(0),
+            engines,
+            handles: RefCell::new(BTreeMap::new()),
+            router: Arc::new(RwLock::new(BTreeMap::new())),
+            filters: Arc::new(Mutex::new(Vec::new())),
+            scheduler: Arc::new(Mutex::new(MockScheduler::new(vec![region], count + 1))),
+            rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed)),
+            cfg,
+            logger,
+            _dir: dir,
+        });
+        for id in ids {
+            env.start_store(id);
+        }
+        env
+    }
+
+    /// Fires due timers and blocks until a task is woken or the next timer is due.
+    fn wait(&self) -> bool {
+        let now = self.now();
+        let due: Vec<Waker> = {
+            let mut timers = self.timers.borrow_mut();
+            let later = timers.split_off(&(now + Duration::from_nanos(1), 0));
+            let due = std::mem::replace(&mut *timers, later);
+            due.into_values().collect()
+        };
+        let fired = !due.is_empty();
+        for w in due {
+            w.wake();
+        }
+        if fired {
+            return true;
+        }
+        let next = self
+            .timers
+            .borrow()
+            .keys()
+            .next()
+            .map(|(at, _)| *at)
+            .unwrap_or(now + Duration::from_millis(100));
+        let wait = next
+            .saturating_sub(self.now())
+            .min(Duration::from_millis(100));
+        self.exec.wake_queue().wait(wait);
+        true
+    }
+}
+
+impl ThreadedEnv {
+    /// Stops every store and drops the test's leftover tasks.
+    fn shutdown(&self) {
+        self.router.write().unwrap().clear();
+        let handles = std::mem::take(&mut *self.handles.borrow_mut());
+        for (_, h) in handles {
+            h.stop();
+        }
+        self.timers.borrow_mut().clear();
+        self.exec.clear();
+    }
+}
+
+impl Drop for ThreadedEnv {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Shuts the environment down when the run ends, normally or by a panic.
+struct ShutdownGuard(Rc<ThreadedEnv>);
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+impl Env for ThreadedEnv {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn register_timer(&self, at: Duration, waker: Waker) {
+        let mut seq = self.timer_seq.borrow_mut();
+        *seq += 1;
+        self.timers.borrow_mut().insert((at, *seq), waker);
+    }
+
+    fn send_command(&self, store_id: u64, req: RaftCmdRequest, cb: Callback) -> bool {
+        match self.handles.borrow().get(&store_id) {
+            Some(h) => h.send_command(req, cb).is_ok(),
+            None => false,
+        }
+    }
+
+    fn start_store(&self, store_id: u64) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let transport = ChannelTransport {
+            router: self.router.clone(),
+            filters: self.filters.clone(),
+            rng: ChaCha8Rng::seed_from_u64(self.rng.borrow_mut().random()),
+        };
+        let handle = start_store_with_mailbox(
+            self.cfg.clone(),
+            self.engines[&store_id].clone(),
+            transport,
+            SchedulerHandle(self.scheduler.clone()),
+            &self.logger,
+            tx.clone(),
+            rx,
+        )
+        .unwrap_or_else(|e| panic!("store {store_id} cannot start: {e}"));
+        self.router.write().unwrap().insert(store_id, tx);
+        self.handles.borrow_mut().insert(store_id, handle);
+    }
+
+    fn stop_store(&self, store_id: u64) {
+        self.router.write().unwrap().remove(&store_id);
+        if let Some(h) = self.handles.borrow_mut().remove(&store_id) {
+            h.stop();
+        }
+    }
+
+    fn add_filter(&self, f: Box<dyn Filter>) {
+        self.filters.lock().unwrap().push(f);
+    }
+
+    fn clear_filters(&self) {
+        self.filters.lock().unwrap().clear();
+    }
+
+    fn store_ids(&self) -> Vec<u64> {
+        self.engines.keys().copied().collect()
+    }
+
+    fn scheduler(&self) -> Arc<Mutex<MockScheduler>> {
+        self.scheduler.clone()
+    }
+
+    fn engine_get(&self, store_id: u64, cf: &str, key: &[u8]) -> Option<Vec<u8>> {
+        self.engines[&store_id]
+            .kv
+            .get_cf(cf, key)
+            .expect("engine read")
+    }
+
+    fn apply_state(&self, store_id: u64, region_id: u64) -> Option<RaftApplyState> {
+        self.engines[&store_id]
+            .kv
+            .get_msg_cf(CF_RAFT, &keys::apply_state_key(region_id))
+            .expect("engine read")
+    }
+
+    fn random(&self) -> u64 {
+        self.rng.borrow_mut().random()
+    }
+
+    fn executor(&self) -> Rc<Executor> {
+        self.exec.clone()
+    }
+
+    fn config(&self) -> Config {
+        self.cfg.clone()
+    }
+}
+
+/// Runs `test` once on a threaded cluster of `count` stores with RocksDB and real time.
+pub fn run<F, Fut>(count: u64, cfg: Config, test: F)
+where
+    F: FnOnce(Cluster) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let env = ThreadedEnv::new(count, cfg, raft::default_logger());
+    let _guard = ShutdownGuard(env.clone());
+    let exec = env.exec.clone();
+    let dyn_env: Rc<dyn Env> = env.clone();
+    let e2 = env.clone();
+    exec.block_on(test(Cluster::new(dyn_env)), || e2.wait());
+}

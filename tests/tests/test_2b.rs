@@ -1,0 +1,167 @@
+//! The 2B suite (SPEC 7.3): every scenario on the deterministic simulator over seeds (`sim::`) and
+//! once on the threaded runtime with RocksDB and real time (`threaded::`).
+
+use std::time::Duration;
+
+use raftstore::Config;
+use test_raftstore::cluster::Cluster;
+use test_raftstore::filter::PartitionFilter;
+use test_raftstore::generic::{generic_test, Params};
+
+fn params(nclients: usize, unreliable: bool, crash: bool, partitions: bool) -> Params {
+    Params {
+        nclients,
+        unreliable,
+        crash,
+        partitions,
+        maxraftlog: None,
+    }
+}
+
+/// TestOnePartition2B: a majority partition keeps serving; the minority never sees its writes;
+/// after healing the old leader catches up.
+async fn one_partition(c: Cluster) {
+    let et = Duration::from_millis(500);
+    c.sleep(2 * et).await;
+    let region = c.get_region(b"").await;
+    let leader = c
+        .leader_of_region(region.id)
+        .await
+        .expect("a leader is elected");
+    let stores: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+    let others: Vec<u64> = stores
+        .iter()
+        .copied()
+        .filter(|&s| s != leader.store_id)
+        .collect();
+    // (a) the leader and two followers against the other two
+    let mut s1 = vec![leader.store_id, others[0], others[1]];
+    let mut s2 = vec![others[2], others[3]];
+    c.add_filter(PartitionFilter {
+        s1: s1.clone(),
+        s2: s2.clone(),
+    });
+    c.must_put(b"k1", b"v1").await;
+    c.must_get(b"k1", b"v1").await;
+    c.must_get_none(s2[0], b"k1").await;
+    c.must_get_none(s2[1], b"k1").await;
+    c.clear_filters();
+    // (b) the old leader and one follower against the other three
+    s1 = vec![leader.store_id, others[0]];
+    s2 = vec![others[1], others[2], others[3]];
+    c.add_filter(PartitionFilter {
+        s1: s1.clone(),
+        s2: s2.clone(),
+    });
+    c.must_get(b"k1", b"v1").await;
+    c.must_put(b"k1", b"changed").await;
+    c.must_get_equal(s1[0], b"k1", b"v1").await;
+    c.must_get_equal(s1[1], b"k1", b"v1").await;
+    c.clear_filters();
+    // (c) healed: the old leader catches up
+    c.must_put(b"k2", b"v2").await;
+    c.must_get_equal(s1[0], b"k2", b"v2").await;
+    c.must_get_equal(s1[0], b"k1", b"changed").await;
+}
+
+macro_rules! suite {
+    ($driver:ident, $run:expr) => {
+        mod $driver {
+            use super::*;
+
+            #[test]
+            fn test_basic_2b() {
+                $run("test_basic_2b", |c| {
+                    generic_test(c, params(1, false, false, false))
+                });
+            }
+
+            #[test]
+            fn test_concurrent_2b() {
+                $run("test_concurrent_2b", |c| {
+                    generic_test(c, params(5, false, false, false))
+                });
+            }
+
+            #[test]
+            fn test_unreliable_2b() {
+                $run("test_unreliable_2b", |c| {
+                    generic_test(c, params(5, true, false, false))
+                });
+            }
+
+            #[test]
+            fn test_one_partition_2b() {
+                $run("test_one_partition_2b", one_partition);
+            }
+
+            #[test]
+            fn test_many_partitions_one_client_2b() {
+                $run("test_many_partitions_one_client_2b", |c| {
+                    generic_test(c, params(1, false, false, true))
+                });
+            }
+
+            #[test]
+            fn test_many_partitions_many_clients_2b() {
+                $run("test_many_partitions_many_clients_2b", |c| {
+                    generic_test(c, params(5, false, false, true))
+                });
+            }
+
+            #[test]
+            fn test_persist_one_client_2b() {
+                $run("test_persist_one_client_2b", |c| {
+                    generic_test(c, params(1, false, true, false))
+                });
+            }
+
+            #[test]
+            fn test_persist_concurrent_2b() {
+                $run("test_persist_concurrent_2b", |c| {
+                    generic_test(c, params(5, false, true, false))
+                });
+            }
+
+            #[test]
+            fn test_persist_concurrent_unreliable_2b() {
+                $run("test_persist_concurrent_unreliable_2b", |c| {
+                    generic_test(c, params(5, true, true, false))
+                });
+            }
+
+            #[test]
+            fn test_persist_partition_2b() {
+                $run("test_persist_partition_2b", |c| {
+                    generic_test(c, params(5, false, true, true))
+                });
+            }
+
+            #[test]
+            fn test_persist_partition_unreliable_2b() {
+                $run("test_persist_partition_unreliable_2b", |c| {
+                    generic_test(c, params(5, true, true, true))
+                });
+            }
+        }
+    };
+}
+
+fn run_sim<F, Fut>(name: &str, test: F)
+where
+    F: Fn(Cluster) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    test_raftstore::sim::run(&format!("sim::{name}"), 5, Config::test_config(), test);
+}
+
+fn run_threaded<F, Fut>(_name: &str, test: F)
+where
+    F: Fn(Cluster) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    test_raftstore::threaded::run(5, Config::test_config(), test);
+}
+
+suite!(sim, run_sim);
+suite!(threaded, run_threaded);
