@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: all setup build test fmt lint cluster raft-stress bench \
-	project2a project2aa project2ab project2ac project2c project3a
+	project2a project2aa project2ab project2ac project2b project2c project3a
 
 all: build
 
@@ -33,6 +33,8 @@ project2ab: setup
 	@scripts/stage.sh 2ab
 project2ac: setup
 	@scripts/stage.sh 2ac
+project2b: setup
+	@scripts/stage.sh 2b
 project2c: setup
 	@scripts/stage.sh 2c
 project3a: setup

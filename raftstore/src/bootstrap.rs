@@ -18,7 +18,7 @@ pub const INIT_EPOCH_CONF_VER: u64 = 1;
 
 /// The store's identity, if it was bootstrapped.
 pub fn load_store_ident<K: Engine>(kv: &K) -> Result<Option<StoreIdent>> {
-    Ok(kv.get_msg_cf::<StoreIdent>(CF_RAFT, &keys::store_ident_key())?)
+    Ok(kv.get_msg_cf::<StoreIdent>(CF_RAFT, keys::store_ident_key())?)
 }
 
 /// Writes the store ident. Fails when the engine already holds one, or holds any region.
@@ -36,8 +36,8 @@ pub fn bootstrap_store<K: Engine, R: Engine>(
     let mut any_region = false;
     engines.kv.scan_cf(
         CF_RAFT,
-        &keys::region_meta_min_key(),
-        &keys::region_meta_max_key(),
+        keys::region_meta_min_key(),
+        keys::region_meta_max_key(),
         &mut |_, _| {
             any_region = true;
             Ok(false)
@@ -87,7 +87,7 @@ pub fn prepare_bootstrap_region<K: Engine, R: Engine>(
     let mut kv_wb = WriteBatch::default();
     kv_wb.put_msg_cf(
         CF_RAFT,
-        &keys::region_state_key(region.id),
+        keys::region_state_key(region.id),
         &RegionLocalState {
             state: PeerState::Normal as i32,
             region: Some(region.clone()),
@@ -95,7 +95,7 @@ pub fn prepare_bootstrap_region<K: Engine, R: Engine>(
     );
     kv_wb.put_msg_cf(
         CF_RAFT,
-        &keys::apply_state_key(region.id),
+        keys::apply_state_key(region.id),
         &RaftApplyState {
             applied_index: keys::RAFT_INIT_LOG_INDEX,
             truncated_state: Some(RaftTruncatedState {
@@ -107,7 +107,7 @@ pub fn prepare_bootstrap_region<K: Engine, R: Engine>(
     let mut raft_wb = WriteBatch::default();
     raft_wb.put_msg_cf(
         CF_DEFAULT,
-        &keys::raft_state_key(region.id),
+        keys::raft_state_key(region.id),
         &RaftLocalState {
             hard_state: Some(HardState {
                 term: keys::RAFT_INIT_LOG_TERM,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proto::metapb::Region;
 use proto::raft_cmdpb::{RaftCmdResponse, RaftResponseHeader};
 
-use crate::engine::{EngineError, EngineSnapshot};
+use crate::engine::{EngineError, EngineSnapshot, ScanCallback};
 use crate::errors::Error;
 
 /// A consistent read view of the kv engine, object-safe so callbacks need no engine type.
@@ -21,7 +21,7 @@ pub trait KvSnapshot: Send + Sync {
         cf: &str,
         start: &[u8],
         end: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, EngineError>,
+        f: &mut ScanCallback<'_>,
     ) -> Result<(), EngineError>;
 }
 
@@ -35,7 +35,7 @@ impl<S: EngineSnapshot> KvSnapshot for S {
         cf: &str,
         start: &[u8],
         end: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, EngineError>,
+        f: &mut ScanCallback<'_>,
     ) -> Result<(), EngineError> {
         self.scan_cf(cf, start, end, f)
     }

@@ -130,7 +130,7 @@ mod tests {
         let leader = metapb::Peer { id: 2, store_id: 2 };
         let e = Error::NotLeader {
             region_id: 1,
-            leader: Some(leader.clone()),
+            leader: Some(leader),
         }
         .into_pb();
         assert_eq!(e.not_leader.unwrap().leader, Some(leader));

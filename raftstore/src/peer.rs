@@ -119,7 +119,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         let raft_group = RawNode::new(&raft_cfg, storage, &logger)?;
         let mut peer_cache = BTreeMap::new();
         for p in &region.peers {
-            peer_cache.insert(p.id, p.clone());
+            peer_cache.insert(p.id, *p);
         }
         let mut peer = Peer {
             region_id,
@@ -182,7 +182,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     /// Steps a raft message from another replica.
     pub fn on_raft_message(&mut self, msg: RaftMessage) -> Result<()> {
         if let Some(from) = &msg.from_peer {
-            self.peer_cache.insert(from.id, from.clone());
+            self.peer_cache.insert(from.id, *from);
         }
         let Some(m) = msg.message else {
             return Err(Error::InvalidRequest(
@@ -202,9 +202,9 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         let region = self.region();
         let mut rm = RaftMessage {
             region_id: self.region_id,
-            from_peer: Some(self.meta.clone()),
+            from_peer: Some(self.meta),
             to_peer: Some(to_peer),
-            region_epoch: region.region_epoch.clone(),
+            region_epoch: region.region_epoch,
             ..Default::default()
         };
         if is_initial_msg(&m) {
@@ -233,7 +233,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     fn heartbeat_scheduler(&self, ctx: &mut StoreContext) {
         ctx.heartbeats.push(RegionHeartbeat {
             region: self.region().clone(),
-            leader: self.meta.clone(),
+            leader: self.meta,
         });
     }
 
@@ -255,7 +255,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         let req = RaftCmdRequest {
             header: Some(RaftRequestHeader {
                 region_id: self.region_id,
-                peer: Some(self.meta.clone()),
+                peer: Some(self.meta),
                 ..Default::default()
             }),
             admin_request: Some(AdminRequest {
@@ -461,7 +461,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             let region_id = self.region_id;
             let state = &mut self.storage_mut().apply_state;
             state.applied_index = last_index;
-            kv_wb.put_msg_cf(CF_RAFT, &keys::apply_state_key(region_id), &*state);
+            kv_wb.put_msg_cf(CF_RAFT, keys::apply_state_key(region_id), &*state);
         }
         self.raft_group.advance(rd);
         Ok(())

@@ -161,10 +161,10 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
         let (last_index, last_term) = (last.index, last.term);
         let region_id = self.region.id;
         for e in &entries {
-            raft_wb.put_msg_cf(CF_DEFAULT, &keys::raft_log_key(region_id, e.index), *e);
+            raft_wb.put_msg_cf(CF_DEFAULT, keys::raft_log_key(region_id, e.index), *e);
         }
         for i in last_index + 1..=self.raft_state.last_index {
-            raft_wb.delete_cf(CF_DEFAULT, &keys::raft_log_key(region_id, i));
+            raft_wb.delete_cf(CF_DEFAULT, keys::raft_log_key(region_id, i));
         }
         self.raft_state.last_index = last_index;
         self.raft_state.last_term = last_term;
@@ -172,7 +172,7 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
 
     /// Adds what a `Ready` asks to persist (entries, hard state) to the round's raft write batch.
     pub fn save_ready_state(&mut self, ready: &Ready, raft_wb: &mut WriteBatch) {
-        let before = self.raft_state.clone();
+        let before = self.raft_state;
         self.append(&ready.entries, raft_wb);
         if let Some(hs) = &ready.hard_state {
             self.raft_state.hard_state = Some(*hs);
@@ -180,7 +180,7 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
         if self.raft_state != before {
             raft_wb.put_msg_cf(
                 CF_DEFAULT,
-                &keys::raft_state_key(self.region.id),
+                keys::raft_state_key(self.region.id),
                 &self.raft_state,
             );
         }
@@ -189,13 +189,13 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
     /// Deletes every meta key and log entry of the replica (when it is destroyed).
     pub fn clear_meta(&self, kv_wb: &mut WriteBatch, raft_wb: &mut WriteBatch) {
         let id = self.region.id;
-        kv_wb.delete_cf(CF_RAFT, &keys::region_state_key(id));
-        kv_wb.delete_cf(CF_RAFT, &keys::apply_state_key(id));
-        raft_wb.delete_cf(CF_DEFAULT, &keys::raft_state_key(id));
+        kv_wb.delete_cf(CF_RAFT, keys::region_state_key(id));
+        kv_wb.delete_cf(CF_RAFT, keys::apply_state_key(id));
+        raft_wb.delete_cf(CF_DEFAULT, keys::raft_state_key(id));
         raft_wb.delete_range_cf(
             CF_DEFAULT,
-            &keys::raft_log_key(id, 0),
-            &keys::raft_log_key(id, u64::MAX),
+            keys::raft_log_key(id, 0),
+            keys::raft_log_key(id, u64::MAX),
         );
     }
 }
@@ -297,5 +297,193 @@ impl<K: Engine, R: Engine> Storage for PeerStorage<K, R> {
         }
         self.snapshot_requested.set(true);
         Err(StorageError::SnapshotTemporarilyUnavailable.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::{first_region, prepare_bootstrap_region};
+    use crate::engine::mem::MemEngine;
+    use crate::engine::ALL_CFS;
+
+    fn ent(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
+    }
+
+    /// A peer storage whose log holds `ents`, with the first one as the truncated state (as
+    /// TinyKV's `newTestPeerStorageFromEnts`).
+    fn storage_with(ents: &[Entry]) -> PeerStorage<MemEngine, MemEngine> {
+        let engines = Engines::new(MemEngine::new(&ALL_CFS), MemEngine::new(&[CF_DEFAULT]));
+        let region = first_region(1, &[1]);
+        prepare_bootstrap_region(&engines, &region).unwrap();
+        let mut s = PeerStorage::new(engines, region).unwrap();
+        s.apply_state.truncated_state = Some(RaftTruncatedState {
+            index: ents[0].index,
+            term: ents[0].term,
+        });
+        s.raft_state.last_index = ents[0].index;
+        s.raft_state.last_term = ents[0].term;
+        let mut raft_wb = WriteBatch::default();
+        s.append(&ents[1..], &mut raft_wb);
+        s.apply_state.applied_index = ents.last().unwrap().index;
+        let mut kv_wb = WriteBatch::default();
+        kv_wb.put_msg_cf(CF_RAFT, keys::apply_state_key(1), &s.apply_state);
+        raft_wb.put_msg_cf(CF_DEFAULT, keys::raft_state_key(1), &s.raft_state);
+        s.engines.raft.write(&raft_wb, true).unwrap();
+        s.engines.kv.write(&kv_wb, true).unwrap();
+        s
+    }
+
+    fn three() -> PeerStorage<MemEngine, MemEngine> {
+        storage_with(&[ent(3, 3), ent(4, 4), ent(5, 5)])
+    }
+
+    fn compacted() -> raft::Error {
+        StorageError::Compacted.into()
+    }
+
+    #[test]
+    fn test_peer_storage_term() {
+        let s = three();
+        assert_eq!(s.term(2).unwrap_err(), compacted());
+        assert_eq!(s.term(3).unwrap(), 3);
+        assert_eq!(s.term(4).unwrap(), 4);
+        assert_eq!(s.term(5).unwrap(), 5);
+    }
+
+    #[test]
+    fn test_peer_storage_entries() {
+        let s = storage_with(&[ent(3, 3), ent(4, 4), ent(5, 5), ent(6, 6)]);
+        let size = ent(4, 4).encoded_len() as u64;
+        assert_eq!(s.entries(2, 6, u64::MAX).unwrap_err(), compacted());
+        assert_eq!(s.entries(3, 4, u64::MAX).unwrap_err(), compacted());
+        assert_eq!(s.entries(4, 5, u64::MAX).unwrap(), vec![ent(4, 4)]);
+        assert_eq!(
+            s.entries(4, 6, u64::MAX).unwrap(),
+            vec![ent(4, 4), ent(5, 5)]
+        );
+        assert_eq!(
+            s.entries(4, 7, u64::MAX).unwrap(),
+            vec![ent(4, 4), ent(5, 5), ent(6, 6)]
+        );
+        // A size limit still returns at least one entry.
+        assert_eq!(s.entries(4, 7, 0).unwrap(), vec![ent(4, 4)]);
+        assert_eq!(
+            s.entries(4, 7, size * 2).unwrap(),
+            vec![ent(4, 4), ent(5, 5)]
+        );
+        assert!(s.entries(4, 8, u64::MAX).is_err(), "past the last index");
+    }
+
+    #[test]
+    fn test_peer_storage_append() {
+        let cases: Vec<(Vec<Entry>, Vec<Entry>)> = vec![
+            (
+                vec![ent(3, 3), ent(4, 4), ent(5, 5)],
+                vec![ent(4, 4), ent(5, 5)],
+            ),
+            (
+                vec![ent(3, 3), ent(4, 6), ent(5, 6)],
+                vec![ent(4, 6), ent(5, 6)],
+            ),
+            (
+                vec![ent(3, 3), ent(4, 4), ent(5, 5), ent(6, 5)],
+                vec![ent(4, 4), ent(5, 5), ent(6, 5)],
+            ),
+            // entries starting below the first index are trimmed
+            (vec![ent(2, 3), ent(3, 3), ent(4, 5)], vec![ent(4, 5)]),
+            // a shorter tail deletes the stale entries after it
+            (vec![ent(4, 5)], vec![ent(4, 5)]),
+            // direct append
+            (vec![ent(6, 5)], vec![ent(4, 4), ent(5, 5), ent(6, 5)]),
+        ];
+        for (i, (append, want)) in cases.into_iter().enumerate() {
+            let mut s = three();
+            let mut wb = WriteBatch::default();
+            s.append(&append, &mut wb);
+            s.engines.raft.write(&wb, true).unwrap();
+            let last = s.raft_state.last_index;
+            let got = s.entries(4, last + 1, u64::MAX).unwrap();
+            assert_eq!(got, want, "case {i}");
+            // Nothing stale is left after the new last entry.
+            let mut beyond = 0;
+            s.engines
+                .raft
+                .scan_cf(
+                    CF_DEFAULT,
+                    &keys::raft_log_key(1, last + 1),
+                    &keys::raft_log_key(1, u64::MAX),
+                    &mut |_, _| {
+                        beyond += 1;
+                        Ok(true)
+                    },
+                )
+                .unwrap();
+            assert_eq!(beyond, 0, "case {i}: stale entries after the last index");
+        }
+    }
+
+    #[test]
+    fn test_peer_storage_clear_meta() {
+        let s = storage_with(&[ent(3, 3), ent(4, 4), ent(5, 5)]);
+        let count = |s: &PeerStorage<MemEngine, MemEngine>| {
+            let mut n = 0;
+            let mut f = |_: &[u8], _: &[u8]| {
+                n += 1;
+                Ok(true)
+            };
+            s.engines
+                .kv
+                .scan_cf(CF_RAFT, &keys::region_meta_prefix(1), &[], &mut f)
+                .unwrap();
+            s.engines
+                .kv
+                .scan_cf(
+                    CF_RAFT,
+                    &keys::region_raft_prefix(1),
+                    &keys::region_meta_prefix(1),
+                    &mut f,
+                )
+                .unwrap();
+            s.engines
+                .raft
+                .scan_cf(CF_DEFAULT, &keys::region_raft_prefix(1), &[], &mut f)
+                .unwrap();
+            n
+        };
+        // region state, apply state, raft state and two log entries
+        assert_eq!(count(&s), 5);
+        let (mut kv_wb, mut raft_wb) = (WriteBatch::default(), WriteBatch::default());
+        s.clear_meta(&mut kv_wb, &mut raft_wb);
+        s.engines.kv.write(&kv_wb, true).unwrap();
+        s.engines.raft.write(&raft_wb, true).unwrap();
+        assert_eq!(count(&s), 0);
+    }
+
+    #[test]
+    fn test_peer_storage_initial_state() {
+        let s = three();
+        let st = s.initial_state().unwrap();
+        assert_eq!(st.conf_state.nodes, vec![1]);
+        assert_eq!(st.hard_state.term, 5);
+        // A replica created by a message has nothing yet.
+        let engines = Engines::new(MemEngine::new(&ALL_CFS), MemEngine::new(&[CF_DEFAULT]));
+        let s = PeerStorage::new(
+            engines,
+            Region {
+                id: 9,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!s.is_initialized());
+        assert_eq!(s.initial_state().unwrap(), RaftState::default());
+        assert_eq!(s.first_index().unwrap(), 1);
+        assert_eq!(s.last_index().unwrap(), 0);
     }
 }

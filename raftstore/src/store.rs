@@ -130,8 +130,8 @@ impl<K: Engine, R: Engine> Store<K, R> {
         let mut decode_err = None;
         self.engines.kv.scan_cf(
             CF_RAFT,
-            &keys::region_meta_min_key(),
-            &keys::region_meta_max_key(),
+            keys::region_meta_min_key(),
+            keys::region_meta_max_key(),
             &mut |k, v| {
                 match keys::decode_region_meta_key(k) {
                     Ok((_, suffix)) if suffix == keys::REGION_STATE_SUFFIX => {}
@@ -255,7 +255,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
             }
             _ => {}
         }
-        let meta = msg.to_peer.clone().unwrap_or_default();
+        let meta = msg.to_peer.unwrap_or_default();
         match Peer::replicate(
             self.cfg.clone(),
             self.engines.clone(),

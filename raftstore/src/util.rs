@@ -60,7 +60,7 @@ pub fn check_region_epoch(
         .as_ref()
         .and_then(|h| h.region_epoch.as_ref())
         .ok_or_else(|| Error::InvalidRequest("missing region epoch".into()))?;
-    let current = region.region_epoch.clone().unwrap_or_default();
+    let current = region.region_epoch.unwrap_or_default();
     if (check_conf_ver && from.conf_ver != current.conf_ver)
         || (check_ver && from.version != current.version)
     {
@@ -105,7 +105,8 @@ mod tests {
             end_key: e.to_vec(),
             ..Default::default()
         };
-        let cases: Vec<(&[u8], &[u8], &[u8], bool)> = vec![
+        type Case<'a> = (&'a [u8], &'a [u8], &'a [u8], bool);
+        let cases: Vec<Case> = vec![
             (b"", b"", b"", true),
             (b"", b"", b"a", true),
             (b"a", b"", b"a", true),

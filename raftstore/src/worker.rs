@@ -20,8 +20,8 @@ pub fn run_task<K: Engine, R: Engine>(engines: &Engines<K, R>, task: &Task) -> R
             let mut wb = WriteBatch::default();
             wb.delete_range_cf(
                 CF_DEFAULT,
-                &keys::raft_log_key(region_id, start_idx),
-                &keys::raft_log_key(region_id, end_idx),
+                keys::raft_log_key(region_id, start_idx),
+                keys::raft_log_key(region_id, end_idx),
             );
             // Not synced: losing a deletion only leaves garbage that the next GC removes again.
             engines.raft.write(&wb, false)?;
@@ -44,8 +44,8 @@ mod tests {
         };
         let mut wb = WriteBatch::default();
         for i in 0..100u64 {
-            wb.put_cf(CF_DEFAULT, &keys::raft_log_key(1, i), b"e");
-            wb.put_cf(CF_DEFAULT, &keys::raft_log_key(2, i), b"e");
+            wb.put_cf(CF_DEFAULT, keys::raft_log_key(1, i), b"e");
+            wb.put_cf(CF_DEFAULT, keys::raft_log_key(2, i), b"e");
         }
         engines.raft.write(&wb, true).unwrap();
         let count = |region| {

@@ -81,7 +81,7 @@ pub fn new_request(region: &Region, peer: Option<Peer>, requests: Vec<Request>) 
         header: Some(RaftRequestHeader {
             region_id: region.id,
             peer,
-            region_epoch: region.region_epoch.clone(),
+            region_epoch: region.region_epoch,
             term: 0,
         }),
         requests,
@@ -162,14 +162,14 @@ impl Cluster {
                 .unwrap()
                 .get_region_by_id(region_id)?;
             let peer = match &leader {
-                Some(p) => p.clone(),
+                Some(p) => *p,
                 None => {
                     attempt += 1;
-                    region.peers[(attempt as usize) % region.peers.len()].clone()
+                    region.peers[(attempt as usize) % region.peers.len()]
                 }
             };
             if let Some(h) = req.header.as_mut() {
-                h.peer = Some(peer.clone());
+                h.peer = Some(peer);
             }
             let resp = call_command_on_store(
                 &self.env,
@@ -188,7 +188,7 @@ impl Cluster {
                 return Some(resp);
             };
             if let Some(nl) = &err.not_leader {
-                leader = nl.leader.clone();
+                leader = nl.leader;
                 if leader.is_none() {
                     self.sleep(Duration::from_millis(10)).await;
                 }
@@ -200,7 +200,7 @@ impl Cluster {
             if err.epoch_not_match.is_some() {
                 // Refresh the epoch from the scheduler.
                 if let Some(h) = req.header.as_mut() {
-                    h.region_epoch = region.region_epoch.clone();
+                    h.region_epoch = region.region_epoch;
                 }
                 self.sleep(Duration::from_millis(10)).await;
                 continue;

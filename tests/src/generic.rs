@@ -2,8 +2,6 @@
 //! every store, and at the end of each iteration a check that every acknowledged append is there
 //! exactly once and in order.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
 
 use crate::cluster::{election_timeout, Cluster};
@@ -131,9 +129,9 @@ pub async fn generic_test(c: Cluster, p: Params) {
         };
         c.sleep(RUN_TIME).await;
         done.set();
-        let counts = Rc::new(RefCell::new(Vec::new()));
+        let mut counts = Vec::with_capacity(clients.len());
         for h in clients {
-            counts.borrow_mut().push(h.await);
+            counts.push(h.await);
         }
         if let Some(h) = chaos {
             h.await;
@@ -149,7 +147,6 @@ pub async fn generic_test(c: Cluster, p: Params) {
                 c.start_store(s);
             }
         }
-        let counts = counts.borrow().clone();
         for (cli, &count) in counts.iter().enumerate() {
             let kvs = c.scan(&key(cli, 0), &key(cli, count)).await;
             let got: String = kvs

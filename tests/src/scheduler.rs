@@ -36,8 +36,8 @@ impl MockScheduler {
         let id = hb.region.id;
         if let Some(old) = self.regions.get(&id) {
             let (o, n) = (
-                old.region_epoch.clone().unwrap_or_default(),
-                hb.region.region_epoch.clone().unwrap_or_default(),
+                old.region_epoch.unwrap_or_default(),
+                hb.region.region_epoch.unwrap_or_default(),
             );
             if is_epoch_stale(&n, &o) {
                 return;
