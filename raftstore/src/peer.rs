@@ -646,22 +646,4 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             ))),
         }
     }
-
-    /// Answers every pending proposal with `err` (the peer is going away).
-    pub fn fail_proposals(&mut self, ctx: &mut StoreContext, err: impl Fn() -> Error) {
-        let term = self.term();
-        for p in self.proposals.drain(..) {
-            ctx.responses.push((p.cb, CmdResponse::error(err(), term)));
-        }
-    }
-
-    /// Whether `id` is a known peer of the region.
-    pub fn knows_peer(&self, id: u64) -> bool {
-        self.peer_cache.contains_key(&id)
-    }
-
-    /// The peer cache's entry for `id`.
-    pub fn peer_by_id(&self, id: u64) -> Option<&metapb::Peer> {
-        self.peer_cache.get(&id)
-    }
 }

@@ -196,8 +196,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
     }
 
     /// Handles a raft message from another store.
-    pub fn on_raft_message(&mut self, ctx: &mut StoreContext, msg: RaftMessage) {
-        let _ = ctx;
+    pub fn on_raft_message(&mut self, _ctx: &mut StoreContext, msg: RaftMessage) {
         let region_id = msg.region_id;
         let to_store = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
         if to_store != self.store_id {

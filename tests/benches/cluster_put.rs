@@ -32,16 +32,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use proto::metapb::{Peer, Region};
-use proto::raft_serverpb::RaftMessage;
 use raftstore::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
 use raftstore::engine::rocks::RocksEngine;
 use raftstore::engine::{Engine, Engines, ALL_CFS, CF_DEFAULT};
-use raftstore::runtime::{
-    start_store_with_mailbox, SchedulerClient, StoreHandle, StoreMsg, Transport,
-};
-use raftstore::{CmdResponse, Config, RegionHeartbeat};
+use raftstore::runtime::{start_store_with_mailbox, StoreHandle, StoreMsg};
+use raftstore::{CmdResponse, Config};
 use test_raftstore::cluster::{new_put_cf_cmd, new_request};
 use test_raftstore::scheduler::MockScheduler;
+use test_raftstore::threaded::{ChannelTransport, Router, SchedulerHandle};
 
 const STORES: u64 = 3;
 const REGION_ID: u64 = 1;
@@ -50,32 +48,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the cluster may take to elect its first leader.
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Router = Arc<RwLock<BTreeMap<u64, Sender<StoreMsg>>>>;
 type RocksEngines = Engines<RocksEngine, RocksEngine>;
-
-/// Delivers raft messages straight into the destination store's mailbox.
-struct ChannelTransport {
-    router: Router,
-}
-
-impl Transport for ChannelTransport {
-    fn send(&mut self, msg: RaftMessage) -> raftstore::Result<()> {
-        let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
-        if let Some(tx) = self.router.read().unwrap().get(&to) {
-            let _ = tx.send(StoreMsg::Raft(msg));
-        }
-        Ok(())
-    }
-}
-
-/// Forwards region heartbeats to the shared mock scheduler.
-struct SchedulerHandle(Arc<Mutex<MockScheduler>>);
-
-impl SchedulerClient for SchedulerHandle {
-    fn region_heartbeat(&mut self, hb: RegionHeartbeat) {
-        self.0.lock().unwrap().region_heartbeat(hb);
-    }
-}
 
 /// What the benchmark runs.
 #[derive(Clone, Debug)]
@@ -194,9 +167,8 @@ impl BenchCluster {
             let handle = start_store_with_mailbox(
                 Config::default(),
                 engines[&id].clone(),
-                ChannelTransport {
-                    router: router.clone(),
-                },
+                // No filters: every message is delivered.
+                ChannelTransport::new(router.clone(), Default::default(), id),
                 SchedulerHandle(scheduler.clone()),
                 logger,
                 tx.clone(),

@@ -30,13 +30,28 @@ use crate::exec::Executor;
 use crate::filter::Filter;
 use crate::scheduler::MockScheduler;
 
-type Router = Arc<RwLock<BTreeMap<u64, Sender<StoreMsg>>>>;
-type Filters = Arc<Mutex<Vec<Box<dyn Filter>>>>;
+/// Store id -> the store's mailbox.
+pub type Router = Arc<RwLock<BTreeMap<u64, Sender<StoreMsg>>>>;
+/// The network filters shared by every store's transport.
+pub type Filters = Arc<Mutex<Vec<Box<dyn Filter>>>>;
 
-struct ChannelTransport {
+/// An in-process transport: delivers raft messages straight into the destination store's
+/// mailbox, unless a filter drops them.
+pub struct ChannelTransport {
     router: Router,
     filters: Filters,
     rng: ChaCha8Rng,
+}
+
+impl ChannelTransport {
+    /// A transport over `router`, applying `filters` with rolls drawn from `seed`.
+    pub fn new(router: Router, filters: Filters, seed: u64) -> Self {
+        ChannelTransport {
+            router,
+            filters,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
 }
 
 impl Transport for ChannelTransport {
@@ -59,7 +74,8 @@ impl Transport for ChannelTransport {
     }
 }
 
-struct SchedulerHandle(Arc<Mutex<MockScheduler>>);
+/// Forwards region heartbeats to a shared mock scheduler.
+pub struct SchedulerHandle(pub Arc<Mutex<MockScheduler>>);
 
 impl SchedulerClient for SchedulerHandle {
     fn region_heartbeat(&mut self, hb: RegionHeartbeat) {
@@ -210,11 +226,8 @@ impl Env for ThreadedEnv {
 
     fn start_store(&self, store_id: u64) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let transport = ChannelTransport {
-            router: self.router.clone(),
-            filters: self.filters.clone(),
-            rng: ChaCha8Rng::seed_from_u64(self.rng.borrow_mut().random()),
-        };
+        let seed = self.rng.borrow_mut().random();
+        let transport = ChannelTransport::new(self.router.clone(), self.filters.clone(), seed);
         let handle = start_store_with_mailbox(
             self.cfg.clone(),
             self.engines[&store_id].clone(),
