@@ -25,7 +25,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use prost::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfState, EntryType, Message, MessageType, Snapshot,
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
     SnapshotMetadata,
 };
 use raft::{default_logger, Config, MemStorage, RawNode, SnapshotStatus, StateRole, Storage};
@@ -71,6 +71,9 @@ struct Node {
     pending_reads: Vec<(Vec<u8>, u64)>,
     /// The highest index of this node's log already checked against the committed record.
     checked_commit: u64,
+    /// A leader's Ready whose messages left before its write, the write still under way
+    /// (`early_send`): raft steps messages meanwhile, and a crash loses the write.
+    writing: Option<raft::Ready>,
 }
 
 struct InFlight {
@@ -85,6 +88,9 @@ struct Sim {
     step: u64,
     pre_vote: bool,
     check_quorum: bool,
+    /// Leaders send, and answer what they had written and committed before, ahead of their own
+    /// write (as the raftstore does); the write may take a while, or never finish (a crash).
+    early_send: bool,
     nodes: BTreeMap<u64, Node>,
     net: Vec<InFlight>,
     /// A partition: the nodes in the set cannot talk to those outside it.
@@ -142,6 +148,7 @@ impl Sim {
         let members: Vec<u64> = (1..=size).collect();
         let pre_vote = rng.random_bool(0.5);
         let check_quorum = rng.random_bool(0.5);
+        let early_send = rng.random_bool(0.5);
         let mut nodes = BTreeMap::new();
         for id in 1..=MAX_NODES {
             let storage = MemStorage::new();
@@ -172,6 +179,7 @@ impl Sim {
                     durable: Durable { storage, sm },
                     pending_reads: Vec::new(),
                     checked_commit: 0,
+                    writing: None,
                 },
             );
         }
@@ -181,6 +189,7 @@ impl Sim {
             step: 0,
             pre_vote,
             check_quorum,
+            early_send,
             nodes,
             net: Vec::new(),
             partition: None,
@@ -469,6 +478,7 @@ impl Sim {
         // Everything not persisted is lost: the RawNode and its unstable tail, pending reads.
         node.raw = None;
         node.pending_reads.clear();
+        node.writing = None;
         self.stats.crashes += 1;
         Ok(())
     }
@@ -496,6 +506,13 @@ impl Sim {
         let node = self.nodes.get_mut(&id).unwrap();
         let mut cfg = config(id, vec![], seed, pv, cq);
         cfg.applied = node.durable.sm.applied;
+        // An early apply may have run ahead of the written commit index (only committed entries
+        // are applied, so raising it is sound), as the raftstore does on start.
+        let mut hs = *node.durable.storage.rl().hard_state();
+        if hs.commit < cfg.applied {
+            hs.commit = cfg.applied;
+            node.durable.storage.wl().set_hard_state(hs);
+        }
         let raw = RawNode::new(&cfg, node.durable.storage.clone(), &default_logger())
             .map_err(|e| format!("restart of {id}: {e}"))?;
         node.raw = Some(raw);
@@ -507,6 +524,27 @@ impl Sim {
 
     fn handle_ready(&mut self, id: u64) -> Check {
         loop {
+            if self.nodes[&id].writing.is_some() {
+                // The write finishes now, or later while messages keep arriving, or never: the
+                // node crashes first.
+                if self.delays {
+                    let p: f64 = self.rng.random();
+                    if p < 0.05 {
+                        let node = self.nodes.get_mut(&id).unwrap();
+                        node.raw = None;
+                        node.pending_reads.clear();
+                        node.writing = None;
+                        self.stats.crashes += 1;
+                        return Ok(());
+                    }
+                    if p < 0.5 {
+                        return Ok(());
+                    }
+                }
+                let rd = self.nodes.get_mut(&id).unwrap().writing.take().unwrap();
+                self.finish_ready(id, rd)?;
+                continue;
+            }
             let node = self.nodes.get_mut(&id).unwrap();
             let Some(raw) = node.raw.as_mut() else {
                 return Ok(());
@@ -523,6 +561,52 @@ impl Sim {
             }
             let node = self.nodes.get_mut(&id).unwrap();
             let storage = node.durable.storage.clone();
+            let mut rd = rd;
+            // 0. A leader may send, and answer what it had written and committed before, while
+            //    its write is under way (as the raftstore does). Raft counts the leader's new
+            //    entries at once, but any commit that counts them can only leave in a later
+            //    Ready, taken after this one is written. A crash may come before the write.
+            let persisted_hs = *storage.rl().hard_state();
+            let leads = node.raw.as_ref().unwrap().raft.state == StateRole::Leader;
+            if self.early_send
+                && leads
+                && rd
+                    .hard_state
+                    .as_ref()
+                    .is_none_or(|hs| hs.term == persisted_hs.term && hs.vote == persisted_hs.vote)
+            {
+                for m in std::mem::take(&mut rd.messages) {
+                    self.send(m);
+                }
+                let written = storage.last_index().unwrap();
+                let early: Vec<Entry> = rd
+                    .committed_entries
+                    .iter()
+                    .take_while(|e| e.index <= written)
+                    .cloned()
+                    .collect();
+                self.apply_entries(id, &storage, &early)?;
+                if self.delays {
+                    let node = self.nodes.get_mut(&id).unwrap();
+                    if self.rng.random_bool(0.03) {
+                        node.raw = None;
+                        node.pending_reads.clear();
+                        self.stats.crashes += 1;
+                        return Ok(());
+                    }
+                    node.writing = Some(rd);
+                    continue;
+                }
+            }
+            self.finish_ready(id, rd)?;
+        }
+    }
+
+    /// The rest of a Ready: persist, send, apply, reads, advance.
+    fn finish_ready(&mut self, id: u64, rd: raft::Ready) -> Check {
+        {
+            let node = self.nodes.get_mut(&id).unwrap();
+            let storage = node.durable.storage.clone();
             // 1. Persist: snapshot, entries, hard state.
             if let Some(snap) = &rd.snapshot {
                 apply_snapshot(&storage, &mut node.durable.sm, snap)
@@ -534,54 +618,17 @@ impl Sim {
             }
             // 2. Send.
             for m in rd.messages.iter().cloned() {
-                let delay = if self.delays && self.rng.random_bool(0.2) {
-                    self.rng.random_range(1..30)
-                } else {
-                    0
-                };
-                self.net.push(InFlight {
-                    msg: m,
-                    ready_at: self.step + delay,
-                });
+                self.send(m);
             }
-            // 3. Apply.
-            let mut applied_writes = Vec::new();
-            for e in &rd.committed_entries {
-                let node = self.nodes.get_mut(&id).unwrap();
-                let raw = node.raw.as_mut().unwrap();
-                if e.index <= node.durable.sm.applied {
-                    return Err(format!(
-                        "node {id} was handed entry {} to apply but already applied {}",
-                        e.index, node.durable.sm.applied
-                    ));
-                }
-                if e.entry_type() == EntryType::EntryConfChange {
-                    let cc = ConfChange::decode(e.data.as_slice())
-                        .map_err(|err| format!("bad conf change: {err}"))?;
-                    let cs = raw.apply_conf_change(&cc);
-                    storage.wl().set_conf_state(cs);
-                } else if let Some(w) = e.data.strip_prefix(b"w:") {
-                    let w: u64 = std::str::from_utf8(w).unwrap().parse().unwrap();
-                    node.durable.sm.reg = (w, e.index);
-                    applied_writes.push(e.index);
-                }
-                node.durable.sm.applied = e.index;
-                match self.applied.get(&e.index) {
-                    Some((t, d)) if *t != e.term || *d != e.data => {
-                        return Err(format!(
-                            "state machine safety: node {id} applied entry {} term {} but entry {} term {t} was applied elsewhere",
-                            e.index, e.term, e.index
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.applied.insert(e.index, (e.term, e.data.clone()));
-                    }
-                }
-            }
-            for idx in applied_writes {
-                self.acked_write_index = self.acked_write_index.max(idx);
-            }
+            // 3. Apply (what step 0 did not).
+            let applied = self.nodes[&id].durable.sm.applied;
+            let rest: Vec<Entry> = rd
+                .committed_entries
+                .iter()
+                .filter(|e| e.index > applied)
+                .cloned()
+                .collect();
+            self.apply_entries(id, &storage, &rest)?;
             // 4. Reads.
             let node = self.nodes.get_mut(&id).unwrap();
             for rs in &rd.read_states {
@@ -590,8 +637,64 @@ impl Sim {
             self.serve_reads(id)?;
             let node = self.nodes.get_mut(&id).unwrap();
             node.raw.as_mut().unwrap().advance(rd);
-            self.check_committed(id)?;
+            self.check_committed(id)
         }
+    }
+
+    /// Puts `m` on the network, maybe delayed.
+    fn send(&mut self, m: Message) {
+        let delay = if self.delays && self.rng.random_bool(0.2) {
+            self.rng.random_range(1..30)
+        } else {
+            0
+        };
+        self.net.push(InFlight {
+            msg: m,
+            ready_at: self.step + delay,
+        });
+    }
+
+    /// Applies committed entries to node `id`'s state machine, checking state machine safety;
+    /// applied writes count as acknowledged to their clients.
+    fn apply_entries(&mut self, id: u64, storage: &MemStorage, entries: &[Entry]) -> Check {
+        let mut applied_writes = Vec::new();
+        for e in entries {
+            let node = self.nodes.get_mut(&id).unwrap();
+            let raw = node.raw.as_mut().unwrap();
+            if e.index <= node.durable.sm.applied {
+                return Err(format!(
+                    "node {id} was handed entry {} to apply but already applied {}",
+                    e.index, node.durable.sm.applied
+                ));
+            }
+            if e.entry_type() == EntryType::EntryConfChange {
+                let cc = ConfChange::decode(e.data.as_slice())
+                    .map_err(|err| format!("bad conf change: {err}"))?;
+                let cs = raw.apply_conf_change(&cc);
+                storage.wl().set_conf_state(cs);
+            } else if let Some(w) = e.data.strip_prefix(b"w:") {
+                let w: u64 = std::str::from_utf8(w).unwrap().parse().unwrap();
+                node.durable.sm.reg = (w, e.index);
+                applied_writes.push(e.index);
+            }
+            node.durable.sm.applied = e.index;
+            match self.applied.get(&e.index) {
+                Some((t, d)) if *t != e.term || *d != e.data => {
+                    return Err(format!(
+                        "state machine safety: node {id} applied entry {} term {} but entry {} term {t} was applied elsewhere",
+                        e.index, e.term, e.index
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.applied.insert(e.index, (e.term, e.data.clone()));
+                }
+            }
+        }
+        for idx in applied_writes {
+            self.acked_write_index = self.acked_write_index.max(idx);
+        }
+        Ok(())
     }
 
     fn serve_reads(&mut self, id: u64) -> Check {

@@ -28,6 +28,7 @@ pub mod errors;
 pub mod keys;
 pub mod peer;
 pub mod peer_storage;
+mod read;
 pub mod runtime;
 pub mod store;
 pub mod util;

@@ -16,7 +16,7 @@ use proto::raft_cmdpb::{
     GetResponse, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, RaftResponseHeader, Request,
     Response, SnapResponse, TransferLeaderResponse,
 };
-use proto::raft_serverpb::{RaftMessage, RaftTruncatedState};
+use proto::raft_serverpb::{RaftLocalState, RaftMessage, RaftTruncatedState};
 use raft::{RawNode, Ready, StateRole, INVALID_ID};
 use slog::{debug, info, o, warn, Logger};
 
@@ -26,6 +26,7 @@ use crate::engine::{Engine, Engines, WriteBatch, CF_RAFT, DATA_CFS};
 use crate::errors::{Error, Result};
 use crate::keys;
 use crate::peer_storage::PeerStorage;
+use crate::read::{is_read_only, ReadQueue};
 use crate::store::{RegionHeartbeat, StoreContext, Task};
 use crate::util::{check_key_in_region, check_region_epoch, find_peer, is_initial_msg};
 
@@ -46,6 +47,8 @@ pub struct Peer<K: Engine, R: Engine> {
     /// The raft node.
     pub raft_group: RawNode<PeerStorage<K, R>>,
     proposals: VecDeque<Proposal>,
+    /// Read-only commands served through ReadIndex.
+    reads: ReadQueue,
     /// Peers of the region seen so far (from the region and from messages), by peer id.
     peer_cache: BTreeMap<u64, metapb::Peer>,
     /// Raft-log entries before this index were handed to the log-GC worker.
@@ -126,6 +129,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             meta,
             raft_group,
             proposals: VecDeque::new(),
+            reads: ReadQueue::default(),
             peer_cache,
             last_compacted_idx,
             ticks: 0,
@@ -347,6 +351,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             ctx.responses.push((cb, CmdResponse::error(e, term)));
             return;
         }
+        if is_read_only(&req) {
+            // Not proposed: served through ReadIndex once this round's batch is confirmed.
+            self.reads.push(req, cb);
+            return;
+        }
         if let Some(admin) = &req.admin_request {
             match admin.cmd_type() {
                 AdminCmdType::TransferLeader => {
@@ -422,6 +431,92 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         None
     }
 
+    // ---- reads ------------------------------------------------------------------------------
+
+    /// Asks raft for one read index covering the reads that arrived this round (call before
+    /// taking the round's `Ready`, so the heartbeats go out with it).
+    pub fn start_reads(&mut self, ctx: &mut StoreContext) {
+        if !self.reads.has_incoming() {
+            return;
+        }
+        let term = self.term();
+        if !self.is_leader() {
+            let leader = self.leader();
+            for r in self.reads.take_lost(false, term) {
+                let e = Error::NotLeader {
+                    region_id: self.region_id,
+                    leader,
+                };
+                ctx.responses.push((r.cb, CmdResponse::error(e, term)));
+            }
+            return;
+        }
+        let rctx = self.reads.start_batch(term).expect("reads arrived");
+        if let Err(e) = self.raft_group.read_index(rctx) {
+            let msg = e.to_string();
+            for r in self.reads.abort_last() {
+                let e = Error::Other(format!("read index refused: {msg}"));
+                ctx.responses.push((r.cb, CmdResponse::error(e, term)));
+            }
+        }
+    }
+
+    /// Answers the reads whose read index is applied; call after the round's kv write, so they
+    /// see everything applied so far.
+    pub fn serve_reads(&mut self, ctx: &mut StoreContext) {
+        for r in self.reads.take_ready(self.storage().applied_index()) {
+            let resp = self.read(&r.req);
+            ctx.responses.push((r.cb, resp));
+        }
+    }
+
+    /// Serves a read-only command from the kv engine as it is now.
+    fn read(&self, req: &RaftCmdRequest) -> CmdResponse {
+        let term = self.term();
+        if let Err(e) = check_region_epoch(req, self.region(), true) {
+            return CmdResponse::error(e, term);
+        }
+        let mut responses = Vec::with_capacity(req.requests.len());
+        let mut snap = None;
+        for r in &req.requests {
+            match self.read_request(r) {
+                Ok((resp, s)) => {
+                    responses.push(resp);
+                    snap = s.or(snap);
+                }
+                Err(e) => return CmdResponse::error(e, term),
+            }
+        }
+        CmdResponse {
+            resp: RaftCmdResponse {
+                header: Some(RaftResponseHeader {
+                    current_term: term,
+                    ..Default::default()
+                }),
+                responses,
+                admin_response: None,
+            },
+            snap,
+        }
+    }
+
+    /// Answers reads raft will no longer confirm (leadership lost or renewed) with NotLeader.
+    fn fail_lost_reads(&mut self, ctx: &mut StoreContext) {
+        let (term, leading) = (self.term(), self.is_leader());
+        let lost = self.reads.take_lost(leading, term);
+        if lost.is_empty() {
+            return;
+        }
+        let leader = self.leader();
+        for r in lost {
+            let e = Error::NotLeader {
+                region_id: self.region_id,
+                leader,
+            };
+            ctx.responses.push((r.cb, CmdResponse::error(e, term)));
+        }
+    }
+
     // ---- ready ------------------------------------------------------------------------------
 
     /// Phase one of a round: takes the replica's `Ready` and adds what it must persist to the
@@ -435,8 +530,47 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         Some(rd)
     }
 
-    /// Phase two, after the round's raft write batch is synced: sends the messages, applies the
-    /// committed entries into the round's kv write batch, and advances raft.
+    /// Phase one and a half, before the round's raft write: what a leader may do while its own
+    /// write is under way (Raft thesis 10.2.1). Its messages leave now, unless the Ready changes
+    /// the term or the vote, which must be durable first: appends and heartbeats promise nothing
+    /// about the leader's own disk. Raft counts the leader's new entries toward the quorum at
+    /// once, but a commit that counts them needs acks for them, which arrive in a later round,
+    /// after this write. And it applies the committed entries it had written before this round
+    /// (up to `persisted.last_index`), answering their clients without waiting for this round's
+    /// fsync: a committed entry is durable on a quorum, and the kv state never runs ahead of
+    /// the local log.
+    pub fn handle_ready_early(
+        &mut self,
+        ctx: &mut StoreContext,
+        rd: &mut Ready,
+        persisted: &RaftLocalState,
+        kv_wb: &mut WriteBatch,
+        sync_kv: &mut bool,
+    ) -> Result<()> {
+        if !self.is_leader() {
+            return Ok(());
+        }
+        let old = persisted.hard_state.unwrap_or_default();
+        let durable_vote = rd
+            .hard_state
+            .as_ref()
+            .is_none_or(|hs| hs.term == old.term && hs.vote == old.vote);
+        if durable_vote {
+            for m in std::mem::take(&mut rd.messages) {
+                self.send_raft_message(ctx, m);
+            }
+        }
+        self.apply_committed(
+            ctx,
+            &rd.committed_entries,
+            persisted.last_index,
+            kv_wb,
+            sync_kv,
+        )
+    }
+
+    /// Phase two, after the round's raft write batch is synced: sends the remaining messages,
+    /// applies the remaining committed entries into the round's kv write batch, and advances raft.
     pub fn post_ready(
         &mut self,
         ctx: &mut StoreContext,
@@ -453,17 +587,43 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         for m in rd.messages.iter().cloned() {
             self.send_raft_message(ctx, m);
         }
-        if let Some(last) = rd.committed_entries.last() {
-            let last_index = last.index;
-            for e in &rd.committed_entries {
-                self.apply_entry(ctx, e, kv_wb, sync_kv)?;
-            }
+        for rs in &rd.read_states {
+            self.reads.confirm(&rs.request_ctx, rs.index);
+        }
+        if rd.soft_state.is_some() {
+            self.fail_lost_reads(ctx);
+        }
+        self.apply_committed(ctx, &rd.committed_entries, u64::MAX, kv_wb, sync_kv)?;
+        self.raft_group.advance(rd);
+        Ok(())
+    }
+
+    /// Applies the entries of `committed` not applied yet, up to index `upto`, into `kv_wb`
+    /// with the new apply state.
+    fn apply_committed(
+        &mut self,
+        ctx: &mut StoreContext,
+        committed: &[eraftpb::Entry],
+        upto: u64,
+        kv_wb: &mut WriteBatch,
+        sync_kv: &mut bool,
+    ) -> Result<()> {
+        let applied = self.storage().applied_index();
+        let mut last = None;
+        for e in committed
+            .iter()
+            .skip_while(|e| e.index <= applied)
+            .take_while(|e| e.index <= upto)
+        {
+            self.apply_entry(ctx, e, kv_wb, sync_kv)?;
+            last = Some(e.index);
+        }
+        if let Some(last_index) = last {
             let region_id = self.region_id;
             let state = &mut self.storage_mut().apply_state;
             state.applied_index = last_index;
             kv_wb.put_msg_cf(CF_RAFT, keys::apply_state_key(region_id), &*state);
         }
-        self.raft_group.advance(rd);
         Ok(())
     }
 
@@ -560,48 +720,66 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         r: &Request,
         kv_wb: &mut WriteBatch,
     ) -> Result<(Response, Option<RegionSnapshot>)> {
-        let region = self.region().clone();
         let mut resp = Response {
             cmd_type: r.cmd_type,
             ..Default::default()
         };
         let missing = || Error::InvalidRequest("request without its body".into());
         match r.cmd_type() {
-            CmdType::Get => {
-                let g = r.get.as_ref().ok_or_else(missing)?;
-                check_key_in_region(&g.key, &region)?;
+            CmdType::Get | CmdType::Snap => {
+                // Reads inside a command that also writes: they see the writes before them.
                 self.flush(kv_wb)?;
-                let value = self.engines().kv.get_cf(&g.cf, &g.key)?;
-                resp.get = Some(GetResponse {
-                    value: value.unwrap_or_default(),
-                });
+                return self.read_request(r);
             }
             CmdType::Put => {
                 let p = r.put.as_ref().ok_or_else(missing)?;
-                check_key_in_region(&p.key, &region)?;
+                check_key_in_region(&p.key, self.region())?;
                 kv_wb.put_cf(&p.cf, p.key.as_slice(), p.value.as_slice());
                 resp.put = Some(Default::default());
             }
             CmdType::Delete => {
                 let d = r.delete.as_ref().ok_or_else(missing)?;
-                check_key_in_region(&d.key, &region)?;
+                check_key_in_region(&d.key, self.region())?;
                 kv_wb.delete_cf(&d.cf, d.key.as_slice());
                 resp.delete = Some(Default::default());
             }
+            CmdType::Invalid => return Err(Error::InvalidRequest("invalid command".into())),
+        }
+        Ok((resp, None))
+    }
+
+    /// A Get or Snap request, from the kv engine as it is now.
+    fn read_request(&self, r: &Request) -> Result<(Response, Option<RegionSnapshot>)> {
+        let region = self.region();
+        let mut resp = Response {
+            cmd_type: r.cmd_type,
+            ..Default::default()
+        };
+        match r.cmd_type() {
+            CmdType::Get => {
+                let g = r
+                    .get
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidRequest("request without its body".into()))?;
+                check_key_in_region(&g.key, region)?;
+                let value = self.engines().kv.get_cf(&g.cf, &g.key)?;
+                resp.get = Some(GetResponse {
+                    value: value.unwrap_or_default(),
+                });
+                Ok((resp, None))
+            }
             CmdType::Snap => {
-                self.flush(kv_wb)?;
                 let snap = RegionSnapshot {
                     region: region.clone(),
                     snap: Arc::new(self.engines().kv.snapshot()),
                 };
                 resp.snap = Some(SnapResponse {
-                    region: Some(region),
+                    region: Some(region.clone()),
                 });
-                return Ok((resp, Some(snap)));
+                Ok((resp, Some(snap)))
             }
-            CmdType::Invalid => return Err(Error::InvalidRequest("invalid command".into())),
+            other => Err(Error::InvalidRequest(format!("{other:?} is not a read"))),
         }
-        Ok((resp, None))
     }
 
     fn apply_admin(

@@ -83,8 +83,15 @@ fn init_apply_state<K: Engine>(kv: &K, region: &Region) -> Result<RaftApplyState
 impl<K: Engine, R: Engine> PeerStorage<K, R> {
     /// Loads (or initializes) the replica's states.
     pub fn new(engines: Engines<K, R>, region: Region) -> Result<Self> {
-        let raft_state = init_raft_state(&engines.raft, &region)?;
+        let mut raft_state = init_raft_state(&engines.raft, &region)?;
         let apply_state = init_apply_state(&engines.kv, &region)?;
+        // A leader applies entries it committed before their commit index is written with the
+        // round's raft state (`Peer::handle_ready_early`), so a crash in between leaves the
+        // applied index ahead of the persisted commit. Only committed entries are ever applied,
+        // so the commit index is at least the applied one.
+        if let Some(hs) = raft_state.hard_state.as_mut() {
+            hs.commit = hs.commit.max(apply_state.applied_index);
+        }
         if raft_state.last_index < apply_state.applied_index {
             return Err(Error::Other(format!(
                 "region {}: raft log ends at {} but {} is applied: the raft engine lost synced data",

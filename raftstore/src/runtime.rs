@@ -1,8 +1,9 @@
 //! The threaded runtime: the production driver of the store's handlers.
 //!
 //! - a **poller** thread owns the `Store`; it blocks on a crossbeam-channel mailbox, drains up to
-//!   `MAX_BATCH` messages at a time, runs the handlers, then `end_round` once for the whole batch
-//!   (one synced raft write per round: group commit), and carries out the round's effects;
+//!   `MAX_BATCH` messages at a time, runs the handlers, then the round for the whole batch in two
+//!   halves (`begin_round`; carry out leaders' appends and early answers; `finish_round`, with
+//!   one synced raft write per round: group commit), and carries out the round's effects;
 //! - the poller also keeps the base tick, from the wall clock (the handlers never read it);
 //! - a **worker** thread runs background tasks (log GC) so they never stall the poller.
 //!
@@ -234,7 +235,13 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> 
                     next_tick = now + self.tick;
                 }
             }
-            if let Err(e) = self.store.end_round(&mut ctx) {
+            // Leaders' appends and the answers that need no fsync of this round leave between
+            // the two halves, while the raft write of the round is under way elsewhere.
+            let round = self.store.begin_round(&mut ctx).and_then(|()| {
+                self.carry_out(&mut ctx);
+                self.store.finish_round(&mut ctx)
+            });
+            if let Err(e) = round {
                 // An engine failure: the store cannot keep its promises any more.
                 error!(self.logger, "store round failed; stopping the store"; "err" => %e);
                 self.fail_all(&mut ctx);

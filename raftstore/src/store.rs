@@ -2,15 +2,27 @@
 //! `StoreContext` through which they hand their effects to a driver.
 //!
 //! A driver (the threaded runtime, or the simulator) feeds events in — raft messages, commands,
-//! ticks — and then calls `end_round`, which does the round's I/O in the order durability needs:
-//! 1. every touched peer's `Ready` goes into one raft-engine write batch, synced once for the whole
-//!    round (group commit: one fsync however many regions and proposals it carries);
-//! 2. the messages are queued for sending (after the sync: they may promise durability);
-//! 3. committed entries are applied into one kv-engine write batch with the new apply states;
-//! 4. callbacks and background tasks are queued.
+//! ticks — and then runs the round, which does the round's I/O in the order durability needs.
+//! `begin_round`:
+//! 1. every touched peer's `Ready` goes into one raft-engine write batch;
+//! 2. leaders' messages are queued at once: a leader's appends may leave before its own write
+//!    (Raft thesis 10.2.1), so the leader's fsync and the followers' overlap; a commit that
+//!    counts the leader's unwritten entries needs the followers' acks for them, which are
+//!    handled in a later round, after the write;
+//! 3. leaders apply the committed entries they had written before this round (one unsynced
+//!    kv write) and queue their callbacks: a committed entry is durable on a quorum, and the
+//!    local kv state never runs ahead of the local raft log.
 //!
-//! The driver then drains the context: sends the messages over its transport, runs the tasks on
-//! its workers, calls the callbacks. Nothing here reads a clock, sleeps or spawns a thread.
+//! The driver carries out the context (sends, answers), then `finish_round`:
+//! 4. the raft write batch is written, synced once for the whole round when any Ready needs it
+//!    (group commit: one fsync however many regions and proposals it carries);
+//! 5. the other messages are queued (after the sync: votes and acks promise durability);
+//! 6. the remaining committed entries are applied into one kv-engine write batch with the new
+//!    apply states, and reads confirmed by ReadIndex are served;
+//! 7. callbacks and background tasks are queued.
+//!
+//! `end_round` runs both halves for a driver that carries out effects once per round. Nothing
+//! here reads a clock, sleeps or spawns a thread.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -27,6 +39,7 @@ use crate::errors::{Error, Result};
 use crate::keys;
 use crate::peer::Peer;
 use crate::util::is_initial_msg;
+use raft::Ready;
 
 /// Background work a handler asks for; a driver runs it off the handler thread.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +112,8 @@ pub struct Store<K: Engine, R: Engine> {
     touched: BTreeSet<u64>,
     /// What the store did so far.
     pub stats: StoreStats,
+    /// The round begun and not finished yet.
+    round: Option<Round>,
     logger: Logger,
 }
 
@@ -119,6 +134,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
             peers: BTreeMap::new(),
             touched: BTreeSet::new(),
             stats: StoreStats::default(),
+            round: None,
             logger,
         };
         store.load_peers()?;
@@ -294,35 +310,64 @@ impl<K: Engine, R: Engine> Store<K, R> {
         }
     }
 
-    /// Carries out the round: persists (one synced write), queues messages, applies, queues
-    /// callbacks and tasks. See the module documentation for the order.
+    /// Carries out the whole round in one go: `begin_round` then `finish_round`, for a driver
+    /// that carries out the effects only at the end (the simulator).
     pub fn end_round(&mut self, ctx: &mut StoreContext) -> Result<()> {
+        self.begin_round(ctx)?;
+        self.finish_round(ctx)
+    }
+
+    /// The first half of a round: takes every touched replica's `Ready` into the round's raft
+    /// write batch, and does what may precede the raft write: leaders' messages, and the
+    /// entries leaders had committed and written before this round, applied (unsynced kv write)
+    /// with their callbacks answered. The driver carries out the context, then calls
+    /// `finish_round`.
+    pub fn begin_round(&mut self, ctx: &mut StoreContext) -> Result<()> {
+        debug_assert!(self.round.is_none(), "begin_round twice");
         let touched = std::mem::take(&mut self.touched);
-        let mut raft_wb = WriteBatch::default();
-        let mut readies = Vec::new();
-        let mut must_sync = false;
+        let mut round = Round::default();
+        let mut kv_wb = WriteBatch::default();
+        let mut sync_kv = false;
         for id in touched {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
-            if let Some(rd) = peer.collect_ready(&mut raft_wb) {
-                must_sync |= rd.must_sync || rd.snapshot.is_some();
+            peer.start_reads(ctx);
+            let persisted = peer.storage().raft_state;
+            if let Some(mut rd) = peer.collect_ready(&mut round.raft_wb) {
+                round.must_sync |= rd.must_sync || rd.snapshot.is_some();
                 self.stats.entries_persisted += rd.entries.len() as u64;
-                readies.push((id, rd));
+                self.stats.entries_applied += rd.committed_entries.len() as u64;
+                peer.handle_ready_early(ctx, &mut rd, &persisted, &mut kv_wb, &mut sync_kv)?;
+                round.readies.push((id, rd));
             }
         }
-        if !raft_wb.is_empty() {
-            self.engines.raft.write(&raft_wb, must_sync)?;
+        if !kv_wb.is_empty() || sync_kv {
+            self.engines.kv.write(&kv_wb, sync_kv)?;
+        }
+        self.round = Some(round);
+        Ok(())
+    }
+
+    /// The second half of a round: the raft write (synced once for all replicas when any needs
+    /// it), then the remaining messages, the remaining applies (one kv write) and the reads
+    /// confirmed by ReadIndex. See the module documentation for why this order.
+    pub fn finish_round(&mut self, ctx: &mut StoreContext) -> Result<()> {
+        let Some(round) = self.round.take() else {
+            return Ok(());
+        };
+        if !round.raft_wb.is_empty() {
+            self.engines.raft.write(&round.raft_wb, round.must_sync)?;
             self.stats.raft_writes += 1;
-            if must_sync {
+            if round.must_sync {
                 self.stats.raft_syncs += 1;
             }
         }
         let mut kv_wb = WriteBatch::default();
         let mut sync_kv = false;
-        for (id, rd) in readies {
+        let ready_ids: Vec<u64> = round.readies.iter().map(|(id, _)| *id).collect();
+        for (id, rd) in round.readies {
             let peer = self.peers.get_mut(&id).expect("peer of a ready");
-            self.stats.entries_applied += rd.committed_entries.len() as u64;
             peer.post_ready(ctx, rd, &mut kv_wb, &mut sync_kv)?;
             if peer.raft_group.has_ready() {
                 self.touched.insert(id);
@@ -331,6 +376,20 @@ impl<K: Engine, R: Engine> Store<K, R> {
         if !kv_wb.is_empty() || sync_kv {
             self.engines.kv.write(&kv_wb, sync_kv)?;
         }
+        // Reads confirmed by ReadIndex see this round's applied writes.
+        for id in ready_ids {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.serve_reads(ctx);
+            }
+        }
         Ok(())
     }
+}
+
+/// A round between `begin_round` and `finish_round`.
+#[derive(Default)]
+struct Round {
+    raft_wb: WriteBatch,
+    readies: Vec<(u64, Ready)>,
+    must_sync: bool,
 }
