@@ -1,3 +1,27 @@
-//! The TinyKV gRPC edge: `tinykv-server`, `tinykv-ctl` and `tinykv-bench`.
+//! The TinyKV server as a library: the `TinyKv` gRPC service over a storage (standalone RocksDB for
+//! Project 1, the raftstore from Project 2 on), the gRPC raft transport between stores, the
+//! server's configuration and start-up, and the client the CLI, the load generator and the tests
+//! share.
 //!
-//! This crate is filled in by the server work; for now it only fixes its place in the workspace.
+//! - [`storage`]: the storage interface of SPEC 5 and its two implementations;
+//! - [`service`]: the `TinyKv` service (raw API, `Raft` stream);
+//! - [`transport`]: the raftstore `Transport` over gRPC streams;
+//! - [`config`] and [`server`]: flags and TOML, bootstrap or resume, serve, stop;
+//! - [`client`]: a raw-API client that finds the leader and retries within a deadline;
+//! - [`logging`]: the slog logger of the binaries.
+
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod logging;
+pub mod server;
+pub mod service;
+pub mod storage;
+pub mod transport;
+
+/// The generated gRPC client and server of `service TinyKv`.
+#[allow(missing_docs, clippy::all)]
+pub mod tinykvpb {
+    tonic::include_proto!("tinykvpb");
+}

@@ -1,0 +1,229 @@
+//! `tinykv-bench`: a closed-loop load generator for a TinyKV cluster's raw API.
+//!
+//! `--clients` tasks each keep one request in flight (on shared HTTP/2 connections), for
+//! `--duration` seconds or until `--ops` requests in all. A progress line goes to stderr every
+//! second; at the end it prints throughput, latency percentiles (an HDR histogram, microsecond
+//! precision) and the error count. Read and mixed workloads first write every key once (not
+//! measured) unless `--no-preload`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use kvserver::client::Client;
+use kvserver::config::{one_line, parse_args_or_exit};
+use rand::{Rng, SeedableRng};
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Workload {
+    /// Puts only.
+    Write,
+    /// Gets only (linearizable: through the raft log).
+    Read,
+    /// Half puts, half gets.
+    Mixed,
+}
+
+/// Load generator for a TinyKV cluster.
+#[derive(Parser, Debug)]
+#[command(name = "tinykv-bench", version, about)]
+struct Cli {
+    /// The stores, HOST:PORT,HOST:PORT,...
+    #[arg(
+        long,
+        default_value = "127.0.0.1:20160,127.0.0.1:20161,127.0.0.1:20162"
+    )]
+    endpoints: String,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// What the clients do.
+    #[arg(long, value_enum, default_value_t = Workload::Write)]
+    workload: Workload,
+    /// Distinct keys, chosen uniformly at random.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Seconds to run (ignored when --ops is given).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Total requests to send, instead of a duration.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Per-request deadline in seconds, retries included.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Skip writing every key before a read or mixed run.
+    #[arg(long)]
+    no_preload: bool,
+}
+
+fn main() {
+    let cli: Cli = parse_args_or_exit("tinykv-bench");
+    if let Err(e) = run(cli) {
+        eprintln!("tinykv-bench: error: {}", one_line(&format!("{e:#}")));
+        std::process::exit(1);
+    }
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("bench{i:010}").into_bytes()
+}
+
+struct Shared {
+    client: Client,
+    value: Vec<u8>,
+    done: AtomicU64,
+    errors: AtomicU64,
+    issued: AtomicU64,
+    stop: AtomicBool,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.clients == 0 || cli.keys == 0 {
+        anyhow::bail!("--clients and --keys must be greater than 0");
+    }
+    if !(cli.duration > 0.0 && cli.timeout > 0.0) {
+        anyhow::bail!("--duration and --timeout must be positive");
+    }
+    let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
+    let client = Client::new(endpoints, Duration::from_secs_f64(cli.timeout))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let value: Vec<u8> = (0..cli.value_size).map(|i| b'a' + (i % 26) as u8).collect();
+        let shared = Arc::new(Shared {
+            client,
+            value,
+            done: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            issued: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        if cli.workload != Workload::Write && !cli.no_preload {
+            preload(&shared, cli.keys, cli.clients).await?;
+        }
+        measure(&shared, &cli).await
+    })
+}
+
+/// Writes every key once, with all clients.
+async fn preload(shared: &Arc<Shared>, keys: u64, clients: usize) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (shared, next) = (shared.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                shared.client.put("", &key(i), &shared.value).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    eprintln!(
+        "preloaded {keys} keys in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let deadline = cli
+        .ops
+        .is_none()
+        .then(|| start + Duration::from_secs_f64(cli.duration));
+    let mut tasks = Vec::new();
+    for c in 0..cli.clients {
+        let shared = shared.clone();
+        let (workload, keys, ops) = (cli.workload, cli.keys, cli.ops);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(c as u64 ^ 0x5eed);
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            loop {
+                if shared.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Some(n) = ops {
+                    if shared.issued.fetch_add(1, Ordering::Relaxed) >= n {
+                        break;
+                    }
+                }
+                let k = key(rng.random_range(0..keys));
+                let write = match workload {
+                    Workload::Write => true,
+                    Workload::Read => false,
+                    Workload::Mixed => rng.random_bool(0.5),
+                };
+                let t = Instant::now();
+                let ok = if write {
+                    shared.client.put("", &k, &shared.value).await.is_ok()
+                } else {
+                    shared.client.get("", &k).await.is_ok()
+                };
+                if ok {
+                    hist.saturating_record(t.elapsed().as_micros().max(1) as u64);
+                    shared.done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            hist
+        }));
+    }
+    // Progress, once a second, until the deadline or until every client is done.
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let done = shared.done.load(Ordering::Relaxed);
+        let now = Instant::now();
+        eprintln!(
+            "[{:5.1}s] {done} ops, {:.0} ops/s, {} errors",
+            now.duration_since(start).as_secs_f64(),
+            (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64(),
+            shared.errors.load(Ordering::Relaxed)
+        );
+        last = (now, done);
+        if deadline.is_some_and(|d| now >= d) || tasks.iter().all(|t| t.is_finished()) {
+            break;
+        }
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        hist.add(t.await?)?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let done = shared.done.load(Ordering::Relaxed);
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "workload={:?} clients={} value_size={} keys={}",
+        cli.workload, cli.clients, cli.value_size, cli.keys
+    );
+    println!(
+        "ops={done} errors={} elapsed={elapsed:.2}s throughput={:.0} ops/s",
+        shared.errors.load(Ordering::Relaxed),
+        done as f64 / elapsed
+    );
+    println!(
+        "latency_ms p50={:.3} p99={:.3} p99.9={:.3} max={:.3}",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        hist.max() as f64 / 1000.0
+    );
+    Ok(())
+}

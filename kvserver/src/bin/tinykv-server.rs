@@ -1,0 +1,104 @@
+//! `tinykv-server`: one store of a static TinyKV cluster, or a standalone server (Project 1).
+//!
+//! ```text
+//! tinykv-server --store-id 1 --addr 127.0.0.1:20160 --data-dir data/store-1 \
+//!     --initial-cluster 1=127.0.0.1:20160,2=127.0.0.1:20161,3=127.0.0.1:20162
+//! tinykv-server --standalone --addr 127.0.0.1:20160 --data-dir data/standalone
+//! ```
+//! SIGINT and SIGTERM stop it cleanly. Every failure to start is one line on stderr and exit 1.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use kvserver::config::{one_line, parse_args_or_exit, FileConfig, ServerConfig};
+use kvserver::{logging, server};
+use slog::info;
+
+/// One store of a TinyKV cluster.
+#[derive(Parser, Debug)]
+#[command(name = "tinykv-server", version, about)]
+struct Cli {
+    /// This store's id (> 0); must appear in --initial-cluster.
+    #[arg(long)]
+    store_id: Option<u64>,
+    /// Address to listen on, HOST:PORT.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Directory of this store's data (created if missing).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Every store of the cluster: 1=HOST:PORT,2=HOST:PORT,...; used to bootstrap on the first
+    /// start and to reach the other stores.
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// TOML file with any of the settings (flags win over it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Serve the raw API from one local RocksDB, without raft (Project 1).
+    #[arg(long)]
+    standalone: bool,
+    /// Log level: trace, debug, info, warn, error, off (default: $TINYKV_LOG, else info).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Raft base tick, in milliseconds.
+    #[arg(long)]
+    raft_base_tick_ms: Option<u64>,
+    /// Raft log GC count limit.
+    #[arg(long)]
+    raft_log_gc_count_limit: Option<u64>,
+}
+
+fn main() {
+    let cli: Cli = parse_args_or_exit("tinykv-server");
+    if let Err(e) = run(cli) {
+        eprintln!("tinykv-server: error: {}", one_line(&format!("{e:#}")));
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = match &cli.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let flags = FileConfig {
+        store_id: cli.store_id,
+        addr: cli.addr,
+        data_dir: cli.data_dir,
+        initial_cluster: cli.initial_cluster,
+        raft_base_tick_ms: cli.raft_base_tick_ms,
+        raft_log_gc_count_limit: cli.raft_log_gc_count_limit,
+        ..Default::default()
+    };
+    let cfg = ServerConfig::resolve(flags, file, cli.standalone)?;
+    let logger = logging::logger(
+        cli.log_level.as_deref(),
+        slog::o!("store_id" => cfg.store_id),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tinykv-grpc")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        // Handlers first: a signal that arrives while the store opens must stop it cleanly,
+        // not kill it.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let listener = server::bind(&cfg.addr).await?;
+        let log = logger.clone();
+        let shutdown = async move {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            info!(log, "signal received; shutting down"; "signal" => name);
+        };
+        server::run(cfg, listener, shutdown, logger).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,272 @@
+//! Running a store: open (or bootstrap) its data directory, start the raftstore with the gRPC
+//! transport, serve the `TinyKv` service until the shutdown signal, then stop cleanly.
+//!
+//! Start-up checks, each failing with one clear line: the listen address must be free; the data
+//! directory must not be held by another running server (RocksDB's lock); a bootstrapped data
+//! directory must belong to this store id and to this cluster (the hash of `--initial-cluster`).
+//! The first start of a store bootstraps it: the store ident, then the single region `["", "")`
+//! with one peer per store of `--initial-cluster` (peer id = store id), synced. Later starts resume.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use proto::raft_serverpb::StoreIdent;
+use raftstore::bootstrap::{
+    bootstrap_store, first_region, load_store_ident, prepare_bootstrap_region,
+};
+use raftstore::engine::rocks::RocksEngine;
+use raftstore::engine::{Engine, EngineError, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
+use raftstore::keys;
+use raftstore::runtime::{start_store_with_mailbox, NoScheduler};
+use slog::{debug, info, Logger};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::ServerConfig;
+use crate::service::{TinyKvService, ENTRY_OVERHEAD};
+use crate::storage::raft::RaftStorage;
+use crate::storage::standalone::StandaloneStorage;
+use crate::storage::{Storage, StorageError};
+use crate::tinykvpb::tiny_kv_server::TinyKvServer;
+use crate::transport::GrpcTransport;
+
+/// Largest gRPC message the server decodes (a value at the raft entry limit fits, with room).
+pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Why a server could not start or keep running.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another running server holds the data directory.
+    #[error("data dir {0} is in use by another running server (its RocksDB LOCK is held)")]
+    DataDirInUse(String),
+    /// The data directory belongs to another store or cluster, or cannot be read.
+    #[error("{0}")]
+    DataDir(String),
+    /// A storage engine failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The raftstore failed.
+    #[error("raftstore: {0}")]
+    Raftstore(#[from] raftstore::Error),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+fn open_engine(path: &Path, cfs: &[&str]) -> Result<RocksEngine, ServerError> {
+    RocksEngine::open(path, cfs).map_err(|e| engine_open_error(path, e))
+}
+
+fn engine_open_error(path: &Path, e: EngineError) -> ServerError {
+    let msg = e.to_string();
+    if msg.contains("LOCK") && (msg.contains("lock") || msg.contains("Resource")) {
+        ServerError::DataDirInUse(path.display().to_string())
+    } else {
+        ServerError::DataDir(format!("cannot open {}: {msg}", path.display()))
+    }
+}
+
+/// Opens the store's engines and bootstraps them on the first start; checks identity otherwise.
+pub fn open_store(
+    cfg: &ServerConfig,
+    logger: &Logger,
+) -> Result<Engines<RocksEngine, RocksEngine>, ServerError> {
+    let kv = open_engine(&cfg.data_dir.join("kv"), &ALL_CFS)?;
+    let raft = open_engine(&cfg.data_dir.join("raft"), &[CF_DEFAULT])?;
+    let engines = Engines::new(kv, raft);
+    let cluster_id = cfg.cluster_id();
+    let unreadable = |e: raftstore::Error| {
+        ServerError::DataDir(format!(
+            "unreadable state in {}: {e}",
+            cfg.data_dir.display()
+        ))
+    };
+    match load_store_ident(&engines.kv).map_err(unreadable)? {
+        None => {
+            bootstrap_store(&engines, cluster_id, cfg.store_id).map_err(unreadable)?;
+            let region = first_region(1, &cfg.cluster.keys().copied().collect::<Vec<_>>());
+            prepare_bootstrap_region(&engines, &region).map_err(unreadable)?;
+            info!(logger, "bootstrapped a new store"; "store_id" => cfg.store_id,
+                "cluster_id" => cluster_id, "stores" => cfg.cluster.len());
+        }
+        Some(StoreIdent {
+            cluster_id: have_cluster,
+            store_id: have_store,
+        }) => {
+            if have_store != cfg.store_id {
+                return Err(ServerError::DataDir(format!(
+                    "data dir {} belongs to store {have_store}, not store {}",
+                    cfg.data_dir.display(),
+                    cfg.store_id
+                )));
+            }
+            if have_cluster != cluster_id {
+                return Err(ServerError::DataDir(format!(
+                    "data dir {} was bootstrapped for another cluster (id {have_cluster:x}); \
+                     this --initial-cluster gives id {cluster_id:x}",
+                    cfg.data_dir.display()
+                )));
+            }
+            // A crash between the ident and the region states leaves no region: finish it.
+            let mut any_region = false;
+            engines
+                .kv
+                .scan_cf(
+                    CF_RAFT,
+                    keys::REGION_META_MIN_KEY,
+                    keys::REGION_META_MAX_KEY,
+                    &mut |_, _| {
+                        any_region = true;
+                        Ok(false)
+                    },
+                )
+                .map_err(|e| unreadable(e.into()))?;
+            if !any_region {
+                let region = first_region(1, &cfg.cluster.keys().copied().collect::<Vec<_>>());
+                prepare_bootstrap_region(&engines, &region).map_err(unreadable)?;
+                info!(logger, "finished an interrupted bootstrap"; "store_id" => cfg.store_id);
+            } else {
+                info!(logger, "resuming store"; "store_id" => cfg.store_id,
+                    "data_dir" => %cfg.data_dir.display());
+            }
+        }
+    }
+    Ok(engines)
+}
+
+/// Binds the listen address.
+pub async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// How long in-flight calls get to finish after the shutdown signal; then the remaining
+/// connections (other stores' long-lived raft streams among them) are closed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves `svc` on `incoming` until `shutdown` completes and then at most `SHUTDOWN_GRACE`.
+async fn serve<S: Storage>(
+    svc: TinyKvService<S>,
+    incoming: TcpListenerStream,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    logger: &Logger,
+) -> Result<(), ServerError> {
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = signalled_tx.send(());
+    };
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_adaptive_window(Some(true))
+        .add_service(
+            TinyKvServer::new(svc)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::select! {
+        r = served => Ok(r?),
+        _ = async {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            debug!(logger, "closing the connections still open after the grace period");
+            Ok(())
+        }
+    }
+}
+
+/// Runs a server per `cfg` on `listener` until `shutdown` completes, then stops it cleanly.
+pub async fn run(
+    cfg: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    logger: Logger,
+) -> Result<(), ServerError> {
+    let max_value = cfg.raft.raft_entry_max_size as usize - ENTRY_OVERHEAD;
+    let incoming = TcpListenerStream::new(listener);
+    if cfg.standalone {
+        let storage = StandaloneStorage::open(&cfg.data_dir).map_err(|e| match e {
+            StorageError::Engine(e) => engine_open_error(&cfg.data_dir, e),
+            e => ServerError::Storage(e),
+        })?;
+        let svc = TinyKvService::new(
+            storage,
+            cfg.store_id,
+            None,
+            HashMap::new(),
+            max_value,
+            logger.clone(),
+        );
+        info!(logger, "standalone server listening"; "addr" => &cfg.addr,
+            "data_dir" => %cfg.data_dir.display());
+        serve(svc, incoming, shutdown, &logger).await?;
+        info!(logger, "standalone server stopped");
+        return Ok(());
+    }
+
+    let engines = open_store(&cfg, &logger)?;
+    let addrs: HashMap<u64, String> = cfg.cluster.clone().into_iter().collect();
+    let transport = GrpcTransport::new(
+        cfg.store_id,
+        &addrs,
+        &tokio::runtime::Handle::current(),
+        &logger,
+    );
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut raft_cfg = cfg.raft.clone();
+    raft_cfg.seed = cfg.store_id;
+    let handle = start_store_with_mailbox(
+        raft_cfg,
+        engines.clone(),
+        transport,
+        NoScheduler,
+        &logger,
+        tx.clone(),
+        rx,
+    )?;
+    let storage = RaftStorage::new(
+        cfg.store_id,
+        tx.clone(),
+        engines.kv.clone(),
+        cfg.command_timeout,
+    )?;
+    let svc = TinyKvService::new(
+        storage,
+        cfg.store_id,
+        Some(tx),
+        addrs,
+        max_value,
+        logger.clone(),
+    );
+    info!(logger, "server listening"; "store_id" => cfg.store_id, "addr" => &cfg.addr,
+        "data_dir" => %cfg.data_dir.display());
+    let served = serve(svc, incoming, shutdown, &logger).await;
+    info!(logger, "stopping the store"; "store_id" => cfg.store_id);
+    // Joins the poller and worker threads; every acknowledged write is already synced.
+    tokio::task::spawn_blocking(move || handle.stop())
+        .await
+        .ok();
+    served?;
+    info!(logger, "server stopped"; "store_id" => cfg.store_id);
+    Ok(())
+}

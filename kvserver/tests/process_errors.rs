@@ -1,0 +1,284 @@
+//! Bad input, server and CLI: every case gets a clear error and never a panic or a hang. Client
+//! mistakes get a gRPC status with a message (INVALID_ARGUMENT); start-up mistakes make
+//! `tinykv-server` exit non-zero with one line on stderr; `tinykv-ctl` failures likewise.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{free_addrs, run, start_cluster, ServerProc, CTL, SERVER};
+use kvserver::client::{Client, ClientError};
+use tonic::Code;
+
+/// Exactly one non-empty line.
+fn one_line(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes).to_string();
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got {s:?}");
+    lines[0].to_string()
+}
+
+fn rejected(r: Result<impl std::fmt::Debug, ClientError>, what: &str) -> String {
+    match r {
+        Err(ClientError::Rejected { code, message }) => {
+            assert_eq!(code, Code::InvalidArgument, "{what}: {message}");
+            message
+        }
+        other => panic!("{what}: expected INVALID_ARGUMENT, got {other:?}"),
+    }
+}
+
+#[test]
+fn test_bad_client_input_gets_invalid_argument() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = root.path().join("small-entries.toml");
+    // A small raft entry limit, so the oversized value stays small: values up to 64 KiB - 8 KiB.
+    std::fs::write(
+        &cfg,
+        "raft-entry-max-size = 65536\nraft-base-tick-ms = 50\n",
+    )
+    .unwrap();
+    let procs = start_cluster(root.path(), 1, &["--config", cfg.to_str().unwrap()]);
+    let client = Client::new(vec![procs[0].addr.clone()], Duration::from_secs(10)).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let m = rejected(client.put("", b"", b"v").await, "empty key");
+        assert!(m.contains("empty"), "{m}");
+        let m = rejected(client.get("", b"").await, "empty key get");
+        assert!(m.contains("empty"), "{m}");
+        let big_key = vec![b'k'; 4097];
+        let m = rejected(client.put("", &big_key, b"v").await, "long key");
+        assert!(m.contains("4096"), "{m}");
+        client
+            .put("", &vec![b'k'; 4096], b"v")
+            .await
+            .expect("a 4 KiB key is fine");
+        let m = rejected(
+            client.put("", b"k", &vec![0u8; 60 * 1024]).await,
+            "big value",
+        );
+        assert!(m.contains("limit"), "{m}");
+        client
+            .put("", b"k", &vec![1u8; 56 * 1024])
+            .await
+            .expect("a value under the limit");
+        let m = rejected(client.put("nope", b"k", b"v").await, "unknown cf");
+        assert!(m.contains("column family"), "{m}");
+        rejected(client.scan("raft", b"", 10).await, "the internal raft cf");
+        rejected(client.delete("lock ", b"k").await, "cf with a space");
+        assert!(
+            client.scan("", b"", 0).await.unwrap().is_empty(),
+            "limit 0: empty answer"
+        );
+        assert_eq!(client.scan("", b"", 10).await.unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn test_server_startup_errors_are_one_line() {
+    let root = tempfile::tempdir().unwrap();
+    let addrs = free_addrs(2);
+    let dir = root.path().join("s1");
+    let d = dir.to_str().unwrap();
+    let cluster = format!("1={},2={}", addrs[0], addrs[1]);
+
+    // Missing and bad flags.
+    let out = run(
+        SERVER,
+        &[
+            "--addr",
+            &addrs[0],
+            "--data-dir",
+            d,
+            "--initial-cluster",
+            &cluster,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(one_line(&out.stderr).contains("--store-id"));
+    let out = run(SERVER, &["--store-id", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line(&out.stderr).contains("store-id"));
+    let out = run(
+        SERVER,
+        &[
+            "--store-id",
+            "3",
+            "--addr",
+            &addrs[0],
+            "--data-dir",
+            d,
+            "--initial-cluster",
+            &cluster,
+        ],
+    );
+    assert!(one_line(&out.stderr).contains("does not contain store 3"));
+    let out = run(
+        SERVER,
+        &[
+            "--store-id",
+            "1",
+            "--addr",
+            &addrs[0],
+            "--data-dir",
+            d,
+            "--initial-cluster",
+            "1=nohost",
+        ],
+    );
+    assert!(one_line(&out.stderr).contains("HOST:PORT"));
+    let bad_cfg = root.path().join("bad.toml");
+    std::fs::write(&bad_cfg, "raft-election-timeout-tick = 10\n").unwrap();
+    let out = run(
+        SERVER,
+        &["--config", bad_cfg.to_str().unwrap(), "--store-id", "1"],
+    );
+    assert!(one_line(&out.stderr).contains("unknown field"));
+    let out = run(SERVER, &["--config", "/nonexistent/tinykv.toml"]);
+    assert!(one_line(&out.stderr).contains("cannot read config file"));
+
+    // A data dir held by a running server.
+    let mut s1 = ServerProc::new(
+        &addrs[0],
+        &dir,
+        vec![
+            "--store-id".into(),
+            "1".into(),
+            "--initial-cluster".into(),
+            cluster.clone(),
+        ],
+    );
+    s1.start();
+    let other = free_addrs(1);
+    let out = run(
+        SERVER,
+        &[
+            "--store-id",
+            "1",
+            "--addr",
+            &other[0],
+            "--data-dir",
+            d,
+            "--initial-cluster",
+            &cluster,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        one_line(&out.stderr).contains("in use"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The listen address taken.
+    let out = run(
+        SERVER,
+        &[
+            "--store-id",
+            "1",
+            "--addr",
+            &addrs[0],
+            "--data-dir",
+            root.path().join("s9").to_str().unwrap(),
+            "--initial-cluster",
+            &cluster,
+        ],
+    );
+    assert!(one_line(&out.stderr).contains("cannot listen"));
+    s1.terminate();
+
+    // The data dir of store 1 used as store 2, or for another cluster.
+    let out = run(
+        SERVER,
+        &[
+            "--store-id",
+            "2",
+            "--addr",
+            &addrs[1],
+            "--data-dir",
+            d,
+            "--initial-cluster",
+            &cluster,
+        ],
+    );
+    assert!(one_line(&out.stderr).contains("belongs to store 1"));
+    let other_cluster = format!("1={},2={},3=127.0.0.1:9", addrs[0], addrs[1]);
+    let out = run(
+        SERVER,
+        &[
+            "--store-id",
+            "1",
+            "--addr",
+            &addrs[0],
+            "--data-dir",
+            d,
+            "--initial-cluster",
+            &other_cluster,
+        ],
+    );
+    assert!(one_line(&out.stderr).contains("another cluster"));
+    // Unreadable state: a data dir whose kv path is a file.
+    let broken = root.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("kv"), b"not a database").unwrap();
+    let out = run(
+        SERVER,
+        &[
+            "--store-id",
+            "1",
+            "--addr",
+            &addrs[0],
+            "--data-dir",
+            broken.to_str().unwrap(),
+            "--initial-cluster",
+            &cluster,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(one_line(&out.stderr).contains("cannot open"));
+}
+
+#[test]
+fn test_ctl_round_trip_and_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let mut procs = start_cluster(root.path(), 3, &["--raft-base-tick-ms", "50"]);
+    let eps: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
+    let eps = eps.join(",");
+    let ok = |args: &[&str]| {
+        let mut full = vec!["--endpoints", &eps];
+        full.extend_from_slice(args);
+        let out = run(CTL, &full);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["put", "a", "1"]);
+    ok(&["put", "b", "2"]);
+    ok(&["--cf", "lock", "put", "a", "L"]);
+    assert_eq!(ok(&["get", "a"]), "1\n");
+    assert_eq!(ok(&["get", "a", "--cf", "lock"]), "L\n");
+    assert_eq!(ok(&["scan", ""]), "a\t1\nb\t2\n");
+    assert_eq!(ok(&["scan", "", "--limit", "1"]), "a\t1\n");
+    ok(&["delete", "a"]);
+    let out = run(CTL, &["--endpoints", &eps, "get", "a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("not found"));
+    assert!(out.stdout.is_empty());
+    let out = run(CTL, &["--endpoints", &eps, "put", "", "v"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("empty"));
+    let out = run(CTL, &["--endpoints", &eps, "--cf", "bogus", "get", "a"]);
+    assert!(one_line(&out.stderr).contains("column family"));
+    let out = run(CTL, &["--endpoints", &eps, "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    one_line(&out.stderr);
+    // Nobody there: a timeout, one line, exit 1.
+    for p in &mut procs {
+        p.terminate();
+    }
+    let out = run(CTL, &["--endpoints", &eps, "--timeout", "0.5", "get", "b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("no answer within"));
+}
