@@ -20,6 +20,7 @@ use raftstore::engine::rocks::RocksEngine;
 use raftstore::engine::{Engine, EngineError, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
 use raftstore::keys;
 use raftstore::runtime::{start_store_with_mailbox, NoScheduler};
+use raftstore::SnapManager;
 use slog::{debug, info, Logger};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -226,18 +227,24 @@ pub async fn run(
 
     let engines = open_store(&cfg, &logger)?;
     let addrs: HashMap<u64, String> = cfg.cluster.clone().into_iter().collect();
+    let snap_dir = cfg.data_dir.join("snap");
+    let snap_mgr = SnapManager::new(&snap_dir)
+        .map_err(|e| ServerError::DataDir(format!("cannot use {}: {e}", snap_dir.display())))?;
+    let (tx, rx) = crossbeam_channel::unbounded();
     let transport = GrpcTransport::new(
         cfg.store_id,
         &addrs,
+        snap_mgr.clone(),
+        tx.clone(),
         &tokio::runtime::Handle::current(),
         &logger,
     );
-    let (tx, rx) = crossbeam_channel::unbounded();
     let mut raft_cfg = cfg.raft.clone();
     raft_cfg.seed = cfg.store_id;
     let handle = start_store_with_mailbox(
         raft_cfg,
         engines.clone(),
+        snap_mgr.clone(),
         transport,
         NoScheduler,
         &logger,
@@ -253,7 +260,7 @@ pub async fn run(
     let svc = TinyKvService::new(
         storage,
         cfg.store_id,
-        Some(tx),
+        Some((tx, snap_mgr)),
         addrs,
         max_value,
         logger.clone(),

@@ -1,5 +1,6 @@
 //! The `TinyKv` gRPC service: the raw API for clients over a [`Storage`], and the store-to-store
-//! `Raft` stream into the local store's mailbox.
+//! `Raft` stream into the local store's mailbox and `Snapshot` stream into its snapshot files
+//! (verified before the message reaches the store).
 //!
 //! Bad input is refused with `INVALID_ARGUMENT` and a message (empty key, key over
 //! [`MAX_KEY_SIZE`], value over the configured limit, unknown column family); region errors go in
@@ -19,7 +20,8 @@ use proto::kvrpcpb::{
 };
 use proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
 use raftstore::runtime::StoreMsg;
-use slog::{debug, Logger};
+use raftstore::SnapManager;
+use slog::{debug, info, warn, Logger};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -39,7 +41,7 @@ pub const LEADER_ADDR_HEADER: &str = "x-tinykv-leader-addr";
 pub struct TinyKvService<S: Storage> {
     storage: S,
     store_id: u64,
-    raft_router: Option<Sender<StoreMsg>>,
+    raft_router: Option<(Sender<StoreMsg>, SnapManager)>,
     store_addrs: Arc<HashMap<u64, String>>,
     max_value_size: usize,
     logger: Logger,
@@ -52,7 +54,7 @@ impl<S: Storage> TinyKvService<S> {
     pub fn new(
         storage: S,
         store_id: u64,
-        raft_router: Option<Sender<StoreMsg>>,
+        raft_router: Option<(Sender<StoreMsg>, SnapManager)>,
         store_addrs: HashMap<u64, String>,
         max_value_size: usize,
         logger: Logger,
@@ -231,7 +233,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
         &self,
         request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<Done>, Status> {
-        let Some(router) = &self.raft_router else {
+        let Some((router, _)) = &self.raft_router else {
             return Err(Status::failed_precondition(
                 "this is a standalone server: it takes no raft messages",
             ));
@@ -249,10 +251,60 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
 
     async fn snapshot(
         &self,
-        _request: Request<Streaming<SnapshotChunk>>,
+        request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
-        Err(Status::unimplemented(
-            "snapshot transfer is not implemented yet (raftstore 2C)",
-        ))
+        let Some((router, snap_mgr)) = &self.raft_router else {
+            return Err(Status::failed_precondition(
+                "this is a standalone server: it takes no snapshots",
+            ));
+        };
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let msg = first.message.ok_or_else(|| {
+            Status::invalid_argument("the first snapshot chunk must carry the raft message")
+        })?;
+        let logger = self.logger.new(slog::o!("region_id" => msg.region_id,
+            "from_store" => msg.from_peer.map_or(0, |p| p.store_id)));
+        let refuse = |what: &str, e: &dyn std::fmt::Display| {
+            warn!(logger, "snapshot rejected"; "reason" => what, "err" => %e);
+            Status::data_loss(format!("snapshot rejected: {what}: {e}"))
+        };
+        let mgr = snap_mgr.clone();
+        let m = msg.clone();
+        let mut receiver = tokio::task::spawn_blocking(move || mgr.receiver(&m))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| refuse("bad metadata", &e))?;
+        let mut bytes = first.data.len() as u64;
+        if !first.data.is_empty() {
+            let data = first.data;
+            receiver =
+                tokio::task::spawn_blocking(move || receiver.write(&data).map(|()| receiver))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| refuse("bad data", &e))?;
+        }
+        while let Some(chunk) = stream.message().await? {
+            bytes += chunk.data.len() as u64;
+            let data = chunk.data;
+            // File writes block: keep them off the async workers.
+            receiver =
+                tokio::task::spawn_blocking(move || receiver.write(&data).map(|()| receiver))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| refuse("bad data", &e))?;
+        }
+        let key = tokio::task::spawn_blocking(move || receiver.finish())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| refuse("incomplete", &e))?;
+        info!(logger, "snapshot received"; "snapshot" => %key, "bytes" => bytes);
+        router
+            .send(StoreMsg::Raft(msg))
+            .map_err(|_| Status::unavailable("the store is shutting down"))?;
+        Ok(Response::new(Done {}))
     }
 }

@@ -1,4 +1,5 @@
-//! The raftstore `Transport` over gRPC: one `Raft` client stream per peer store.
+//! The raftstore `Transport` over gRPC: one `Raft` client stream per peer store, and a `Snapshot`
+//! client stream per snapshot sent.
 //!
 //! The poller thread hands messages over without blocking: each peer store has a bounded queue,
 //! drained by a task on the server's async runtime that keeps a stream open to that store. When
@@ -6,12 +7,24 @@
 //! queue's overflow is dropped (raft resends what matters). Message batching comes from the
 //! stream itself: tonic encodes every queued message into one HTTP/2 write while the queue is
 //! not empty.
+//!
+//! A MsgSnapshot carries only the snapshot's metadata; its data is in files of this store's
+//! [`SnapManager`]. Each one gets its own `Snapshot` stream: first a chunk with the message, then
+//! the files in chunks of at most `SNAP_CHUNK_SIZE` bytes, read on a blocking thread with a few
+//! chunks in flight (memory stays bounded whatever the region's size). The receiver verifies sizes
+//! and checksums before it hands the message to its store. The outcome goes back to this store as
+//! `StoreMsg::ReportSnapshot`: raft waits for it before replicating to that peer again, and sends
+//! a new snapshot after a failure.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use proto::raft_serverpb::RaftMessage;
-use raftstore::runtime::Transport;
+use crossbeam_channel::Sender;
+use proto::raft_serverpb::{RaftMessage, SnapshotChunk};
+use raft::SnapshotStatus;
+use raftstore::runtime::{StoreMsg, Transport};
+use raftstore::snap::is_snapshot_msg;
+use raftstore::SnapManager;
 use slog::{debug, info, warn, Logger};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -27,17 +40,34 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest reconnect delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// Snapshot chunks read ahead of the network, per transfer.
+const SNAP_CHUNKS_IN_FLIGHT: usize = 4;
+/// Longest a snapshot transfer may take before it is abandoned (and reported failed).
+const SNAP_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Sends raft messages to peer stores over gRPC.
 pub struct GrpcTransport {
     queues: HashMap<u64, mpsc::Sender<RaftMessage>>,
+    addrs: HashMap<u64, String>,
+    snap_mgr: SnapManager,
+    store: Sender<StoreMsg>,
+    rt: Handle,
     logger: Logger,
     dropped: u64,
 }
 
 impl GrpcTransport {
     /// A transport from store `self_id` to every other store of `addrs` (store id -> address),
-    /// whose connection tasks run on `rt`.
-    pub fn new(self_id: u64, addrs: &HashMap<u64, String>, rt: &Handle, logger: &Logger) -> Self {
+    /// whose connection tasks run on `rt`; snapshots are read from `snap_mgr` and their outcome
+    /// reported to the store's mailbox `store`.
+    pub fn new(
+        self_id: u64,
+        addrs: &HashMap<u64, String>,
+        snap_mgr: SnapManager,
+        store: Sender<StoreMsg>,
+        rt: &Handle,
+        logger: &Logger,
+    ) -> Self {
         let mut queues = HashMap::new();
         for (&id, addr) in addrs {
             if id == self_id {
@@ -50,14 +80,103 @@ impl GrpcTransport {
         }
         GrpcTransport {
             queues,
+            addrs: addrs.clone(),
+            snap_mgr,
+            store,
+            rt: rt.clone(),
             logger: logger.clone(),
             dropped: 0,
         }
     }
+
+    /// Streams the snapshot of `msg` to its store in the background.
+    fn send_snapshot(&self, msg: RaftMessage) -> raftstore::Result<()> {
+        let to = msg.to_peer.unwrap_or_default();
+        let Some(addr) = self.addrs.get(&to.store_id).cloned() else {
+            return Err(raftstore::Error::Other(format!(
+                "no address for store {}",
+                to.store_id
+            )));
+        };
+        let (mgr, store) = (self.snap_mgr.clone(), self.store.clone());
+        let logger = self.logger.new(slog::o!("region_id" => msg.region_id,
+            "to_store" => to.store_id, "to_peer" => to.id));
+        let region_id = msg.region_id;
+        self.rt.spawn(async move {
+            let started = std::time::Instant::now();
+            let sent = tokio::time::timeout(SNAP_TIMEOUT, stream_snapshot(addr, mgr, msg)).await;
+            let status = match sent {
+                Ok(Ok(bytes)) => {
+                    info!(logger, "snapshot sent"; "bytes" => bytes,
+                        "elapsed_ms" => started.elapsed().as_millis() as u64);
+                    SnapshotStatus::Finish
+                }
+                Ok(Err(e)) => {
+                    warn!(logger, "snapshot transfer failed; raft will retry"; "err" => %e);
+                    SnapshotStatus::Failure
+                }
+                Err(_) => {
+                    warn!(logger, "snapshot transfer timed out; raft will retry";
+                        "timeout_s" => SNAP_TIMEOUT.as_secs());
+                    SnapshotStatus::Failure
+                }
+            };
+            let _ = store.send(StoreMsg::ReportSnapshot {
+                region_id,
+                to_peer_id: to.id,
+                status,
+            });
+        });
+        Ok(())
+    }
+}
+
+/// Sends the snapshot of `msg` over one `Snapshot` stream to `addr`; returns the data bytes sent.
+async fn stream_snapshot(addr: String, mgr: SnapManager, msg: RaftMessage) -> Result<u64, String> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let mut client = TinyKvClient::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX);
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(SNAP_CHUNKS_IN_FLIGHT);
+    let first = SnapshotChunk {
+        message: Some(msg.clone()),
+        data: Vec::new(),
+    };
+    tx.send(first).await.map_err(|e| e.to_string())?;
+    // Files are read on a blocking thread; the bounded channel keeps a few chunks in memory.
+    let reader = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let mut chunks = mgr.chunk_reader(&msg).map_err(|e| e.to_string())?;
+        let mut bytes = 0;
+        while let Some(data) = chunks.next_chunk().map_err(|e| e.to_string())? {
+            bytes += data.len() as u64;
+            let chunk = SnapshotChunk {
+                message: None,
+                data,
+            };
+            if tx.blocking_send(chunk).is_err() {
+                return Err("the snapshot stream closed early".into());
+            }
+        }
+        Ok(bytes)
+    });
+    let call = client.snapshot(ReceiverStream::new(rx));
+    let (called, read) = tokio::join!(call, reader);
+    let bytes = read.map_err(|e| e.to_string())??;
+    called.map_err(|s| format!("{}: {}", addr, s.message()))?;
+    Ok(bytes)
 }
 
 impl Transport for GrpcTransport {
     fn send(&mut self, msg: RaftMessage) -> raftstore::Result<()> {
+        if is_snapshot_msg(&msg) {
+            return self.send_snapshot(msg);
+        }
         let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
         let Some(q) = self.queues.get(&to) else {
             return Err(raftstore::Error::Other(format!(

@@ -150,6 +150,7 @@ fn enum_values() {
     assert_eq!(raft_cmdpb::AdminCmdType::CompactLog as i32, 3);
     assert_eq!(raft_cmdpb::AdminCmdType::Split as i32, 10);
     assert_eq!(raft_serverpb::PeerState::Tombstone as i32, 2);
+    assert_eq!(raft_serverpb::PeerState::Applying as i32, 1);
     assert_eq!(metapb::StoreState::Tombstone as i32, 2);
     assert_eq!(kvrpcpb::Op::Lock as i32, 3);
     assert_eq!(kvrpcpb::Action::LockNotExistRollback as i32, 2);

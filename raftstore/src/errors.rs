@@ -6,6 +6,7 @@ use proto::metapb;
 use thiserror::Error;
 
 use crate::engine::EngineError;
+use crate::snap::SnapError;
 
 /// An error of the store, a peer or a command.
 #[derive(Debug, Error)]
@@ -61,6 +62,9 @@ pub enum Error {
     /// An engine failed.
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
+    /// A snapshot file could not be made, moved or read.
+    #[error("snapshot: {0}")]
+    Snap(#[from] SnapError),
     /// A stored or received message does not decode.
     #[error("codec: {0}")]
     Codec(#[from] prost::DecodeError),

@@ -10,7 +10,9 @@
 //! - [`peer`]: a replica's handlers (raft messages, proposals, ticks, apply).
 //! - [`store`]: the store's handlers over all its replicas, and `end_round`, where one round's
 //!   writes are made (one synced raft-engine write for every replica: group commit).
-//! - [`bootstrap`]: the store ident and the first region; [`worker`]: background tasks.
+//! - [`snap`]: snapshot files — generation, chunked transfer with checksums, reading them back;
+//!   [`worker`]: background tasks (log GC, snapshot generation and application).
+//! - [`bootstrap`]: the store ident and the first region.
 //! - [`runtime`]: the threaded driver (crossbeam mailboxes, a poller thread, a ticker, workers).
 //!
 //! The handlers are sans-IO beyond the engines: they never spawn, sleep or read a clock. Their
@@ -30,6 +32,7 @@ pub mod peer;
 pub mod peer_storage;
 mod read;
 pub mod runtime;
+pub mod snap;
 pub mod store;
 pub mod util;
 pub mod worker;
@@ -37,4 +40,5 @@ pub mod worker;
 pub use crate::callback::{Callback, CmdResponse, KvSnapshot, RegionSnapshot};
 pub use crate::config::Config;
 pub use crate::errors::{Error, Result};
-pub use crate::store::{RegionHeartbeat, Store, StoreContext, StoreStats, Task};
+pub use crate::snap::{SnapKey, SnapManager};
+pub use crate::store::{RegionHeartbeat, Store, StoreContext, StoreStats, Task, TaskResult};

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use prost::Message as _;
-use proto::eraftpb::{self, EntryType};
+use proto::eraftpb::{self, EntryType, Snapshot};
 use proto::metapb::{self, Region};
 use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogRequest, CompactLogResponse,
@@ -18,7 +18,7 @@ use proto::raft_cmdpb::{
 };
 use proto::raft_serverpb::{RaftLocalState, RaftMessage, RaftTruncatedState};
 use raft::{RawNode, Ready, StateRole, INVALID_ID};
-use slog::{debug, info, o, warn, Logger};
+use slog::{debug, error, info, o, warn, Logger};
 
 use crate::callback::{Callback, CmdResponse, RegionSnapshot};
 use crate::config::Config;
@@ -27,6 +27,7 @@ use crate::errors::{Error, Result};
 use crate::keys;
 use crate::peer_storage::PeerStorage;
 use crate::read::{is_read_only, ReadQueue};
+use crate::snap::{snapshot_data, SnapKey, SnapManager};
 use crate::store::{RegionHeartbeat, StoreContext, Task};
 use crate::util::{check_key_in_region, check_region_epoch, find_peer, is_initial_msg};
 
@@ -53,6 +54,17 @@ pub struct Peer<K: Engine, R: Engine> {
     peer_cache: BTreeMap<u64, metapb::Peer>,
     /// Raft-log entries before this index were handed to the log-GC worker.
     last_compacted_idx: u64,
+    /// The store's snapshot files.
+    snap_mgr: SnapManager,
+    /// The received snapshot being installed by the worker: until it is done the peer is frozen
+    /// (no tick, no message stepped, no `Ready` taken), so it neither applies nor serves anything.
+    applying: Option<SnapKey>,
+    /// Whether a snapshot generation task is in flight.
+    generating: bool,
+    /// The last snapshot generated here (its files are kept until a newer one replaces them).
+    last_generated: Option<SnapKey>,
+    /// Tasks to hand to the driver at the end of the round.
+    pub(crate) pending_tasks: Vec<Task>,
     ticks: u64,
     cfg: Arc<Config>,
     logger: Logger,
@@ -64,6 +76,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         store_id: u64,
         cfg: Arc<Config>,
         engines: Engines<K, R>,
+        snap_mgr: SnapManager,
         region: Region,
         logger: &Logger,
     ) -> Result<Self> {
@@ -73,7 +86,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 region.id
             ))
         })?;
-        Self::new(cfg, engines, region, meta, logger)
+        Self::new(cfg, engines, snap_mgr, region, meta, logger)
     }
 
     /// A replica created by a message from a peer: it knows only its own peer and the region id,
@@ -81,6 +94,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     pub fn replicate(
         cfg: Arc<Config>,
         engines: Engines<K, R>,
+        snap_mgr: SnapManager,
         region_id: u64,
         meta: metapb::Peer,
         logger: &Logger,
@@ -89,12 +103,13 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             id: region_id,
             ..Default::default()
         };
-        Self::new(cfg, engines, region, meta, logger)
+        Self::new(cfg, engines, snap_mgr, region, meta, logger)
     }
 
     fn new(
         cfg: Arc<Config>,
         engines: Engines<K, R>,
+        snap_mgr: SnapManager,
         region: Region,
         meta: metapb::Peer,
         logger: &Logger,
@@ -104,6 +119,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         let storage = PeerStorage::new(engines, region.clone())?;
         let applied = storage.applied_index();
         let last_compacted_idx = storage.truncated_index() + 1;
+        let applying = storage.interrupted_snapshot();
         let raft_cfg = raft::Config {
             id: meta.id,
             election_tick: cfg.raft_election_timeout_ticks,
@@ -132,10 +148,24 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             reads: ReadQueue::default(),
             peer_cache,
             last_compacted_idx,
+            snap_mgr,
+            applying,
+            generating: false,
+            last_generated: None,
+            pending_tasks: Vec::new(),
             ticks: 0,
             cfg,
             logger,
         };
+        if let Some(key) = applying {
+            // A crash interrupted the install of this snapshot: redo it from the files.
+            info!(peer.logger, "resuming an interrupted snapshot application"; "snapshot" => %key);
+            peer.pending_tasks.push(Task::ApplySnapshot {
+                key,
+                region: region.clone(),
+                clear: vec![(region.start_key.clone(), region.end_key.clone())],
+            });
+        }
         // A region with a single replica needs no election timeout to elect it.
         if region.peers.len() == 1 && region.peers[0].id == peer.meta.id {
             peer.raft_group.campaign()?;
@@ -181,20 +211,165 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         &self.storage().engines
     }
 
+    /// The snapshot this replica is installing, if any (it is frozen meanwhile).
+    pub fn applying_snapshot(&self) -> Option<SnapKey> {
+        self.applying
+    }
+
+    /// The snapshot restored by raft and not yet persisted, or else the one being installed.
+    pub fn pending_snapshot(&self) -> Option<SnapKey> {
+        self.applying.or_else(|| {
+            let unstable = self.raft_group.raft.raft_log.unstable.snapshot.as_ref();
+            unstable.map(|s| SnapKey::from_snapshot(self.region_id, s))
+        })
+    }
+
+    /// Whether a snapshot is pending: restored by raft and not yet persisted, or being installed.
+    /// A frozen replica takes no tick and steps no message (raft retries them later).
+    fn is_frozen(&self) -> bool {
+        self.applying.is_some() || self.raft_group.raft.raft_log.unstable.snapshot.is_some()
+    }
+
     // ---- messages ---------------------------------------------------------------------------
 
-    /// Steps a raft message from another replica.
+    /// Steps a raft message from another replica. A MsgSnapshot is stepped only when its files
+    /// were received; its files are deleted unless raft restores the snapshot.
     pub fn on_raft_message(&mut self, msg: RaftMessage) -> Result<()> {
         if let Some(from) = &msg.from_peer {
             self.peer_cache.insert(from.id, *from);
         }
+        let snap_key = SnapKey::from_msg(&msg);
         let Some(m) = msg.message else {
             return Err(Error::InvalidRequest(
                 "raft message without a message".into(),
             ));
         };
-        self.raft_group.step(m)?;
+        if self.is_frozen() {
+            // Keep the files of the snapshot being installed (a duplicate may bring the same).
+            let pending = self.pending_snapshot();
+            if let Some(key) = snap_key.filter(|&k| Some(k) != pending) {
+                self.snap_mgr.delete_received(key);
+            }
+            debug!(self.logger, "dropping a message while a snapshot is pending";
+                "msg_type" => ?m.msg_type(), "from" => m.from);
+            return Ok(());
+        }
+        let Some(key) = snap_key else {
+            self.raft_group.step(m)?;
+            return Ok(());
+        };
+        if let Err(e) = self.check_snapshot(key, m.snapshot.as_ref()) {
+            warn!(self.logger, "dropping a snapshot"; "snapshot" => %key, "err" => %e);
+            self.snap_mgr.delete_received(key);
+            return Ok(());
+        }
+        let stepped = self.raft_group.step(m);
+        let restored = self
+            .raft_group
+            .raft
+            .raft_log
+            .unstable
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| SnapKey::from_snapshot(self.region_id, s) == key);
+        if !restored {
+            debug!(self.logger, "snapshot not restored by raft"; "snapshot" => %key);
+            self.snap_mgr.delete_received(key);
+        }
+        stepped?;
         Ok(())
+    }
+
+    /// Whether a received snapshot may be stepped: its files are here, and its region is this
+    /// region and lists this peer.
+    fn check_snapshot(&self, key: SnapKey, snap: Option<&Snapshot>) -> Result<()> {
+        if !self.snap_mgr.has_received(key) {
+            return Err(Error::Other("its files were not received".into()));
+        }
+        let data = snapshot_data(snap.ok_or_else(|| Error::Other("no snapshot".into()))?)?;
+        let region = data.region.unwrap_or_default();
+        if region.id != self.region_id || !region.peers.iter().any(|p| p.id == self.meta.id) {
+            return Err(Error::Other(format!(
+                "its region {} does not hold peer {}",
+                region.id, self.meta.id
+            )));
+        }
+        Ok(())
+    }
+
+    // ---- snapshots --------------------------------------------------------------------------
+
+    /// When raft asked for a snapshot to send, hands its generation to a worker, with a view of
+    /// the kv engine taken now. Called at the start of a round, when the engine is exactly at the
+    /// applied index.
+    pub fn maybe_generate_snapshot(&mut self, ctx: &mut StoreContext) {
+        if !self.storage().snapshot_requested.replace(false) || self.generating {
+            return;
+        }
+        let applied = self.storage().applied_index();
+        let term = match self.raft_group.raft.raft_log.term(applied) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(self.logger, "cannot generate a snapshot"; "applied" => applied, "err" => %e);
+                return;
+            }
+        };
+        let key = SnapKey {
+            region_id: self.region_id,
+            term,
+            index: applied,
+        };
+        info!(self.logger, "generating a snapshot"; "snapshot" => %key);
+        self.generating = true;
+        ctx.tasks.push(Task::GenSnapshot {
+            key,
+            region: self.region().clone(),
+            snap: Arc::new(self.engines().kv.snapshot()),
+        });
+    }
+
+    /// A snapshot generation finished: raft gets it the next time it asks.
+    pub fn on_snapshot_generated(
+        &mut self,
+        key: SnapKey,
+        result: std::result::Result<Snapshot, String>,
+    ) {
+        self.generating = false;
+        match result {
+            Ok(snap) => {
+                info!(self.logger, "snapshot generated"; "snapshot" => %key,
+                    "size" => snapshot_data(&snap).map_or(0, |d| d.file_size));
+                if let Some(old) = self.last_generated.replace(key) {
+                    if old != key {
+                        self.snap_mgr.delete_generated(old);
+                    }
+                }
+                *self.storage().generated_snapshot.borrow_mut() = Some(snap);
+            }
+            Err(e) => {
+                warn!(self.logger, "snapshot generation failed"; "snapshot" => %key, "err" => e)
+            }
+        }
+    }
+
+    /// A snapshot application finished: the replica thaws, with the snapshot's data and states.
+    pub fn on_snapshot_applied(&mut self, key: SnapKey, result: std::result::Result<(), String>) {
+        if self.applying != Some(key) {
+            warn!(self.logger, "result of a snapshot application not in progress"; "snapshot" => %key);
+            return;
+        }
+        match result {
+            Ok(()) => {
+                info!(self.logger, "snapshot applied"; "snapshot" => %key);
+                self.applying = None;
+                self.snap_mgr.delete_received(key);
+            }
+            // The files were verified when received: only a failing disk gets here. The replica
+            // stays frozen (serving nothing stale) and the install is redone on restart.
+            Err(e) => {
+                error!(self.logger, "snapshot application failed"; "snapshot" => %key, "err" => e)
+            }
+        }
     }
 
     fn send_raft_message(&self, ctx: &mut StoreContext, m: eraftpb::Message) {
@@ -224,6 +399,9 @@ impl<K: Engine, R: Engine> Peer<K, R> {
 
     /// One base tick: raft's clock, and the periodic log-GC and scheduler-heartbeat checks.
     pub fn tick(&mut self, ctx: &mut StoreContext) {
+        if self.is_frozen() {
+            return;
+        }
         self.raft_group.tick();
         self.ticks += 1;
         if self.ticks % self.cfg.raft_log_gc_tick_ticks as u64 == 0 {
@@ -520,14 +698,38 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     // ---- ready ------------------------------------------------------------------------------
 
     /// Phase one of a round: takes the replica's `Ready` and adds what it must persist to the
-    /// round's raft write batch.
-    pub fn collect_ready(&mut self, raft_wb: &mut WriteBatch) -> Option<Ready> {
-        if !self.raft_group.has_ready() {
-            return None;
+    /// round's raft write batch. A snapshot in the `Ready` also adds the `Applying` region state
+    /// and the new apply state to `snap_wb` (synced before the raft write), freezes the replica
+    /// and queues the install for a worker.
+    pub fn collect_ready(
+        &mut self,
+        raft_wb: &mut WriteBatch,
+        snap_wb: &mut WriteBatch,
+    ) -> Result<Option<Ready>> {
+        if self.applying.is_some() || !self.raft_group.has_ready() {
+            return Ok(None);
         }
         let rd = self.raft_group.ready();
+        if let Some(snap) = &rd.snapshot {
+            let old = self.region().clone();
+            let (key, region) = self.storage_mut().apply_snapshot(snap, snap_wb, raft_wb)?;
+            for p in &region.peers {
+                self.peer_cache.insert(p.id, *p);
+            }
+            let mut clear = vec![(region.start_key.clone(), region.end_key.clone())];
+            if !old.peers.is_empty()
+                && (old.start_key != region.start_key || old.end_key != region.end_key)
+            {
+                clear.push((old.start_key.clone(), old.end_key.clone()));
+            }
+            info!(self.logger, "installing a snapshot"; "snapshot" => %key);
+            self.applying = Some(key);
+            self.last_compacted_idx = key.index + 1;
+            self.pending_tasks
+                .push(Task::ApplySnapshot { key, region, clear });
+        }
         self.storage_mut().save_ready_state(&rd, raft_wb);
-        Some(rd)
+        Ok(Some(rd))
     }
 
     /// Phase one and a half, before the round's raft write: what a leader may do while its own
@@ -593,6 +795,12 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         if rd.soft_state.is_some() {
             self.fail_lost_reads(ctx);
         }
+        // A replica that restored a snapshot steps nothing more until it is installed, so its
+        // Ready cannot carry entries committed past the snapshot.
+        assert!(
+            rd.snapshot.is_none() || rd.committed_entries.is_empty(),
+            "committed entries in the Ready of a snapshot"
+        );
         self.apply_committed(ctx, &rd.committed_entries, u64::MAX, kv_wb, sync_kv)?;
         self.raft_group.advance(rd);
         Ok(())

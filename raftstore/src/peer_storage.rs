@@ -8,19 +8,30 @@
 //!
 //! Entries before `truncated_state.index` are gone (compacted); `truncated_state` itself plays the
 //! role of raft's dummy entry. Writes are never performed here directly: they go into the round's
-//! write batches, which the store writes (and syncs) once for all peers.
+//! write batches, which the store writes (and syncs) once for all peers. (One exception: opening a
+//! replica whose snapshot install a crash interrupted repairs its raft state at once.)
+//!
+//! Snapshots: [`Storage::snapshot`] never builds one itself. It answers
+//! `SnapshotTemporarilyUnavailable` and raises `snapshot_requested`, which the peer turns into a
+//! generation task; once the generated snapshot is handed back (`generated_snapshot`), it is
+//! answered until it becomes stale (older than the truncated index, or of an older membership),
+//! and then a new one is requested. [`PeerStorage::apply_snapshot`] records a received snapshot in
+//! the states (the data itself is installed by a worker).
 
 use std::cell::Cell;
 
 use prost::Message as _;
 use proto::eraftpb::{Entry, HardState, Snapshot};
 use proto::metapb::Region;
-use proto::raft_serverpb::{RaftApplyState, RaftLocalState, RaftTruncatedState};
+use proto::raft_serverpb::{
+    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState,
+};
 use raft::{RaftState, Ready, Storage, StorageError};
 
 use crate::engine::{Engine, Engines, WriteBatch, CF_DEFAULT, CF_RAFT};
 use crate::errors::{Error, Result};
 use crate::keys;
+use crate::snap::{snapshot_data, SnapKey};
 use crate::util::conf_state_from_region;
 
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
@@ -39,8 +50,11 @@ pub struct PeerStorage<K: Engine, R: Engine> {
     pub apply_state: RaftApplyState,
     /// Set when raft asked for a snapshot; the peer schedules the generation.
     pub snapshot_requested: Cell<bool>,
-    /// A generated snapshot waiting to be handed to raft.
+    /// The last generated snapshot, handed to raft while it is not stale.
     pub generated_snapshot: std::cell::RefCell<Option<Snapshot>>,
+    /// The snapshot whose install was interrupted by a crash (the region state on disk says
+    /// `Applying`), found when the storage was opened.
+    interrupted_snapshot: Option<SnapKey>,
 }
 
 /// The initial raft state of a region replica without one: a bootstrapped or split region (it has
@@ -85,6 +99,38 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
     pub fn new(engines: Engines<K, R>, region: Region) -> Result<Self> {
         let mut raft_state = init_raft_state(&engines.raft, &region)?;
         let apply_state = init_apply_state(&engines.kv, &region)?;
+        let region_state = engines
+            .kv
+            .get_msg_cf::<RegionLocalState>(CF_RAFT, &keys::region_state_key(region.id))?;
+        let mut interrupted_snapshot = None;
+        if region_state.is_some_and(|s| s.state() == PeerState::Applying) {
+            let truncated = apply_state.truncated_state.unwrap_or_default();
+            interrupted_snapshot = Some(SnapKey {
+                region_id: region.id,
+                term: truncated.term,
+                index: truncated.index,
+            });
+            let commit = raft_state.hard_state.map_or(0, |h| h.commit);
+            if raft_state.last_index < truncated.index || commit < truncated.index {
+                // The crash came between the synced `Applying` state and the raft state of the
+                // same round: the raft state still describes the old log (shorter, or longer with
+                // entries the snapshot replaces). Make it the snapshot's, as that round would have.
+                let mut hs = raft_state.hard_state.unwrap_or_default();
+                hs.commit = hs.commit.max(truncated.index);
+                hs.term = hs.term.max(truncated.term);
+                let mut wb = WriteBatch::default();
+                wb.delete_range_cf(
+                    CF_DEFAULT,
+                    keys::raft_log_key(region.id, 0),
+                    keys::raft_log_key(region.id, raft_state.last_index.max(truncated.index) + 1),
+                );
+                raft_state.hard_state = Some(hs);
+                raft_state.last_index = truncated.index;
+                raft_state.last_term = truncated.term;
+                wb.put_msg_cf(CF_DEFAULT, keys::raft_state_key(region.id), &raft_state);
+                engines.raft.write(&wb, true)?;
+            }
+        }
         // A leader applies entries it committed before their commit index is written with the
         // round's raft state (`Peer::handle_ready_early`), so a crash in between leaves the
         // applied index ahead of the persisted commit. Only committed entries are ever applied,
@@ -105,7 +151,58 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
             apply_state,
             snapshot_requested: Cell::new(false),
             generated_snapshot: std::cell::RefCell::new(None),
+            interrupted_snapshot,
         })
+    }
+
+    /// The snapshot whose install a crash interrupted, if any (found when opened).
+    pub fn interrupted_snapshot(&self) -> Option<SnapKey> {
+        self.interrupted_snapshot
+    }
+
+    /// Records the received snapshot `snap` in the states, in memory and in the round's batches:
+    /// the old log entries are deleted and the raft state points at the snapshot (`raft_wb`); the
+    /// apply state (applied = truncated = the snapshot's index and term) and the region state
+    /// `Applying` with the snapshot's region go to `snap_wb`, which the store syncs first. Returns
+    /// the snapshot's key and region; the data is installed later by a worker.
+    pub fn apply_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        snap_wb: &mut WriteBatch,
+        raft_wb: &mut WriteBatch,
+    ) -> Result<(SnapKey, Region)> {
+        let key = SnapKey::from_snapshot(self.region.id, snap);
+        let data = snapshot_data(snap)?;
+        let region = data
+            .region
+            .ok_or_else(|| Error::Other(format!("snapshot {key} carries no region")))?;
+        let id = self.region.id;
+        raft_wb.delete_range_cf(
+            CF_DEFAULT,
+            keys::raft_log_key(id, 0),
+            keys::raft_log_key(id, self.raft_state.last_index.max(key.index) + 1),
+        );
+        self.raft_state.last_index = key.index;
+        self.raft_state.last_term = key.term;
+        raft_wb.put_msg_cf(CF_DEFAULT, keys::raft_state_key(id), &self.raft_state);
+        self.apply_state = RaftApplyState {
+            applied_index: key.index,
+            truncated_state: Some(RaftTruncatedState {
+                index: key.index,
+                term: key.term,
+            }),
+        };
+        snap_wb.put_msg_cf(CF_RAFT, keys::apply_state_key(id), &self.apply_state);
+        snap_wb.put_msg_cf(
+            CF_RAFT,
+            keys::region_state_key(id),
+            &RegionLocalState {
+                state: PeerState::Applying as i32,
+                region: Some(region.clone()),
+            },
+        );
+        self.region = region.clone();
+        Ok((key, region))
     }
 
     /// Whether the replica has its region's metadata (a replica created by a message has not
@@ -295,12 +392,20 @@ impl<K: Engine, R: Engine> Storage for PeerStorage<K, R> {
     }
 
     fn snapshot(&self, _request_index: u64) -> raft::Result<Snapshot> {
-        if let Some(s) = self.generated_snapshot.borrow_mut().take() {
+        let mut generated = self.generated_snapshot.borrow_mut();
+        if let Some(s) = generated.as_ref() {
             let idx = s.metadata.as_ref().map_or(0, |m| m.index);
-            // A snapshot older than the log's start cannot help a follower: make a new one.
-            if idx >= self.truncated_index() {
-                return Ok(s);
+            let conf_ver = |r: &Region| r.region_epoch.map_or(0, |e| e.conf_ver);
+            let snap_conf_ver = snapshot_data(s)
+                .ok()
+                .and_then(|d| d.region)
+                .map_or(0, |r| conf_ver(&r));
+            // A snapshot older than the log's start cannot help a follower, and one of an older
+            // membership would install it: make a new one.
+            if idx >= self.truncated_index() && snap_conf_ver == conf_ver(&self.region) {
+                return Ok(s.clone());
             }
+            *generated = None;
         }
         self.snapshot_requested.set(true);
         Err(StorageError::SnapshotTemporarilyUnavailable.into())

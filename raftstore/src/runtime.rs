@@ -5,10 +5,29 @@
 //!   halves (`begin_round`; carry out leaders' appends and early answers; `finish_round`, with
 //!   one synced raft write per round: group commit), and carries out the round's effects;
 //! - the poller also keeps the base tick, from the wall clock (the handlers never read it);
-//! - a **worker** thread runs background tasks (log GC) so they never stall the poller.
+//! - a **region worker** thread generates and applies snapshots, and a **log-GC worker** thread
+//!   deletes compacted raft logs, so neither stalls the poller (which keeps serving every other
+//!   region while a snapshot is installed). Their results come back as `StoreMsg::TaskFinished`
+//!   in the store's mailbox, handled like any other event.
 //!
 //! Raft messages leave through a `Transport`, region heartbeats through a `SchedulerClient`;
 //! callbacks are called on the poller thread (they should only send on a channel).
+//!
+//! # Snapshots and the transport
+//!
+//! A MsgSnapshot (`snap::is_snapshot_msg`) carries only the snapshot's metadata; its data is in
+//! files of the sending store's [`SnapManager`]. A transport must, for such a message:
+//! 1. stream the files with `SnapManager::chunk_reader(&msg)` on the sender's manager (bounded
+//!    chunks), apart from the ordinary message stream;
+//! 2. on the receiving store, feed them to `SnapManager::receiver(&msg)` of the receiver's manager
+//!    and call `finish()`, which checks every file's size and checksum;
+//! 3. only then deliver the message to the receiving store (`StoreMsg::Raft`);
+//! 4. report the outcome to the *sending* store: `StoreMsg::ReportSnapshot` with
+//!    `SnapshotStatus::Finish` once delivered, `Failure` on any error (unreachable, corrupt,
+//!    truncated): raft waits for that report before it replicates to that peer again, and after a
+//!    failure it sends a new snapshot later. Failures should be logged.
+//!
+//! `snap::copy_snapshot` does 1–2 when both managers are in one process.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,20 +35,23 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::RaftMessage;
+use raft::SnapshotStatus;
 use slog::{error, info, warn, Logger};
 
 use crate::callback::{Callback, CmdResponse};
 use crate::config::Config;
 use crate::engine::{Engine, Engines};
 use crate::errors::{Error, Result};
-use crate::store::{RegionHeartbeat, Store, StoreContext, Task};
+use crate::snap::SnapManager;
+use crate::store::{RegionHeartbeat, Store, StoreContext, Task, TaskResult};
 use crate::worker::run_task;
 
 /// Most messages handled in one round.
 pub const MAX_BATCH: usize = 4096;
 
 /// Where a store's raft messages go. Sending must not block for long; a message that cannot be
-/// delivered may be dropped (raft retries).
+/// delivered may be dropped (raft retries). A MsgSnapshot must be carried with its files and its
+/// outcome reported, as the module documentation says.
 pub trait Transport: Send + 'static {
     /// Sends a message to the store named by `msg.to_peer.store_id`.
     fn send(&mut self, msg: RaftMessage) -> Result<()>;
@@ -56,6 +78,17 @@ pub enum StoreMsg {
     Raft(RaftMessage),
     /// A command for one of its regions.
     Command(RaftCmdRequest, Callback),
+    /// The transport's report on a MsgSnapshot this store sent (see the module documentation).
+    ReportSnapshot {
+        /// The region of the snapshot.
+        region_id: u64,
+        /// The peer it was sent to.
+        to_peer_id: u64,
+        /// Whether it was delivered (`Finish`) or not (`Failure`).
+        status: SnapshotStatus,
+    },
+    /// A background task of this store finished (sent by its workers).
+    TaskFinished(TaskResult),
     /// Stop the store.
     Stop,
 }
@@ -66,7 +99,7 @@ pub struct StoreHandle {
     pub store_id: u64,
     sender: Sender<StoreMsg>,
     poller: Option<JoinHandle<()>>,
-    worker: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl StoreHandle {
@@ -99,7 +132,7 @@ impl StoreHandle {
         if let Some(p) = self.poller.take() {
             let _ = p.join();
         }
-        if let Some(w) = self.worker.take() {
+        for w in self.workers.drain(..) {
             let _ = w.join();
         }
     }
@@ -111,10 +144,12 @@ impl Drop for StoreHandle {
     }
 }
 
-/// Opens the store on bootstrapped `engines` and starts its threads.
+/// Opens the store on bootstrapped `engines`, with its snapshot files in `snap_mgr`, and starts
+/// its threads.
 pub fn start_store<K, R, T, S>(
     cfg: Config,
     engines: Engines<K, R>,
+    snap_mgr: SnapManager,
     transport: T,
     scheduler: S,
     logger: &Logger,
@@ -126,14 +161,16 @@ where
     S: SchedulerClient,
 {
     let (tx, rx) = crossbeam_channel::unbounded();
-    start_store_with_mailbox(cfg, engines, transport, scheduler, logger, tx, rx)
+    start_store_with_mailbox(cfg, engines, snap_mgr, transport, scheduler, logger, tx, rx)
 }
 
 /// Like `start_store`, with a mailbox made beforehand (so a transport can hold its sender before
-/// the store exists).
+/// the store exists, e.g. to report snapshots).
+#[allow(clippy::too_many_arguments)]
 pub fn start_store_with_mailbox<K, R, T, S>(
     cfg: Config,
     engines: Engines<K, R>,
+    snap_mgr: SnapManager,
     transport: T,
     scheduler: S,
     logger: &Logger,
@@ -147,20 +184,34 @@ where
     S: SchedulerClient,
 {
     let tick = cfg.raft_base_tick_interval;
-    let store = Store::new(cfg, engines.clone(), logger)?;
+    let store = Store::new(cfg, engines.clone(), snap_mgr.clone(), logger)?;
     let store_id = store.store_id;
-    let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
-    let wlogger = logger.clone();
-    let worker = std::thread::Builder::new()
-        .name(format!("store-{store_id}-worker"))
-        .spawn(move || {
-            for task in task_rx {
-                if let Err(e) = run_task(&engines, &task) {
-                    error!(wlogger, "background task failed"; "task" => ?task, "err" => %e);
+    let mut workers = Vec::new();
+    let mut spawn_worker = |name: &str| -> Result<Sender<Task>> {
+        let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
+        let (engines, snap_mgr, mailbox) = (engines.clone(), snap_mgr.clone(), tx.clone());
+        let wlogger = logger.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("store-{store_id}-{name}"))
+            .spawn(move || {
+                for task in task_rx {
+                    let desc = format!("{task:?}");
+                    match run_task(&engines, &snap_mgr, task) {
+                        // The store may have stopped meanwhile; then nobody needs the result.
+                        Ok(Some(r)) => drop(mailbox.send(StoreMsg::TaskFinished(r))),
+                        Ok(None) => {}
+                        Err(e) => {
+                            error!(wlogger, "background task failed"; "task" => desc, "err" => %e)
+                        }
+                    }
                 }
-            }
-        })
-        .map_err(|e| Error::Other(format!("cannot spawn worker: {e}")))?;
+            })
+            .map_err(|e| Error::Other(format!("cannot spawn worker: {e}")))?;
+        workers.push(handle);
+        Ok(task_tx)
+    };
+    let region_tx = spawn_worker("region")?;
+    let gc_tx = spawn_worker("raftlog-gc")?;
     let plogger = logger.clone();
     let poller = std::thread::Builder::new()
         .name(format!("store-{store_id}-poller"))
@@ -170,7 +221,8 @@ where
                 rx,
                 transport,
                 scheduler,
-                task_tx,
+                region_tx,
+                gc_tx,
                 tick,
                 logger: plogger,
             };
@@ -182,7 +234,7 @@ where
         store_id,
         sender: tx,
         poller: Some(poller),
-        worker: Some(worker),
+        workers,
     })
 }
 
@@ -191,7 +243,10 @@ struct Poller<K: Engine, R: Engine, T, S> {
     rx: Receiver<StoreMsg>,
     transport: T,
     scheduler: S,
-    task_tx: Sender<Task>,
+    /// The region worker (snapshot generation and application).
+    region_tx: Sender<Task>,
+    /// The log-GC worker.
+    gc_tx: Sender<Task>,
     tick: Duration,
     logger: Logger,
 }
@@ -256,6 +311,14 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> 
         match msg {
             StoreMsg::Raft(m) => self.store.on_raft_message(ctx, m),
             StoreMsg::Command(req, cb) => self.store.on_command(ctx, req, cb),
+            StoreMsg::ReportSnapshot {
+                region_id,
+                to_peer_id,
+                status,
+            } => self
+                .store
+                .on_snapshot_status(ctx, region_id, to_peer_id, status),
+            StoreMsg::TaskFinished(r) => self.store.on_task_result(ctx, r),
             StoreMsg::Stop => return true,
         }
         false
@@ -269,7 +332,11 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> 
         }
         self.transport.flush();
         for t in ctx.tasks.drain(..) {
-            let _ = self.task_tx.send(t);
+            let worker = match t {
+                Task::RaftLogGc { .. } => &self.gc_tx,
+                Task::GenSnapshot { .. } | Task::ApplySnapshot { .. } => &self.region_tx,
+            };
+            let _ = worker.send(t);
         }
         for hb in ctx.heartbeats.drain(..) {
             self.scheduler.region_heartbeat(hb);

@@ -27,22 +27,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use proto::eraftpb::Snapshot;
 use proto::metapb::{self, Region};
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use slog::{debug, info, o, warn, Logger};
 
-use crate::callback::{Callback, CmdResponse};
+use crate::callback::{Callback, CmdResponse, KvSnapshot};
 use crate::config::Config;
 use crate::engine::{Engine, Engines, WriteBatch, CF_RAFT};
 use crate::errors::{Error, Result};
 use crate::keys;
 use crate::peer::Peer;
+use crate::snap::{SnapKey, SnapManager};
 use crate::util::is_initial_msg;
-use raft::Ready;
+use raft::{Ready, SnapshotStatus};
 
-/// Background work a handler asks for; a driver runs it off the handler thread.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Background work a handler asks for; a driver runs it off the handler thread
+/// (`worker::run_task`) and hands any [`TaskResult`] back to the store.
+#[derive(Clone)]
 pub enum Task {
     /// Delete the raft-log entries `[start_idx, end_idx)` of a region from the raft engine.
     RaftLogGc {
@@ -52,6 +55,59 @@ pub enum Task {
         start_idx: u64,
         /// One past the last index to delete.
         end_idx: u64,
+    },
+    /// Write the snapshot `key` of `region` from `snap`, a view of the kv engine taken on the
+    /// poller exactly at the applied index `key.index`.
+    GenSnapshot {
+        /// The snapshot to make.
+        key: SnapKey,
+        /// The region as of that index.
+        region: Region,
+        /// The kv engine at that index.
+        snap: Arc<dyn KvSnapshot>,
+    },
+    /// Install the received snapshot `key`: clear `clear` in every data CF, write the files, then
+    /// the final apply and region (`region`, `Normal`) states.
+    ApplySnapshot {
+        /// The snapshot.
+        key: SnapKey,
+        /// The region the snapshot carries.
+        region: Region,
+        /// Key ranges `[start, end)` (empty end: unbounded) whose old data is deleted first.
+        clear: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Task::RaftLogGc {
+                region_id,
+                start_idx,
+                end_idx,
+            } => write!(f, "RaftLogGc({region_id}, [{start_idx}, {end_idx}))"),
+            Task::GenSnapshot { key, .. } => write!(f, "GenSnapshot({key})"),
+            Task::ApplySnapshot { key, .. } => write!(f, "ApplySnapshot({key})"),
+        }
+    }
+}
+
+/// What a finished background task reports to its store.
+#[derive(Debug)]
+pub enum TaskResult {
+    /// A snapshot generation finished: the raft snapshot to send, or why there is none.
+    SnapshotGenerated {
+        /// The snapshot.
+        key: SnapKey,
+        /// The raft snapshot (metadata and `RaftSnapshotData`), or the error.
+        result: std::result::Result<Snapshot, String>,
+    },
+    /// A snapshot application finished.
+    SnapshotApplied {
+        /// The snapshot.
+        key: SnapKey,
+        /// Whether the data and the final states are written.
+        result: std::result::Result<(), String>,
     },
 }
 
@@ -106,6 +162,7 @@ pub struct Store<K: Engine, R: Engine> {
     pub store_id: u64,
     cfg: Arc<Config>,
     engines: Engines<K, R>,
+    snap_mgr: SnapManager,
     /// The replicas hosted here, by region id (ordered: rounds visit them in a fixed order).
     peers: BTreeMap<u64, Peer<K, R>>,
     /// Regions with work for the next `end_round`.
@@ -119,8 +176,14 @@ pub struct Store<K: Engine, R: Engine> {
 
 impl<K: Engine, R: Engine> Store<K, R> {
     /// Opens the store on bootstrapped engines: loads every region replica recorded in the kv
-    /// engine.
-    pub fn new(cfg: Config, engines: Engines<K, R>, logger: &Logger) -> Result<Self> {
+    /// engine, resumes the snapshot applications a crash interrupted, and deletes every other file
+    /// of `snap_mgr`'s directory (leftovers of an earlier run).
+    pub fn new(
+        cfg: Config,
+        engines: Engines<K, R>,
+        snap_mgr: SnapManager,
+        logger: &Logger,
+    ) -> Result<Self> {
         cfg.validate()?;
         let ident = crate::bootstrap::load_store_ident(&engines.kv)?
             .ok_or_else(|| Error::Other("the store is not bootstrapped".into()))?;
@@ -131,6 +194,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
             store_id,
             cfg,
             engines,
+            snap_mgr,
             peers: BTreeMap::new(),
             touched: BTreeSet::new(),
             stats: StoreStats::default(),
@@ -176,13 +240,21 @@ impl<K: Engine, R: Engine> Store<K, R> {
                 self.store_id,
                 self.cfg.clone(),
                 self.engines.clone(),
+                self.snap_mgr.clone(),
                 region.clone(),
                 &self.logger,
             )?;
             self.touched.insert(region.id);
             self.peers.insert(region.id, peer);
         }
-        info!(self.logger, "store started"; "regions" => self.peers.len());
+        let applying: Vec<SnapKey> = self
+            .peers
+            .values()
+            .filter_map(|p| p.applying_snapshot())
+            .collect();
+        let deleted = self.snap_mgr.gc(&applying)?;
+        info!(self.logger, "store started"; "regions" => self.peers.len(),
+            "applying_snapshots" => applying.len(), "stale_snapshot_files" => deleted);
         Ok(())
     }
 
@@ -194,6 +266,11 @@ impl<K: Engine, R: Engine> Store<K, R> {
     /// The store's engines.
     pub fn engines(&self) -> &Engines<K, R> {
         &self.engines
+    }
+
+    /// The store's snapshot files.
+    pub fn snap_mgr(&self) -> &SnapManager {
+        &self.snap_mgr
     }
 
     /// The replica of a region, if hosted here.
@@ -211,35 +288,90 @@ impl<K: Engine, R: Engine> Store<K, R> {
         !self.touched.is_empty()
     }
 
-    /// Handles a raft message from another store.
-    pub fn on_raft_message(&mut self, _ctx: &mut StoreContext, msg: RaftMessage) {
+    /// Handles a raft message from another store. A MsgSnapshot's files must have been received
+    /// (by the transport) into this store's `SnapManager` before; a message that goes no further
+    /// than here has its received files deleted.
+    pub fn on_raft_message(&mut self, ctx: &mut StoreContext, msg: RaftMessage) {
+        let snap_key = crate::snap::SnapKey::from_msg(&msg);
+        if !self.step_raft_message(ctx, msg) {
+            if let Some(key) = snap_key {
+                let pending = self
+                    .peers
+                    .get(&key.region_id)
+                    .and_then(|p| p.pending_snapshot());
+                if pending != Some(key) {
+                    self.snap_mgr.delete_received(key);
+                }
+            }
+        }
+    }
+
+    /// Routes a raft message to its peer; false when it is dropped before the peer.
+    fn step_raft_message(&mut self, _ctx: &mut StoreContext, msg: RaftMessage) -> bool {
         let region_id = msg.region_id;
         let to_store = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
         if to_store != self.store_id {
             warn!(self.logger, "dropping a raft message for another store";
                 "region_id" => region_id, "to_store" => to_store);
-            return;
+            return false;
         }
         if msg.is_tombstone {
             // Asks a removed replica to destroy itself (membership changes); nothing to do for
             // a region this store does not host.
             debug!(self.logger, "ignoring tombstone message"; "region_id" => region_id);
-            return;
+            return false;
         }
         if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(&msg) {
-            return;
+            return false;
         }
         let peer = self.peers.get_mut(&region_id).expect("created above");
         let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
         if to_peer_id != peer.meta.id {
             debug!(self.logger, "dropping a message for another peer of the region";
                 "region_id" => region_id, "to_peer" => to_peer_id, "peer" => peer.meta.id);
-            return;
+            return false;
         }
         if let Err(e) = peer.on_raft_message(msg) {
             debug!(self.logger, "raft message not stepped"; "region_id" => region_id, "err" => %e);
         }
         self.touched.insert(region_id);
+        true
+    }
+
+    /// A background task of this store finished.
+    pub fn on_task_result(&mut self, _ctx: &mut StoreContext, result: TaskResult) {
+        let region_id = match &result {
+            TaskResult::SnapshotGenerated { key, .. } | TaskResult::SnapshotApplied { key, .. } => {
+                key.region_id
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&region_id) else {
+            debug!(self.logger, "task result for a region no longer here";
+                "region_id" => region_id);
+            return;
+        };
+        match result {
+            TaskResult::SnapshotGenerated { key, result } => {
+                peer.on_snapshot_generated(key, result)
+            }
+            TaskResult::SnapshotApplied { key, result } => peer.on_snapshot_applied(key, result),
+        }
+        self.touched.insert(region_id);
+    }
+
+    /// The transport's report on a snapshot this store sent from `region_id` to peer
+    /// `to_peer_id`: whether it arrived (raft waits for it before replicating to that peer again).
+    pub fn on_snapshot_status(
+        &mut self,
+        _ctx: &mut StoreContext,
+        region_id: u64,
+        to_peer_id: u64,
+        status: SnapshotStatus,
+    ) {
+        if let Some(peer) = self.peers.get_mut(&region_id) {
+            peer.raft_group.report_snapshot(to_peer_id, status);
+            self.touched.insert(region_id);
+        }
     }
 
     /// Creates a replica for a region this store does not host, when the message is one that
@@ -274,6 +406,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
         match Peer::replicate(
             self.cfg.clone(),
             self.engines.clone(),
+            self.snap_mgr.clone(),
             region_id,
             meta,
             &self.logger,
@@ -328,13 +461,16 @@ impl<K: Engine, R: Engine> Store<K, R> {
         let mut round = Round::default();
         let mut kv_wb = WriteBatch::default();
         let mut sync_kv = false;
-        for id in touched {
+        for &id in &touched {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
+            // Here, before this round writes anything, the kv engine is exactly at each peer's
+            // applied index: the place to take the view a snapshot is generated from.
+            peer.maybe_generate_snapshot(ctx);
             peer.start_reads(ctx);
             let persisted = peer.storage().raft_state;
-            if let Some(mut rd) = peer.collect_ready(&mut round.raft_wb) {
+            if let Some(mut rd) = peer.collect_ready(&mut round.raft_wb, &mut round.snap_wb)? {
                 round.must_sync |= rd.must_sync || rd.snapshot.is_some();
                 self.stats.entries_persisted += rd.entries.len() as u64;
                 self.stats.entries_applied += rd.committed_entries.len() as u64;
@@ -342,10 +478,22 @@ impl<K: Engine, R: Engine> Store<K, R> {
                 round.readies.push((id, rd));
             }
         }
-        if !kv_wb.is_empty() || sync_kv {
-            self.engines.kv.write(&kv_wb, sync_kv)?;
-        }
+        self.write_kv(&kv_wb, sync_kv, &round)?;
+        round.touched = touched;
         self.round = Some(round);
+        Ok(())
+    }
+
+    /// Writes a round's applies to the kv engine. A synced apply state must never get ahead of
+    /// the durable commit index: a commit index alone is written to the raft engine without a
+    /// sync, so the raft engine is synced first unless the round's raft write is.
+    fn write_kv(&self, kv_wb: &WriteBatch, sync_kv: bool, round: &Round) -> Result<()> {
+        if sync_kv && (round.raft_wb.is_empty() || !round.must_sync) {
+            self.engines.raft.sync()?;
+        }
+        if !kv_wb.is_empty() || sync_kv {
+            self.engines.kv.write(kv_wb, sync_kv)?;
+        }
         Ok(())
     }
 
@@ -353,9 +501,15 @@ impl<K: Engine, R: Engine> Store<K, R> {
     /// it), then the remaining messages, the remaining applies (one kv write) and the reads
     /// confirmed by ReadIndex. See the module documentation for why this order.
     pub fn finish_round(&mut self, ctx: &mut StoreContext) -> Result<()> {
-        let Some(round) = self.round.take() else {
+        let Some(mut round) = self.round.take() else {
             return Ok(());
         };
+        if !round.snap_wb.is_empty() {
+            // The `Applying` region states of snapshots to install, with their apply states,
+            // synced before the raft state that points past the old log: after a crash the
+            // region either still has its old log and data, or redoes the install from the files.
+            self.engines.kv.write(&round.snap_wb, true)?;
+        }
         if !round.raft_wb.is_empty() {
             self.engines.raft.write(&round.raft_wb, round.must_sync)?;
             self.stats.raft_writes += 1;
@@ -365,21 +519,19 @@ impl<K: Engine, R: Engine> Store<K, R> {
         }
         let mut kv_wb = WriteBatch::default();
         let mut sync_kv = false;
-        let ready_ids: Vec<u64> = round.readies.iter().map(|(id, _)| *id).collect();
-        for (id, rd) in round.readies {
+        for (id, rd) in std::mem::take(&mut round.readies) {
             let peer = self.peers.get_mut(&id).expect("peer of a ready");
             peer.post_ready(ctx, rd, &mut kv_wb, &mut sync_kv)?;
             if peer.raft_group.has_ready() {
                 self.touched.insert(id);
             }
         }
-        if !kv_wb.is_empty() || sync_kv {
-            self.engines.kv.write(&kv_wb, sync_kv)?;
-        }
-        // Reads confirmed by ReadIndex see this round's applied writes.
-        for id in ready_ids {
+        self.write_kv(&kv_wb, sync_kv, &round)?;
+        for &id in &round.touched {
             if let Some(peer) = self.peers.get_mut(&id) {
+                // Reads confirmed by ReadIndex see this round's applied writes.
                 peer.serve_reads(ctx);
+                ctx.tasks.append(&mut peer.pending_tasks);
             }
         }
         Ok(())
@@ -389,7 +541,161 @@ impl<K: Engine, R: Engine> Store<K, R> {
 /// A round between `begin_round` and `finish_round`.
 #[derive(Default)]
 struct Round {
+    touched: BTreeSet<u64>,
     raft_wb: WriteBatch,
+    /// Snapshot installs' synced kv writes, made before the raft write.
+    snap_wb: WriteBatch,
     readies: Vec<(u64, Ready)>,
     must_sync: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
+    use crate::engine::{MemEngine, ALL_CFS, CF_DEFAULT, CF_LOCK};
+    use crate::snap::copy_snapshot;
+    use crate::worker::run_task;
+    use proto::eraftpb::{Message, MessageType};
+    use proto::raft_serverpb::{RaftApplyState, RaftLocalState, RaftTruncatedState};
+
+    fn mem_engines() -> Engines<MemEngine, MemEngine> {
+        Engines::new(MemEngine::new(&ALL_CFS), MemEngine::new(&[CF_DEFAULT]))
+    }
+
+    /// A crash after the `Applying` state was synced but before the raft state of the same round:
+    /// the restarted store redoes the install from the files and repairs its raft state.
+    #[test]
+    fn test_store_resumes_an_interrupted_snapshot_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let region = first_region(1, &[1, 2, 3]);
+        let key = SnapKey {
+            region_id: 1,
+            term: 7,
+            index: 50,
+        };
+        // The leader's side: data, and a generated snapshot of it.
+        let leader = mem_engines();
+        let mut wb = WriteBatch::default();
+        wb.put_cf(CF_LOCK, &b"k1"[..], &b"v1"[..]);
+        leader.kv.write(&wb, true).unwrap();
+        let leader_snaps = SnapManager::new(dir.path().join("leader")).unwrap();
+        let gen = run_task(
+            &leader,
+            &leader_snaps,
+            Task::GenSnapshot {
+                key,
+                region: region.clone(),
+                snap: Arc::new(leader.kv.snapshot()),
+            },
+        )
+        .unwrap();
+        let Some(TaskResult::SnapshotGenerated {
+            result: Ok(snap), ..
+        }) = gen
+        else {
+            panic!("{gen:?}");
+        };
+        let mut m = Message {
+            snapshot: Some(snap),
+            ..Default::default()
+        };
+        m.set_msg_type(MessageType::MsgSnapshot);
+        let msg = RaftMessage {
+            region_id: 1,
+            message: Some(m),
+            ..Default::default()
+        };
+        // The follower: received the files, synced `Applying`, then crashed.
+        let engines = mem_engines();
+        bootstrap_store(&engines, 0, 2).unwrap();
+        prepare_bootstrap_region(&engines, &region).unwrap();
+        let snaps = SnapManager::new(dir.path().join("follower")).unwrap();
+        copy_snapshot(&leader_snaps, &snaps, &msg, &mut |_, _| {}).unwrap();
+        std::fs::write(snaps.dir().join("garbage.snap.tmp"), b"x").unwrap();
+        let mut wb = WriteBatch::default();
+        wb.put_msg_cf(
+            CF_RAFT,
+            keys::apply_state_key(1),
+            &RaftApplyState {
+                applied_index: 50,
+                truncated_state: Some(RaftTruncatedState { index: 50, term: 7 }),
+            },
+        );
+        wb.put_msg_cf(
+            CF_RAFT,
+            keys::region_state_key(1),
+            &RegionLocalState {
+                state: PeerState::Applying as i32,
+                region: Some(region.clone()),
+            },
+        );
+        engines.kv.write(&wb, true).unwrap();
+
+        let logger = raft::default_logger();
+        let mut store = Store::new(
+            Config::test_config(),
+            engines.clone(),
+            snaps.clone(),
+            &logger,
+        )
+        .unwrap();
+        assert!(
+            !snaps.dir().join("garbage.snap.tmp").exists(),
+            "stale files are gone"
+        );
+        assert!(
+            snaps.has_received(key),
+            "the files being installed are kept"
+        );
+        let peer = store.peer(1).unwrap();
+        assert_eq!(peer.applying_snapshot(), Some(key));
+        let raft_state: RaftLocalState = engines
+            .raft
+            .get_msg_cf(CF_DEFAULT, &keys::raft_state_key(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!((raft_state.last_index, raft_state.last_term), (50, 7));
+        assert_eq!(raft_state.hard_state.unwrap().commit, 50);
+
+        // The install is queued; while it runs, the peer takes no tick and steps nothing.
+        let mut ctx = StoreContext::default();
+        store.end_round(&mut ctx).unwrap();
+        let tasks = std::mem::take(&mut ctx.tasks);
+        assert_eq!(tasks.len(), 1, "{tasks:?}");
+        assert!(matches!(tasks[0], Task::ApplySnapshot { key: k, .. } if k == key));
+        for _ in 0..50 {
+            store.on_tick(&mut ctx);
+            store.end_round(&mut ctx).unwrap();
+        }
+        assert!(
+            ctx.messages.is_empty(),
+            "a frozen peer campaigns for nothing"
+        );
+        assert_eq!(engines.kv.get_cf(CF_LOCK, b"k1").unwrap(), None);
+
+        let result = run_task(&engines, &snaps, tasks.into_iter().next().unwrap())
+            .unwrap()
+            .unwrap();
+        store.on_task_result(&mut ctx, result);
+        store.end_round(&mut ctx).unwrap();
+        assert_eq!(store.peer(1).unwrap().applying_snapshot(), None);
+        assert_eq!(
+            engines.kv.get_cf(CF_LOCK, b"k1").unwrap(),
+            Some(b"v1".to_vec())
+        );
+        assert!(!snaps.has_received(key), "applied files are deleted");
+        let rs: RegionLocalState = engines
+            .kv
+            .get_msg_cf(CF_RAFT, &keys::region_state_key(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(rs.state(), PeerState::Normal);
+        // Thawed, the peer ticks again and eventually campaigns.
+        for _ in 0..50 {
+            store.on_tick(&mut ctx);
+            store.end_round(&mut ctx).unwrap();
+        }
+        assert!(!ctx.messages.is_empty());
+    }
 }

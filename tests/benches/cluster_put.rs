@@ -36,10 +36,11 @@ use raftstore::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_regi
 use raftstore::engine::rocks::RocksEngine;
 use raftstore::engine::{Engine, Engines, ALL_CFS, CF_DEFAULT};
 use raftstore::runtime::{start_store_with_mailbox, StoreHandle, StoreMsg};
+use raftstore::snap::SnapManager;
 use raftstore::{CmdResponse, Config};
 use test_raftstore::cluster::{new_put_cf_cmd, new_request};
 use test_raftstore::scheduler::MockScheduler;
-use test_raftstore::threaded::{ChannelTransport, Router, SchedulerHandle};
+use test_raftstore::threaded::{ChannelTransport, Endpoint, Router, SchedulerHandle};
 
 const STORES: u64 = 3;
 const REGION_ID: u64 = 1;
@@ -158,15 +159,23 @@ impl BenchCluster {
             prepare_bootstrap_region(&e, &region).expect("bootstrap region");
             engines.insert(id, e);
             let (tx, rx) = crossbeam_channel::unbounded();
-            router.write().unwrap().insert(id, tx.clone());
-            mailboxes.insert(id, (tx, rx));
+            let snap_mgr = SnapManager::new(base.join("snap")).expect("snap dir");
+            router.write().unwrap().insert(
+                id,
+                Endpoint {
+                    mailbox: tx.clone(),
+                    snap_mgr: snap_mgr.clone(),
+                },
+            );
+            mailboxes.insert(id, (tx, rx, snap_mgr));
         }
         let mut handles = BTreeMap::new();
         let mut senders = BTreeMap::new();
-        for (id, (tx, rx)) in mailboxes {
+        for (id, (tx, rx, snap_mgr)) in mailboxes {
             let handle = start_store_with_mailbox(
                 Config::default(),
                 engines[&id].clone(),
+                snap_mgr,
                 // No filters: every message is delivered.
                 ChannelTransport::new(router.clone(), Default::default(), id),
                 SchedulerHandle(scheduler.clone()),

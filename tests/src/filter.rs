@@ -7,6 +7,12 @@ use proto::raft_serverpb::RaftMessage;
 pub trait Filter: Send {
     /// Whether `msg` may pass; `roll` is a uniform random number in `[0, 1000)`.
     fn allow(&self, msg: &RaftMessage, roll: u32) -> bool;
+
+    /// Whether a snapshot transfer that passed gets a chunk corrupted on the way (the receiver
+    /// must reject it); `roll` is a uniform random number in `[0, 1000)`.
+    fn corrupts_snapshot(&self, _roll: u32) -> bool {
+        false
+    }
 }
 
 fn stores(msg: &RaftMessage) -> (u64, u64) {
@@ -34,7 +40,8 @@ impl Filter for PartitionFilter {
     }
 }
 
-/// Drops about `permille` of every thousand messages (TinyKV's DropFilter drops ~10%).
+/// Drops about `permille` of every thousand messages (TinyKV's DropFilter drops ~10%), and
+/// corrupts as many of the snapshot transfers it lets through.
 #[derive(Clone, Debug)]
 pub struct DropFilter {
     /// Drops per thousand.
@@ -50,6 +57,10 @@ impl Default for DropFilter {
 impl Filter for DropFilter {
     fn allow(&self, _msg: &RaftMessage, roll: u32) -> bool {
         roll >= self.permille
+    }
+
+    fn corrupts_snapshot(&self, roll: u32) -> bool {
+        roll < self.permille
     }
 }
 

@@ -5,7 +5,12 @@
 //! every delivered event proves it.
 //!
 //! Stores run on in-memory engines; stopping a store is a crash that loses every write that was
-//! not synced.
+//! not synced. Snapshot files live in a temp directory per store (a crash keeps them, as a disk
+//! would keep fsynced files). A MsgSnapshot travels as a transfer of its files that takes virtual
+//! time in proportion to its size and goes through the filters twice (when it leaves and when it
+//! arrives, so a partition installed meanwhile fails it); a failed transfer is reported back to
+//! the sender, and an unreliable network (a drop filter) sometimes corrupts a chunk, which the
+//! receiver's checksum catches.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -19,11 +24,13 @@ use std::time::Duration;
 use prost::Message as _;
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::{RaftApplyState, RaftMessage};
+use raft::SnapshotStatus;
 use raftstore::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
 use raftstore::engine::mem::MemEngine;
 use raftstore::engine::{Engine, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
+use raftstore::snap::{copy_snapshot, snapshot_data, SnapKey, SnapManager};
 use raftstore::worker::run_task;
-use raftstore::{keys, Callback, Config, Store, StoreContext, Task};
+use raftstore::{keys, Callback, Config, Store, StoreContext, Task, TaskResult};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use slog::Logger;
@@ -37,6 +44,13 @@ use crate::seeds::{seeds, Digest};
 
 /// How long a simulated run may last before it is declared stuck.
 const MAX_VIRTUAL_TIME: Duration = Duration::from_secs(30 * 60);
+
+/// Virtual bandwidth of snapshot transfers and of snapshot generation and application.
+const SNAP_BYTES_PER_SEC: u64 = 100 << 20;
+
+fn snap_time(bytes: u64) -> Duration {
+    Duration::from_micros(bytes * 1_000_000 / SNAP_BYTES_PER_SEC)
+}
 
 type MemEngines = Engines<MemEngine, MemEngine>;
 
@@ -65,10 +79,31 @@ enum Event {
         inc: u64,
         task: Task,
     },
+    TaskDone {
+        store: u64,
+        inc: u64,
+        result: TaskResult,
+    },
+    /// The files of a MsgSnapshot arrive at `to`; then the message is delivered.
+    SnapTransfer {
+        from: u64,
+        from_inc: u64,
+        to: u64,
+        to_inc: u64,
+        msg: RaftMessage,
+    },
+    ReportSnapshot {
+        store: u64,
+        inc: u64,
+        region_id: u64,
+        to_peer_id: u64,
+        status: SnapshotStatus,
+    },
 }
 
 struct SimStore {
     engines: MemEngines,
+    snap_mgr: SnapManager,
     store: Option<Store<MemEngine, MemEngine>>,
     ctx: StoreContext,
     /// Bumped on every stop, so events of an earlier incarnation are dropped.
@@ -86,6 +121,8 @@ struct Inner {
     digest: Digest,
     delivered: u64,
     dropped: u64,
+    snapshots_sent: u64,
+    snapshots_failed: u64,
 }
 
 /// The simulated environment.
@@ -95,6 +132,7 @@ pub struct SimEnv {
     scheduler: Arc<Mutex<MockScheduler>>,
     cfg: Config,
     logger: Logger,
+    _snap_dir: tempfile::TempDir,
 }
 
 impl Inner {
@@ -122,15 +160,23 @@ impl SimEnv {
     pub fn new(seed: u64, count: u64, cfg: Config, logger: Logger) -> Rc<SimEnv> {
         let ids: Vec<u64> = (1..=count).collect();
         let region = first_region(1, &ids);
+        let snap_dir = tempfile::Builder::new()
+            .prefix("sim-snap")
+            .tempdir()
+            .expect("temp dir");
         let mut stores = BTreeMap::new();
         for &id in &ids {
             let engines = Engines::new(MemEngine::new(&ALL_CFS), MemEngine::new(&[CF_DEFAULT]));
+            let snap_mgr = SnapManager::new(snap_dir.path().join(format!("store-{id}")))
+                .expect("snap dir")
+                .with_sync(false);
             bootstrap_store(&engines, 0, id).expect("bootstrap store");
             prepare_bootstrap_region(&engines, &region).expect("bootstrap region");
             stores.insert(
                 id,
                 SimStore {
                     engines,
+                    snap_mgr,
                     store: None,
                     ctx: StoreContext::default(),
                     inc: 0,
@@ -149,11 +195,14 @@ impl SimEnv {
                 digest: Digest::default(),
                 delivered: 0,
                 dropped: 0,
+                snapshots_sent: 0,
+                snapshots_failed: 0,
             }),
             exec: Executor::new(),
             scheduler: Arc::new(Mutex::new(MockScheduler::new(vec![region], count + 1))),
             cfg: Config { seed, ..cfg },
             logger,
+            _snap_dir: snap_dir,
         });
         for id in ids {
             env.start_store(id);
@@ -220,15 +269,149 @@ impl SimEnv {
             Event::RunTask { store, inc, task } => {
                 let s = inner.stores.get_mut(&store).expect("known store");
                 if s.inc == inc {
-                    if let Err(e) = run_task(&s.engines, &task) {
-                        panic!("store {store}: task {task:?} failed: {e}");
+                    let desc = format!("{task:?}");
+                    let bytes = task_bytes(s, &task);
+                    match run_task(&s.engines, &s.snap_mgr, task) {
+                        Ok(Some(result)) => {
+                            // Generation and application take time in proportion to the data.
+                            let at = inner.now + snap_time(bytes);
+                            inner.schedule(at, Event::TaskDone { store, inc, result });
+                        }
+                        Ok(None) => {}
+                        Err(e) => panic!("store {store}: task {desc} failed: {e}"),
                     }
                 }
+            }
+            Event::TaskDone { store, inc, result } => {
+                let s = inner.stores.get_mut(&store).expect("known store");
+                if s.inc != inc || s.store.is_none() {
+                    return true;
+                }
+                // Only what the result says, not its error text (which may name temp paths).
+                let (key, ok) = match &result {
+                    TaskResult::SnapshotGenerated { key, result } => (*key, result.is_ok()),
+                    TaskResult::SnapshotApplied { key, result } => (*key, result.is_ok()),
+                };
+                inner.digest.add(&[4, store as u8, ok as u8]);
+                inner.digest.add(key.to_string().as_bytes());
+                s.store.as_mut().unwrap().on_task_result(&mut s.ctx, result);
+                inner.schedule_round(store);
+            }
+            Event::SnapTransfer {
+                from,
+                from_inc,
+                to,
+                to_inc,
+                msg,
+            } => self.snap_transfer(inner, from, from_inc, to, to_inc, msg),
+            Event::ReportSnapshot {
+                store,
+                inc,
+                region_id,
+                to_peer_id,
+                status,
+            } => {
+                let s = inner.stores.get_mut(&store).expect("known store");
+                if s.inc != inc || s.store.is_none() {
+                    return true;
+                }
+                inner
+                    .digest
+                    .add(&[5, store as u8, (status == SnapshotStatus::Finish) as u8]);
+                s.store
+                    .as_mut()
+                    .unwrap()
+                    .on_snapshot_status(&mut s.ctx, region_id, to_peer_id, status);
+                inner.schedule_round(store);
             }
         }
         true
     }
 
+    /// The files of a MsgSnapshot arrive: copied (through the filters, perhaps corrupted) into the
+    /// receiver's snapshot directory, then the message is delivered; the sender hears the outcome.
+    fn snap_transfer(
+        &self,
+        inner: &mut Inner,
+        from: u64,
+        from_inc: u64,
+        to: u64,
+        to_inc: u64,
+        msg: RaftMessage,
+    ) {
+        let key = SnapKey::from_msg(&msg).expect("a snapshot message");
+        let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
+        let roll = inner.rng.random_range(0..1000u32);
+        let corrupt_roll = inner.rng.random_range(0..1000u32);
+        let offset = inner.rng.random::<u64>() as usize;
+        let alive = inner
+            .stores
+            .get(&to)
+            .is_some_and(|s| s.inc == to_inc && s.store.is_some());
+        let passes = inner.filters.iter().all(|f| f.allow(&msg, roll));
+        let mut outcome = Err("the receiver is down or cut off".to_string());
+        if alive && passes {
+            let corrupt = inner
+                .filters
+                .iter()
+                .any(|f| f.corrupts_snapshot(corrupt_roll));
+            let (src, dst) = (
+                inner.stores[&from].snap_mgr.clone(),
+                inner.stores[&to].snap_mgr.clone(),
+            );
+            let mut flip = |i: usize, chunk: &mut Vec<u8>| {
+                if corrupt && i == 0 && !chunk.is_empty() {
+                    let at = offset % chunk.len();
+                    chunk[at] ^= 0x5a;
+                }
+            };
+            outcome = copy_snapshot(&src, &dst, &msg, &mut flip).map_err(|e| e.to_string());
+        }
+        inner
+            .digest
+            .add(&[6, from as u8, to as u8, outcome.is_ok() as u8]);
+        let status = match outcome {
+            Ok(_) => {
+                inner.snapshots_sent += 1;
+                let s = inner.stores.get_mut(&to).expect("known store");
+                inner.delivered += 1;
+                inner.digest.add(&msg.encode_to_vec());
+                s.store.as_mut().unwrap().on_raft_message(&mut s.ctx, msg);
+                inner.schedule_round(to);
+                SnapshotStatus::Finish
+            }
+            Err(e) => {
+                inner.snapshots_failed += 1;
+                slog::info!(self.logger, "snapshot transfer failed";
+                    "from" => from, "to" => to, "snapshot" => %key, "err" => e);
+                SnapshotStatus::Failure
+            }
+        };
+        let at = inner.now + Duration::from_micros(inner.rng.random_range(100..2000));
+        inner.schedule(
+            at,
+            Event::ReportSnapshot {
+                store: from,
+                inc: from_inc,
+                region_id: key.region_id,
+                to_peer_id,
+                status,
+            },
+        );
+    }
+}
+
+/// The bytes a snapshot task moves (to give it a duration in virtual time).
+fn task_bytes(s: &SimStore, task: &Task) -> u64 {
+    match task {
+        Task::ApplySnapshot { key, .. } => {
+            s.snap_mgr.received_data(*key).map_or(0, |d| d.file_size)
+        }
+        _ => 0,
+    }
+}
+
+impl SimEnv {
     fn end_round(&self, inner: &mut Inner, store: u64, inc: u64) {
         let s = inner.stores.get_mut(&store).expect("known store");
         if s.inc != inc {
@@ -246,16 +429,52 @@ impl SimEnv {
         let now = inner.now;
         for msg in ctx.messages {
             let roll = inner.rng.random_range(0..1000u32);
+            let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+            // 0.1 to 2 ms: enough spread to reorder messages between stores.
+            let latency = Duration::from_micros(inner.rng.random_range(100..2000));
+            if let Some(key) = SnapKey::from_msg(&msg) {
+                let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
+                let to_inc = inner.stores.get(&to).map(|s| s.inc);
+                if !inner.filters.iter().all(|f| f.allow(&msg, roll)) || to_inc.is_none() {
+                    inner.dropped += 1;
+                    inner.snapshots_failed += 1;
+                    inner.schedule(
+                        now + latency,
+                        Event::ReportSnapshot {
+                            store,
+                            inc,
+                            region_id: key.region_id,
+                            to_peer_id,
+                            status: SnapshotStatus::Failure,
+                        },
+                    );
+                    continue;
+                }
+                let size = msg
+                    .message
+                    .as_ref()
+                    .and_then(|m| m.snapshot.as_ref())
+                    .and_then(|s| snapshot_data(s).ok())
+                    .map_or(0, |d| d.file_size);
+                inner.schedule(
+                    now + latency + snap_time(size),
+                    Event::SnapTransfer {
+                        from: store,
+                        from_inc: inc,
+                        to,
+                        to_inc: to_inc.expect("checked"),
+                        msg,
+                    },
+                );
+                continue;
+            }
             if !inner.filters.iter().all(|f| f.allow(&msg, roll)) {
                 inner.dropped += 1;
                 continue;
             }
-            let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
             let Some(inc) = inner.stores.get(&to).map(|s| s.inc) else {
                 continue;
             };
-            // 0.1 to 2 ms: enough spread to reorder messages between stores.
-            let latency = Duration::from_micros(inner.rng.random_range(100..2000));
             inner.schedule(
                 now + latency,
                 Event::Deliver {
@@ -287,6 +506,12 @@ impl SimEnv {
     pub fn message_counts(&self) -> (u64, u64) {
         let i = self.inner.borrow();
         (i.delivered, i.dropped)
+    }
+
+    /// Counts of snapshot transfers that were delivered and that failed.
+    pub fn snapshot_counts(&self) -> (u64, u64) {
+        let i = self.inner.borrow();
+        (i.snapshots_sent, i.snapshots_failed)
     }
 }
 
@@ -328,8 +553,13 @@ impl Env for SimEnv {
         let now = inner.now;
         let s = inner.stores.get_mut(&store_id).expect("known store");
         assert!(s.store.is_none(), "store {store_id} is already running");
-        let store = Store::new(self.cfg.clone(), s.engines.clone(), &self.logger)
-            .unwrap_or_else(|e| panic!("store {store_id} cannot start: {e}"));
+        let store = Store::new(
+            self.cfg.clone(),
+            s.engines.clone(),
+            s.snap_mgr.clone(),
+            &self.logger,
+        )
+        .unwrap_or_else(|e| panic!("store {store_id} cannot start: {e}"));
         s.store = Some(store);
         let inc = s.inc;
         inner.schedule(

@@ -1,6 +1,10 @@
 //! The threaded driver for the harness: real stores on the threaded runtime with RocksDB in temp
 //! directories, an in-process transport that applies the network filters, and real time. The
 //! test's async code runs on the harness executor, which blocks between wakes and timers.
+//!
+//! The transport carries a MsgSnapshot as the runtime's contract asks: it copies the snapshot's
+//! files in chunks from the sender's snapshot directory to the receiver's (checked there), then
+//! delivers the message, and reports the outcome to the sending store.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -13,12 +17,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::{RaftApplyState, RaftMessage};
+use raft::SnapshotStatus;
 use raftstore::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
 use raftstore::engine::rocks::RocksEngine;
 use raftstore::engine::{Engine, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
 use raftstore::runtime::{
     start_store_with_mailbox, SchedulerClient, StoreHandle, StoreMsg, Transport,
 };
+use raftstore::snap::{copy_snapshot, SnapKey, SnapManager};
 use raftstore::{keys, Callback, Config, RegionHeartbeat};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,13 +36,23 @@ use crate::exec::Executor;
 use crate::filter::Filter;
 use crate::scheduler::MockScheduler;
 
-/// Store id -> the store's mailbox.
-pub type Router = Arc<RwLock<BTreeMap<u64, Sender<StoreMsg>>>>;
+/// How to reach a running store: its mailbox and its snapshot directory.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// The store's mailbox.
+    pub mailbox: Sender<StoreMsg>,
+    /// The store's snapshot files.
+    pub snap_mgr: SnapManager,
+}
+
+/// Store id -> how to reach the store.
+pub type Router = Arc<RwLock<BTreeMap<u64, Endpoint>>>;
 /// The network filters shared by every store's transport.
 pub type Filters = Arc<Mutex<Vec<Box<dyn Filter>>>>;
 
 /// An in-process transport: delivers raft messages straight into the destination store's
-/// mailbox, unless a filter drops them.
+/// mailbox, unless a filter drops them; a snapshot's files are copied first (see the module
+/// documentation).
 pub struct ChannelTransport {
     router: Router,
     filters: Filters,
@@ -57,19 +73,78 @@ impl ChannelTransport {
 impl Transport for ChannelTransport {
     fn send(&mut self, msg: RaftMessage) -> raftstore::Result<()> {
         let roll = self.rng.random_range(0..1000u32);
-        if !self
-            .filters
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|f| f.allow(&msg, roll))
-        {
+        let corrupt_roll = self.rng.random_range(0..1000u32);
+        let (passes, corrupt) = {
+            let filters = self.filters.lock().unwrap();
+            (
+                filters.iter().all(|f| f.allow(&msg, roll)),
+                filters.iter().any(|f| f.corrupts_snapshot(corrupt_roll)),
+            )
+        };
+        let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+        if let Some(key) = SnapKey::from_msg(&msg) {
+            return self.send_snapshot(key, msg, passes, corrupt);
+        }
+        if !passes {
             return Ok(());
         }
-        let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
-        if let Some(tx) = self.router.read().unwrap().get(&to) {
-            let _ = tx.send(StoreMsg::Raft(msg));
+        if let Some(ep) = self.router.read().unwrap().get(&to) {
+            let _ = ep.mailbox.send(StoreMsg::Raft(msg));
         }
+        Ok(())
+    }
+}
+
+impl ChannelTransport {
+    /// Copies the snapshot's files to the receiver, delivers the message, and reports the outcome
+    /// to the sending store.
+    fn send_snapshot(
+        &self,
+        key: SnapKey,
+        msg: RaftMessage,
+        passes: bool,
+        corrupt: bool,
+    ) -> raftstore::Result<()> {
+        let from = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
+        let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+        let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
+        let (sender, receiver) = {
+            let router = self.router.read().unwrap();
+            (router.get(&from).cloned(), router.get(&to).cloned())
+        };
+        let Some(sender) = sender else {
+            return Ok(());
+        };
+        let outcome = match receiver {
+            _ if !passes => Err("dropped by a filter".to_string()),
+            None => Err(format!("store {to} is not running")),
+            Some(receiver) => {
+                // An unreliable network sometimes corrupts a chunk: the receiver must catch it.
+                let mut flip = |i: usize, chunk: &mut Vec<u8>| {
+                    if corrupt && i == 0 && !chunk.is_empty() {
+                        let at = chunk.len() / 2;
+                        chunk[at] ^= 0x5a;
+                    }
+                };
+                copy_snapshot(&sender.snap_mgr, &receiver.snap_mgr, &msg, &mut flip)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| {
+                        receiver
+                            .mailbox
+                            .send(StoreMsg::Raft(msg))
+                            .map_err(|_| format!("store {to} stopped"))
+                    })
+            }
+        };
+        let status = match outcome {
+            Ok(()) => SnapshotStatus::Finish,
+            Err(_) => SnapshotStatus::Failure,
+        };
+        let _ = sender.mailbox.send(StoreMsg::ReportSnapshot {
+            region_id: key.region_id,
+            to_peer_id,
+            status,
+        });
         Ok(())
     }
 }
@@ -92,6 +167,7 @@ pub struct ThreadedEnv {
     timers: RefCell<BTreeMap<(Duration, u64), Waker>>,
     timer_seq: RefCell<u64>,
     engines: BTreeMap<u64, RocksEngines>,
+    snap_mgrs: BTreeMap<u64, SnapManager>,
     handles: RefCell<BTreeMap<u64, StoreHandle>>,
     router: Router,
     filters: Filters,
@@ -112,6 +188,7 @@ impl ThreadedEnv {
         let ids: Vec<u64> = (1..=count).collect();
         let region = first_region(1, &ids);
         let mut engines = BTreeMap::new();
+        let mut snap_mgrs = BTreeMap::new();
         for &id in &ids {
             let base = dir.path().join(format!("store-{id}"));
             let kv = RocksEngine::open(base.join("kv"), &ALL_CFS).expect("open kv engine");
@@ -121,6 +198,7 @@ impl ThreadedEnv {
             bootstrap_store(&e, 0, id).expect("bootstrap store");
             prepare_bootstrap_region(&e, &region).expect("bootstrap region");
             engines.insert(id, e);
+            snap_mgrs.insert(id, SnapManager::new(base.join("snap")).expect("snap dir"));
         }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -132,6 +210,7 @@ impl ThreadedEnv {
             timers: RefCell::new(BTreeMap::new()),
             timer_seq: RefCell::new(0),
             engines,
+            snap_mgrs,
             handles: RefCell::new(BTreeMap::new()),
             router: Arc::new(RwLock::new(BTreeMap::new())),
             filters: Arc::new(Mutex::new(Vec::new())),
@@ -228,9 +307,11 @@ impl Env for ThreadedEnv {
         let (tx, rx) = crossbeam_channel::unbounded();
         let seed = self.rng.borrow_mut().random();
         let transport = ChannelTransport::new(self.router.clone(), self.filters.clone(), seed);
+        let snap_mgr = self.snap_mgrs[&store_id].clone();
         let handle = start_store_with_mailbox(
             self.cfg.clone(),
             self.engines[&store_id].clone(),
+            snap_mgr.clone(),
             transport,
             SchedulerHandle(self.scheduler.clone()),
             &self.logger,
@@ -238,7 +319,13 @@ impl Env for ThreadedEnv {
             rx,
         )
         .unwrap_or_else(|e| panic!("store {store_id} cannot start: {e}"));
-        self.router.write().unwrap().insert(store_id, tx);
+        self.router.write().unwrap().insert(
+            store_id,
+            Endpoint {
+                mailbox: tx,
+                snap_mgr,
+            },
+        );
         self.handles.borrow_mut().insert(store_id, handle);
     }
 
