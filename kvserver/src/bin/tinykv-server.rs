@@ -74,7 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = ServerConfig::resolve(flags, file, cli.standalone)?;
     let logger = logging::logger(
         cli.log_level.as_deref(),
-        slog::o!("store_id" => cfg.store_id),
+        slog::o!(),
     )
     .map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
