@@ -77,6 +77,9 @@ pub enum SnapError {
 /// The result type of snapshot-file operations.
 pub type Result<T> = std::result::Result<T, SnapError>;
 
+/// Called with each `(key, value)` record of a snapshot file.
+pub type RecordCallback<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 /// Names a snapshot: a region's state as of log entry (`term`, `index`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SnapKey {
@@ -292,12 +295,7 @@ impl SnapManager {
     /// Calls `f(key, value)` for every record of the received snapshot's `cf` file, in order, and
     /// checks the file's size and checksum at the end (the file was verified when received; this
     /// catches a disk that corrupted it since).
-    pub fn scan_received(
-        &self,
-        key: SnapKey,
-        cf: &str,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    pub fn scan_received(&self, key: SnapKey, cf: &str, f: &mut RecordCallback<'_>) -> Result<()> {
         let data = self.received_data(key)?;
         let Some(file) = data
             .meta

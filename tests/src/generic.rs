@@ -71,7 +71,7 @@ async fn client(c: Cluster, cli: usize, done: Flag) -> u64 {
             let kvs = c.scan(&key(cli, 0), &key(cli, j)).await;
             let got: String = kvs
                 .iter()
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .map(|(_, v)| String::from_utf8_lossy(v))
                 .collect();
             assert_eq!(
                 got, expected,
@@ -151,7 +151,7 @@ pub async fn generic_test(c: Cluster, p: Params) {
             let kvs = c.scan(&key(cli, 0), &key(cli, count)).await;
             let got: String = kvs
                 .iter()
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .map(|(_, v)| String::from_utf8_lossy(v))
                 .collect();
             check_clnt_appends(cli, &got, count);
             for j in 0..count {

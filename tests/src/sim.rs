@@ -639,8 +639,18 @@ where
     F: Fn(Cluster) -> Fut,
     Fut: Future<Output = ()>,
 {
+    run_seeds(name, 10, count, cfg, test)
+}
+
+/// Like [`run`], with `default_seeds` seeds when neither `TINYKV_SEEDS` nor `TINYKV_SEED` is set
+/// (for a scenario whose every seed is costly).
+pub fn run_seeds<F, Fut>(name: &str, default_seeds: u64, count: u64, cfg: Config, test: F)
+where
+    F: Fn(Cluster) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let mut failed = Vec::new();
-    for seed in seeds(10) {
+    for seed in seeds(default_seeds) {
         let result = catch_unwind(AssertUnwindSafe(|| {
             run_seed(seed, count, cfg.clone(), &test)
         }));

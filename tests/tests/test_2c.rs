@@ -15,6 +15,11 @@ use test_raftstore::generic::{check_logs_trimmed, generic_test, Params};
 const MAX_RAFT_LOG: u64 = 100;
 /// The log-GC limit of TestOneSnapshot2C.
 const ONE_SNAPSHOT_GC_LIMIT: u64 = 10;
+/// Simulated seeds per scenario unless `TINYKV_SEEDS` says otherwise.
+const SEEDS: u64 = 10;
+/// TestSnapshotRecoverManyClients2C's 20 clients scanning their growing ranges make it by far the
+/// costliest scenario (about a minute of CPU per simulated seed): it runs fewer default seeds.
+const MANY_CLIENTS_SEEDS: u64 = 2;
 
 fn params(nclients: usize, unreliable: bool, crash: bool, partitions: bool) -> Params {
     Params {
@@ -105,12 +110,12 @@ macro_rules! suite {
                     raft_log_gc_count_limit: ONE_SNAPSHOT_GC_LIMIT,
                     ..Config::test_config()
                 };
-                $run("test_one_snapshot_2c", 3, cfg, one_snapshot);
+                $run("test_one_snapshot_2c", 3, SEEDS, cfg, one_snapshot);
             }
 
             #[test]
             fn test_snapshot_recover_2c() {
-                $run("test_snapshot_recover_2c", 5, gc_config(), |c| {
+                $run("test_snapshot_recover_2c", 5, SEEDS, gc_config(), |c| {
                     generic_test(c, params(1, false, true, false))
                 });
             }
@@ -120,6 +125,7 @@ macro_rules! suite {
                 $run(
                     "test_snapshot_recover_many_clients_2c",
                     5,
+                    MANY_CLIENTS_SEEDS,
                     gc_config(),
                     |c| generic_test(c, params(20, false, true, false)),
                 );
@@ -127,16 +133,20 @@ macro_rules! suite {
 
             #[test]
             fn test_snapshot_unreliable_2c() {
-                $run("test_snapshot_unreliable_2c", 5, gc_config(), |c| {
+                $run("test_snapshot_unreliable_2c", 5, SEEDS, gc_config(), |c| {
                     generic_test(c, params(5, true, false, false))
                 });
             }
 
             #[test]
             fn test_snapshot_unreliable_recover_2c() {
-                $run("test_snapshot_unreliable_recover_2c", 5, gc_config(), |c| {
-                    generic_test(c, params(5, true, true, false))
-                });
+                $run(
+                    "test_snapshot_unreliable_recover_2c",
+                    5,
+                    SEEDS,
+                    gc_config(),
+                    |c| generic_test(c, params(5, true, true, false)),
+                );
             }
 
             #[test]
@@ -144,6 +154,7 @@ macro_rules! suite {
                 $run(
                     "test_snapshot_unreliable_recover_concurrent_partition_2c",
                     5,
+                    SEEDS,
                     gc_config(),
                     |c| generic_test(c, params(5, true, true, true)),
                 );
@@ -160,15 +171,15 @@ fn gc_config() -> Config {
     }
 }
 
-fn run_sim<F, Fut>(name: &str, stores: u64, cfg: Config, test: F)
+fn run_sim<F, Fut>(name: &str, stores: u64, seeds: u64, cfg: Config, test: F)
 where
     F: Fn(Cluster) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    test_raftstore::sim::run(&format!("sim::{name}"), stores, cfg, test);
+    test_raftstore::sim::run_seeds(&format!("sim::{name}"), seeds, stores, cfg, test);
 }
 
-fn run_threaded<F, Fut>(_name: &str, stores: u64, cfg: Config, test: F)
+fn run_threaded<F, Fut>(_name: &str, stores: u64, _seeds: u64, cfg: Config, test: F)
 where
     F: Fn(Cluster) -> Fut,
     Fut: std::future::Future<Output = ()>,
