@@ -72,11 +72,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ..Default::default()
     };
     let cfg = ServerConfig::resolve(flags, file, cli.standalone)?;
-    let logger = logging::logger(
-        cli.log_level.as_deref(),
-        slog::o!(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let logger =
+        logging::logger(cli.log_level.as_deref(), slog::o!()).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("tinykv-grpc")
