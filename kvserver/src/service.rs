@@ -278,18 +278,17 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| refuse("bad metadata", &e))?;
-        let mut bytes = first.data.len() as u64;
-        if !first.data.is_empty() {
-            let data = first.data;
-            receiver =
-                tokio::task::spawn_blocking(move || receiver.write(&data).map(|()| receiver))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(|e| refuse("bad data", &e))?;
-        }
-        while let Some(chunk) = stream.message().await? {
-            bytes += chunk.data.len() as u64;
-            let data = chunk.data;
+        let mut bytes = 0u64;
+        let mut pending = Some(first.data).filter(|d| !d.is_empty());
+        loop {
+            let data = match pending.take() {
+                Some(d) => d,
+                None => match stream.message().await? {
+                    Some(chunk) => chunk.data,
+                    None => break,
+                },
+            };
+            bytes += data.len() as u64;
             // File writes block: keep them off the async workers.
             receiver =
                 tokio::task::spawn_blocking(move || receiver.write(&data).map(|()| receiver))
