@@ -299,6 +299,14 @@ impl Cluster {
     /// through raft region by region.
     pub async fn scan(&self, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
+        self.scan_with(start, end, |k, v| out.push((k.to_vec(), v.to_vec())))
+            .await;
+        out
+    }
+
+    /// Calls `f` on each key-value pair of the default CF in `[start, end)` (empty `end`:
+    /// unbounded), in key order, read through raft region by region, without copying them.
+    pub async fn scan_with(&self, start: &[u8], end: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
         let mut key = start.to_vec();
         loop {
             let resp = self
@@ -315,7 +323,7 @@ impl Cluster {
             };
             snap.snap
                 .scan(CF_DEFAULT, &key, &upper, &mut |k, v| {
-                    out.push((k.to_vec(), v.to_vec()));
+                    f(k, v);
                     Ok(true)
                 })
                 .expect("scan a region snapshot");
@@ -324,7 +332,6 @@ impl Cluster {
             }
             key = region.end_key.clone();
         }
-        out
     }
 
     /// Waits until a store's kv engine holds `key` = `value` in `cf` (6 s).
