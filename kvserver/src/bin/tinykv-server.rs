@@ -47,6 +47,9 @@ struct Cli {
     /// Raft log GC count limit.
     #[arg(long)]
     raft_log_gc_count_limit: Option<u64>,
+    /// Threads serving gRPC (default 1: one thread batches answers best on few cores).
+    #[arg(long)]
+    grpc_threads: Option<usize>,
 }
 
 fn main() {
@@ -69,13 +72,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         initial_cluster: cli.initial_cluster,
         raft_base_tick_ms: cli.raft_base_tick_ms,
         raft_log_gc_count_limit: cli.raft_log_gc_count_limit,
+        grpc_threads: cli.grpc_threads,
         ..Default::default()
     };
     let cfg = ServerConfig::resolve(flags, file, cli.standalone)?;
     let logger =
         logging::logger(cli.log_level.as_deref(), slog::o!()).map_err(anyhow::Error::msg)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let mut builder = if cfg.grpc_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cfg.grpc_threads);
+        b
+    };
+    let rt = builder
         .thread_name("tinykv-grpc")
         .enable_all()
         .build()

@@ -6,6 +6,12 @@
 //! with an empty context is routed here: the storage keeps the regions this store hosts, read from
 //! the kv engine, finds the one holding the key and addresses its local peer; when the region
 //! changed under it (epoch, range), it reloads and tries once more.
+//!
+//! Answers come back from the raftstore's poller thread through one channel to one responder task,
+//! not through a wake-up per request: the poller answers a round's commands in a burst, the
+//! responder takes the whole burst at once and completes the requests one after another from
+//! inside the async runtime, so their gRPC answers leave together in one write on each
+//! connection instead of one system call (and one thread wake-up) each.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -23,6 +29,7 @@ use raftstore::engine::{Engine, CF_RAFT};
 use raftstore::runtime::StoreMsg;
 use raftstore::util::find_peer;
 use raftstore::{keys, CmdResponse, KvSnapshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{check_cf, Modify, Storage, StorageError, StorageReader};
 
@@ -32,9 +39,14 @@ pub struct RaftStorage {
     inner: Arc<Inner>,
 }
 
+/// A command's answer on its way to the request waiting for it.
+type Answer = (oneshot::Sender<CmdResponse>, CmdResponse);
+
 struct Inner {
     store_id: u64,
     router: Sender<StoreMsg>,
+    /// To the responder task.
+    answers: mpsc::UnboundedSender<Answer>,
     kv: RocksEngine,
     regions: RwLock<Vec<Region>>,
     timeout: Duration,
@@ -42,17 +54,21 @@ struct Inner {
 
 impl RaftStorage {
     /// Storage over the store `store_id` whose mailbox is `router` and kv engine `kv`; a command
-    /// not applied within `timeout` fails with [`StorageError::Timeout`].
+    /// not applied within `timeout` fails with [`StorageError::Timeout`]. Must be called inside
+    /// the async runtime (it starts the responder task there).
     pub fn new(
         store_id: u64,
         router: Sender<StoreMsg>,
         kv: RocksEngine,
         timeout: Duration,
     ) -> Result<Self, StorageError> {
+        let (answers, rx) = mpsc::unbounded_channel();
+        tokio::spawn(respond(rx));
         let s = RaftStorage {
             inner: Arc::new(Inner {
                 store_id,
                 router,
+                answers,
                 kv,
                 regions: RwLock::new(Vec::new()),
                 timeout,
@@ -172,9 +188,10 @@ impl RaftStorage {
     }
 
     async fn send(&self, req: RaftCmdRequest) -> Result<CmdResponse, StorageError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = oneshot::channel();
+        let answers = self.inner.answers.clone();
         let cb = Box::new(move |resp: CmdResponse| {
-            let _ = tx.send(resp);
+            let _ = answers.send((tx, resp));
         });
         self.inner
             .router
@@ -185,6 +202,18 @@ impl RaftStorage {
             // The store dropped the callback: it stopped.
             Ok(Err(_)) => Err(StorageError::ShuttingDown),
             Err(_) => Err(StorageError::Timeout(self.inner.timeout)),
+        }
+    }
+}
+
+/// The responder task: completes the waiting requests, a burst of answers at a time. It ends
+/// when the storage and every callback still held by the store are gone.
+async fn respond(mut rx: mpsc::UnboundedReceiver<Answer>) {
+    let mut burst = Vec::with_capacity(256);
+    while rx.recv_many(&mut burst, 4096).await > 0 {
+        for (tx, resp) in burst.drain(..) {
+            // The request may have timed out meanwhile; then nobody waits for the answer.
+            let _ = tx.send(resp);
         }
     }
 }
