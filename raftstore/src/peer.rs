@@ -39,6 +39,12 @@ struct Proposal {
     cb: Callback,
 }
 
+/// Frozen ticks before a failed snapshot install is tried again; the wait doubles after each
+/// failure up to [`INSTALL_RETRY_MAX_TICKS`].
+pub const INSTALL_RETRY_MIN_TICKS: u64 = 10;
+/// Longest wait, in ticks, between two attempts to install a snapshot.
+pub const INSTALL_RETRY_MAX_TICKS: u64 = 600;
+
 /// One replica of a region.
 pub struct Peer<K: Engine, R: Engine> {
     /// The region's id.
@@ -59,6 +65,11 @@ pub struct Peer<K: Engine, R: Engine> {
     /// The received snapshot being installed by the worker: until it is done the peer is frozen
     /// (no tick, no message stepped, no `Ready` taken), so it neither applies nor serves anything.
     applying: Option<SnapKey>,
+    /// What the install of `applying` needs, kept to queue it again after a failure.
+    install: Option<(Region, Vec<(Vec<u8>, Vec<u8>)>)>,
+    /// After a failed install: frozen ticks left before it is queued again, and the back-off
+    /// that follows the next failure.
+    install_retry: Option<(u64, u64)>,
     /// Whether a snapshot generation task is in flight.
     generating: bool,
     /// The last snapshot generated here (its files are kept until a newer one replaces them).
@@ -150,6 +161,8 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             last_compacted_idx,
             snap_mgr,
             applying,
+            install: None,
+            install_retry: None,
             generating: false,
             last_generated: None,
             pending_tasks: Vec::new(),
@@ -160,11 +173,8 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         if let Some(key) = applying {
             // A crash interrupted the install of this snapshot: redo it from the files.
             info!(peer.logger, "resuming an interrupted snapshot application"; "snapshot" => %key);
-            peer.pending_tasks.push(Task::ApplySnapshot {
-                key,
-                region: region.clone(),
-                clear: vec![(region.start_key.clone(), region.end_key.clone())],
-            });
+            let clear = vec![(region.start_key.clone(), region.end_key.clone())];
+            peer.queue_install(key, region.clone(), clear);
         }
         // A region with a single replica needs no election timeout to elect it.
         if region.peers.len() == 1 && region.peers[0].id == peer.meta.id {
@@ -362,14 +372,29 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             Ok(()) => {
                 info!(self.logger, "snapshot applied"; "snapshot" => %key);
                 self.applying = None;
+                self.install = None;
+                self.install_retry = None;
                 self.snap_mgr.delete_received(key);
             }
             // The files were verified when received: only a failing disk gets here. The replica
-            // stays frozen (serving nothing stale) and the install is redone on restart.
+            // stays frozen (serving nothing stale) and the install, which starts by clearing the
+            // range again, is queued anew after a back-off (and redone on restart in any case).
             Err(e) => {
-                error!(self.logger, "snapshot application failed"; "snapshot" => %key, "err" => e)
+                let backoff = self
+                    .install_retry
+                    .map_or(INSTALL_RETRY_MIN_TICKS, |(_, b)| b);
+                error!(self.logger, "snapshot application failed; retrying";
+                    "snapshot" => %key, "err" => e, "retry_in_ticks" => backoff);
+                self.install_retry = Some((backoff, (backoff * 2).min(INSTALL_RETRY_MAX_TICKS)));
             }
         }
+    }
+
+    /// Hands the install of snapshot `key` to a worker (at the end of the round).
+    fn queue_install(&mut self, key: SnapKey, region: Region, clear: Vec<(Vec<u8>, Vec<u8>)>) {
+        self.install = Some((region.clone(), clear.clone()));
+        self.pending_tasks
+            .push(Task::ApplySnapshot { key, region, clear });
     }
 
     fn send_raft_message(&self, ctx: &mut StoreContext, m: eraftpb::Message) {
@@ -400,6 +425,21 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     /// One base tick: raft's clock, and the periodic log-GC and scheduler-heartbeat checks.
     pub fn tick(&mut self, ctx: &mut StoreContext) {
         if self.is_frozen() {
+            // Only a failed install's back-off counts frozen ticks.
+            // (0 ticks left: the new attempt is under way.)
+            match self.install_retry {
+                Some((left, next)) if left > 1 => self.install_retry = Some((left - 1, next)),
+                Some((1, next)) => {
+                    self.install_retry = Some((0, next));
+                    if let (Some(key), Some((region, clear))) =
+                        (self.applying, self.install.clone())
+                    {
+                        info!(self.logger, "retrying a snapshot application"; "snapshot" => %key);
+                        self.queue_install(key, region, clear);
+                    }
+                }
+                _ => {}
+            }
             return;
         }
         self.raft_group.tick();
@@ -725,8 +765,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             info!(self.logger, "installing a snapshot"; "snapshot" => %key);
             self.applying = Some(key);
             self.last_compacted_idx = key.index + 1;
-            self.pending_tasks
-                .push(Task::ApplySnapshot { key, region, clear });
+            self.queue_install(key, region, clear);
         }
         self.storage_mut().save_ready_state(&rd, raft_wb);
         Ok(Some(rd))

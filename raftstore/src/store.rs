@@ -674,7 +674,28 @@ mod tests {
         );
         assert_eq!(engines.kv.get_cf(CF_LOCK, b"k1").unwrap(), None);
 
-        let result = run_task(&engines, &snaps, tasks.into_iter().next().unwrap())
+        // A failed install (a failing disk) keeps the peer frozen and is queued again after a
+        // back-off of frozen ticks, once.
+        store.on_task_result(
+            &mut ctx,
+            TaskResult::SnapshotApplied {
+                key,
+                result: Err("injected disk failure".into()),
+            },
+        );
+        store.end_round(&mut ctx).unwrap();
+        assert_eq!(store.peer(1).unwrap().applying_snapshot(), Some(key));
+        let mut retried = Vec::new();
+        for _ in 0..3 * crate::peer::INSTALL_RETRY_MIN_TICKS {
+            store.on_tick(&mut ctx);
+            store.end_round(&mut ctx).unwrap();
+            retried.append(&mut ctx.tasks);
+        }
+        assert_eq!(retried.len(), 1, "{retried:?}");
+        assert!(matches!(retried[0], Task::ApplySnapshot { key: k, .. } if k == key));
+        assert!(ctx.messages.is_empty(), "still frozen while retrying");
+
+        let result = run_task(&engines, &snaps, retried.into_iter().next().unwrap())
             .unwrap()
             .unwrap();
         store.on_task_result(&mut ctx, result);
