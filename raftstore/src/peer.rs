@@ -39,6 +39,9 @@ struct Proposal {
     cb: Callback,
 }
 
+/// Key ranges `[start, end)` whose old data a snapshot install clears first.
+type KeyRanges = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Frozen ticks before a failed snapshot install is tried again; the wait doubles after each
 /// failure up to [`INSTALL_RETRY_MAX_TICKS`].
 pub const INSTALL_RETRY_MIN_TICKS: u64 = 10;
@@ -66,7 +69,7 @@ pub struct Peer<K: Engine, R: Engine> {
     /// (no tick, no message stepped, no `Ready` taken), so it neither applies nor serves anything.
     applying: Option<SnapKey>,
     /// What the install of `applying` needs, kept to queue it again after a failure.
-    install: Option<(Region, Vec<(Vec<u8>, Vec<u8>)>)>,
+    install: Option<(Region, KeyRanges)>,
     /// After a failed install: frozen ticks left before it is queued again, and the back-off
     /// that follows the next failure.
     install_retry: Option<(u64, u64)>,
@@ -391,7 +394,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     }
 
     /// Hands the install of snapshot `key` to a worker (at the end of the round).
-    fn queue_install(&mut self, key: SnapKey, region: Region, clear: Vec<(Vec<u8>, Vec<u8>)>) {
+    fn queue_install(&mut self, key: SnapKey, region: Region, clear: KeyRanges) {
         self.install = Some((region.clone(), clear.clone()));
         self.pending_tasks
             .push(Task::ApplySnapshot { key, region, clear });
