@@ -17,6 +17,7 @@
 //! raft-max-size-per-msg = 1048576
 //! raft-max-inflight-msgs = 256
 //! command-timeout-ms = 5000        # a client request not applied by then fails UNAVAILABLE
+//! grpc-threads = 1                 # threads of the async runtime serving gRPC
 //! ```
 
 use std::collections::BTreeMap;
@@ -108,6 +109,27 @@ pub fn parse_args_or_exit<T: clap::Parser>(name: &str) -> T {
             std::process::exit(2);
         }
     }
+}
+
+/// An async runtime of `threads` threads named `name`: the single-threaded scheduler for 1 (the
+/// tasks woken together then run in order before their connection writes, so answers leave
+/// in batches; see [`ServerConfig::grpc_threads`]), the multi-threaded one otherwise.
+pub fn async_runtime(threads: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        0 => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "an async runtime needs at least one thread",
+            ))
+        }
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    builder.thread_name(name).enable_all().build()
 }
 
 /// The resolved configuration of a store.

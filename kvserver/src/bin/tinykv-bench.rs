@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use kvserver::client::Client;
-use kvserver::config::{one_line, parse_args_or_exit};
+use kvserver::config::{async_runtime, one_line, parse_args_or_exit};
 use rand::{Rng, SeedableRng};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -102,14 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.threads == 0 {
         anyhow::bail!("--threads must be greater than 0");
     }
-    let mut builder = if cli.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(cli.threads);
-        b
-    };
-    let rt = builder.enable_all().build()?;
+    let rt = async_runtime(cli.threads, "tinykv-bench")?;
     rt.block_on(async move {
         let value: Vec<u8> = (0..cli.value_size).map(|i| b'a' + (i % 26) as u8).collect();
         let shared = Arc::new(Shared {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kvserver::client::Client;
-use kvserver::config::{one_line, parse_args_or_exit};
+use kvserver::config::{async_runtime, one_line, parse_args_or_exit};
 
 /// Command-line client of a TinyKV cluster's raw API.
 #[derive(Parser, Debug)]
@@ -81,9 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
     let client = Client::new(endpoints, Duration::from_secs_f64(cli.timeout))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = async_runtime(1, "tinykv-ctl")?;
     let cf = cli.cf.as_str();
     rt.block_on(async move {
         let mut out = std::io::stdout().lock();

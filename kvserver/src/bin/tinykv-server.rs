@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use kvserver::config::{one_line, parse_args_or_exit, FileConfig, ServerConfig};
+use kvserver::config::{async_runtime, one_line, parse_args_or_exit, FileConfig, ServerConfig};
 use kvserver::{logging, server};
 use slog::info;
 
@@ -78,18 +78,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = ServerConfig::resolve(flags, file, cli.standalone)?;
     let logger =
         logging::logger(cli.log_level.as_deref(), slog::o!()).map_err(anyhow::Error::msg)?;
-    let mut builder = if cfg.grpc_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(cfg.grpc_threads);
-        b
-    };
-    let rt = builder
-        .thread_name("tinykv-grpc")
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        async_runtime(cfg.grpc_threads, "tinykv-grpc").context("cannot start the async runtime")?;
     rt.block_on(async move {
         // Handlers first: a signal that arrives while the store opens must stop it cleanly,
         // not kill it.
