@@ -48,6 +48,27 @@ pub const INSTALL_RETRY_MIN_TICKS: u64 = 10;
 /// Longest wait, in ticks, between two attempts to install a snapshot.
 pub const INSTALL_RETRY_MAX_TICKS: u64 = 600;
 
+/// A received snapshot being installed by a worker, with what a new attempt needs.
+struct Install {
+    key: SnapKey,
+    region: Region,
+    /// Ranges whose old data the install clears first (so an attempt can simply be redone).
+    clear: KeyRanges,
+    /// Attempts that failed so far.
+    failures: u32,
+    /// After a failure: frozen ticks left before the next attempt is queued (`None` while an
+    /// attempt is under way).
+    retry_in: Option<u64>,
+}
+
+impl Install {
+    /// The wait before the next attempt: the minimum, doubled for each earlier failure.
+    fn backoff(&self) -> u64 {
+        let doublings = self.failures.saturating_sub(1).min(16);
+        (INSTALL_RETRY_MIN_TICKS << doublings).min(INSTALL_RETRY_MAX_TICKS)
+    }
+}
+
 /// One replica of a region.
 pub struct Peer<K: Engine, R: Engine> {
     /// The region's id.
@@ -67,12 +88,7 @@ pub struct Peer<K: Engine, R: Engine> {
     snap_mgr: SnapManager,
     /// The received snapshot being installed by the worker: until it is done the peer is frozen
     /// (no tick, no message stepped, no `Ready` taken), so it neither applies nor serves anything.
-    applying: Option<SnapKey>,
-    /// What the install of `applying` needs, kept to queue it again after a failure.
-    install: Option<(Region, KeyRanges)>,
-    /// After a failed install: frozen ticks left before it is queued again, and the back-off
-    /// that follows the next failure.
-    install_retry: Option<(u64, u64)>,
+    applying: Option<Install>,
     /// Whether a snapshot generation task is in flight.
     generating: bool,
     /// The last snapshot generated here (its files are kept until a newer one replaces them).
@@ -133,7 +149,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         let storage = PeerStorage::new(engines, region.clone())?;
         let applied = storage.applied_index();
         let last_compacted_idx = storage.truncated_index() + 1;
-        let applying = storage.interrupted_snapshot();
+        let interrupted = storage.interrupted_snapshot();
         let raft_cfg = raft::Config {
             id: meta.id,
             election_tick: cfg.raft_election_timeout_ticks,
@@ -163,9 +179,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             peer_cache,
             last_compacted_idx,
             snap_mgr,
-            applying,
-            install: None,
-            install_retry: None,
+            applying: None,
             generating: false,
             last_generated: None,
             pending_tasks: Vec::new(),
@@ -173,11 +187,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             cfg,
             logger,
         };
-        if let Some(key) = applying {
+        if let Some(key) = interrupted {
             // A crash interrupted the install of this snapshot: redo it from the files.
             info!(peer.logger, "resuming an interrupted snapshot application"; "snapshot" => %key);
             let clear = vec![(region.start_key.clone(), region.end_key.clone())];
-            peer.queue_install(key, region.clone(), clear);
+            peer.start_install(key, region.clone(), clear);
         }
         // A region with a single replica needs no election timeout to elect it.
         if region.peers.len() == 1 && region.peers[0].id == peer.meta.id {
@@ -226,12 +240,12 @@ impl<K: Engine, R: Engine> Peer<K, R> {
 
     /// The snapshot this replica is installing, if any (it is frozen meanwhile).
     pub fn applying_snapshot(&self) -> Option<SnapKey> {
-        self.applying
+        self.applying.as_ref().map(|i| i.key)
     }
 
     /// The snapshot restored by raft and not yet persisted, or else the one being installed.
     pub fn pending_snapshot(&self) -> Option<SnapKey> {
-        self.applying.or_else(|| {
+        self.applying_snapshot().or_else(|| {
             let unstable = self.raft_group.raft.raft_log.unstable.snapshot.as_ref();
             unstable.map(|s| SnapKey::from_snapshot(self.region_id, s))
         })
@@ -367,37 +381,50 @@ impl<K: Engine, R: Engine> Peer<K, R> {
 
     /// A snapshot application finished: the replica thaws, with the snapshot's data and states.
     pub fn on_snapshot_applied(&mut self, key: SnapKey, result: std::result::Result<(), String>) {
-        if self.applying != Some(key) {
+        let Some(install) = self.applying.as_mut().filter(|i| i.key == key) else {
             warn!(self.logger, "result of a snapshot application not in progress"; "snapshot" => %key);
             return;
-        }
+        };
         match result {
             Ok(()) => {
                 info!(self.logger, "snapshot applied"; "snapshot" => %key);
                 self.applying = None;
-                self.install = None;
-                self.install_retry = None;
                 self.snap_mgr.delete_received(key);
             }
             // The files were verified when received: only a failing disk gets here. The replica
             // stays frozen (serving nothing stale) and the install, which starts by clearing the
             // range again, is queued anew after a back-off (and redone on restart in any case).
             Err(e) => {
-                let backoff = self
-                    .install_retry
-                    .map_or(INSTALL_RETRY_MIN_TICKS, |(_, b)| b);
+                install.failures += 1;
+                let wait = install.backoff();
+                install.retry_in = Some(wait);
                 error!(self.logger, "snapshot application failed; retrying";
-                    "snapshot" => %key, "err" => e, "retry_in_ticks" => backoff);
-                self.install_retry = Some((backoff, (backoff * 2).min(INSTALL_RETRY_MAX_TICKS)));
+                    "snapshot" => %key, "err" => e, "retry_in_ticks" => wait);
             }
         }
     }
 
-    /// Hands the install of snapshot `key` to a worker (at the end of the round).
-    fn queue_install(&mut self, key: SnapKey, region: Region, clear: KeyRanges) {
-        self.install = Some((region.clone(), clear.clone()));
-        self.pending_tasks
-            .push(Task::ApplySnapshot { key, region, clear });
+    /// Freezes the replica while snapshot `key` of `region` is installed, and queues the install.
+    fn start_install(&mut self, key: SnapKey, region: Region, clear: KeyRanges) {
+        self.applying = Some(Install {
+            key,
+            region,
+            clear,
+            failures: 0,
+            retry_in: None,
+        });
+        self.queue_install();
+    }
+
+    /// Hands an attempt at the current install to a worker (at the end of the round).
+    fn queue_install(&mut self) {
+        if let Some(i) = &self.applying {
+            self.pending_tasks.push(Task::ApplySnapshot {
+                key: i.key,
+                region: i.region.clone(),
+                clear: i.clear.clone(),
+            });
+        }
     }
 
     fn send_raft_message(&self, ctx: &mut StoreContext, m: eraftpb::Message) {
@@ -429,19 +456,17 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     pub fn tick(&mut self, ctx: &mut StoreContext) {
         if self.is_frozen() {
             // Only a failed install's back-off counts frozen ticks.
-            // (0 ticks left: the new attempt is under way.)
-            match self.install_retry {
-                Some((left, next)) if left > 1 => self.install_retry = Some((left - 1, next)),
-                Some((1, next)) => {
-                    self.install_retry = Some((0, next));
-                    if let (Some(key), Some((region, clear))) =
-                        (self.applying, self.install.clone())
-                    {
-                        info!(self.logger, "retrying a snapshot application"; "snapshot" => %key);
-                        self.queue_install(key, region, clear);
+            if let Some(install) = self.applying.as_mut() {
+                match install.retry_in {
+                    Some(left) if left > 1 => install.retry_in = Some(left - 1),
+                    Some(_) => {
+                        install.retry_in = None;
+                        info!(self.logger, "retrying a snapshot application";
+                            "snapshot" => %install.key, "failures" => install.failures);
+                        self.queue_install();
                     }
+                    None => {}
                 }
-                _ => {}
             }
             return;
         }
@@ -766,9 +791,8 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 clear.push((old.start_key.clone(), old.end_key.clone()));
             }
             info!(self.logger, "installing a snapshot"; "snapshot" => %key);
-            self.applying = Some(key);
             self.last_compacted_idx = key.index + 1;
-            self.queue_install(key, region, clear);
+            self.start_install(key, region, clear);
         }
         self.storage_mut().save_ready_state(&rd, raft_wb);
         Ok(Some(rd))

@@ -693,6 +693,25 @@ mod tests {
         }
         assert_eq!(retried.len(), 1, "{retried:?}");
         assert!(matches!(retried[0], Task::ApplySnapshot { key: k, .. } if k == key));
+        // A second failure waits twice as long.
+        store.on_task_result(
+            &mut ctx,
+            TaskResult::SnapshotApplied {
+                key,
+                result: Err("injected disk failure".into()),
+            },
+        );
+        store.end_round(&mut ctx).unwrap();
+        retried.clear();
+        let mut waited = 0;
+        while retried.is_empty() && waited < 10 * crate::peer::INSTALL_RETRY_MIN_TICKS {
+            store.on_tick(&mut ctx);
+            store.end_round(&mut ctx).unwrap();
+            retried.append(&mut ctx.tasks);
+            waited += 1;
+        }
+        assert_eq!(waited, 2 * crate::peer::INSTALL_RETRY_MIN_TICKS);
+        assert_eq!(retried.len(), 1, "{retried:?}");
         assert!(ctx.messages.is_empty(), "still frozen while retrying");
 
         let result = run_task(&engines, &snaps, retried.into_iter().next().unwrap())
