@@ -16,11 +16,15 @@ use kvserver::client::Client;
 use kvserver::config::{async_runtime, one_line, parse_args_or_exit};
 use rand::{Rng, SeedableRng};
 
+/// mimalloc instead of glibc malloc: fewer cycles per allocation on the request path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Workload {
     /// Puts only.
     Write,
-    /// Gets only (linearizable: through the raft log).
+    /// Gets only (linearizable: each round of reads is confirmed by one ReadIndex quorum check).
     Read,
     /// Half puts, half gets.
     Mixed,

@@ -15,6 +15,10 @@ use kvserver::config::{async_runtime, one_line, parse_args_or_exit, FileConfig, 
 use kvserver::{logging, server};
 use slog::info;
 
+/// mimalloc instead of glibc malloc: fewer cycles per allocation on the request path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One store of a TinyKV cluster.
 #[derive(Parser, Debug)]
 #[command(name = "tinykv-server", version, about)]
