@@ -16,7 +16,7 @@ use proto::raft_cmdpb::{
     GetResponse, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, RaftResponseHeader, Request,
     Response, SnapResponse, TransferLeaderResponse,
 };
-use proto::raft_serverpb::{RaftLocalState, RaftMessage, RaftTruncatedState};
+use proto::raft_serverpb::{RaftLocalState, RaftMessage};
 use raft::{RawNode, Ready, StateRole, INVALID_ID};
 use slog::{debug, error, info, o, warn, Logger};
 
@@ -1073,10 +1073,8 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     debug!(self.logger, "compaction index already truncated";
                         "compact_index" => c.compact_index, "truncated" => truncated);
                 } else {
-                    self.storage_mut().apply_state.truncated_state = Some(RaftTruncatedState {
-                        index: c.compact_index,
-                        term: c.compact_term,
-                    });
+                    self.storage_mut()
+                        .compact_to(c.compact_index, c.compact_term);
                     // The truncated state must be durable before the log GC deletes the entries.
                     *sync_kv = true;
                     ctx.tasks.push(Task::RaftLogGc {
