@@ -752,7 +752,7 @@ mod tests {
             ..Default::default()
         };
         let mut s = three();
-        let mut write = |s: &mut PeerStorage<MemEngine, MemEngine>, ents: &[Entry]| {
+        let write = |s: &mut PeerStorage<MemEngine, MemEngine>, ents: &[Entry]| {
             let mut raft_wb = WriteBatch::default();
             s.append(ents, &mut raft_wb);
             raft_wb.put_msg_cf(CF_DEFAULT, keys::raft_state_key(1), &s.raft_state);
