@@ -675,48 +675,34 @@ mod tests {
         assert_eq!(engines.kv.get_cf(CF_LOCK, b"k1").unwrap(), None);
 
         // A failed install (a failing disk) keeps the peer frozen and is queued again after a
-        // back-off of frozen ticks, once.
-        store.on_task_result(
-            &mut ctx,
-            TaskResult::SnapshotApplied {
+        // back-off of frozen ticks: the minimum after the first failure, twice that after the
+        // second. Returns the ticks waited and the one task queued by then.
+        let fail_and_wait = |store: &mut Store<MemEngine, MemEngine>, ctx: &mut StoreContext| {
+            let failed = TaskResult::SnapshotApplied {
                 key,
                 result: Err("injected disk failure".into()),
-            },
-        );
-        store.end_round(&mut ctx).unwrap();
-        assert_eq!(store.peer(1).unwrap().applying_snapshot(), Some(key));
-        let mut retried = Vec::new();
-        for _ in 0..3 * crate::peer::INSTALL_RETRY_MIN_TICKS {
-            store.on_tick(&mut ctx);
-            store.end_round(&mut ctx).unwrap();
-            retried.append(&mut ctx.tasks);
-        }
-        assert_eq!(retried.len(), 1, "{retried:?}");
-        assert!(matches!(retried[0], Task::ApplySnapshot { key: k, .. } if k == key));
-        // A second failure waits twice as long.
-        store.on_task_result(
-            &mut ctx,
-            TaskResult::SnapshotApplied {
-                key,
-                result: Err("injected disk failure".into()),
-            },
-        );
-        store.end_round(&mut ctx).unwrap();
-        retried.clear();
-        let mut waited = 0;
-        while retried.is_empty() && waited < 10 * crate::peer::INSTALL_RETRY_MIN_TICKS {
-            store.on_tick(&mut ctx);
-            store.end_round(&mut ctx).unwrap();
-            retried.append(&mut ctx.tasks);
-            waited += 1;
-        }
+            };
+            store.on_task_result(ctx, failed);
+            store.end_round(ctx).unwrap();
+            assert_eq!(store.peer(1).unwrap().applying_snapshot(), Some(key));
+            let (mut waited, mut retried) = (0, Vec::new());
+            while retried.is_empty() && waited < 100 * crate::peer::INSTALL_RETRY_MIN_TICKS {
+                store.on_tick(ctx);
+                store.end_round(ctx).unwrap();
+                retried.append(&mut ctx.tasks);
+                waited += 1;
+            }
+            assert!(ctx.messages.is_empty(), "still frozen while retrying");
+            assert_eq!(retried.len(), 1, "{retried:?}");
+            assert!(matches!(retried[0], Task::ApplySnapshot { key: k, .. } if k == key));
+            (waited, retried.pop().unwrap())
+        };
+        let (waited, _) = fail_and_wait(&mut store, &mut ctx);
+        assert_eq!(waited, crate::peer::INSTALL_RETRY_MIN_TICKS);
+        let (waited, retry) = fail_and_wait(&mut store, &mut ctx);
         assert_eq!(waited, 2 * crate::peer::INSTALL_RETRY_MIN_TICKS);
-        assert_eq!(retried.len(), 1, "{retried:?}");
-        assert!(ctx.messages.is_empty(), "still frozen while retrying");
 
-        let result = run_task(&engines, &snaps, retried.into_iter().next().unwrap())
-            .unwrap()
-            .unwrap();
+        let result = run_task(&engines, &snaps, retry).unwrap().unwrap();
         store.on_task_result(&mut ctx, result);
         store.end_round(&mut ctx).unwrap();
         assert_eq!(store.peer(1).unwrap().applying_snapshot(), None);
