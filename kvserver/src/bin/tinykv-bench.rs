@@ -63,8 +63,8 @@ struct Cli {
     timeout: f64,
     /// Threads of the client's async runtime. One thread (the default) costs the least CPU
     /// per request, which matters when the bench shares the cores with the stores.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
     /// Skip writing every key before a read or mixed run.
     #[arg(long)]
     no_preload: bool,
@@ -103,10 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
     let client = Client::new(endpoints, Duration::from_secs_f64(cli.timeout))?;
-    if cli.threads == 0 {
-        anyhow::bail!("--threads must be greater than 0");
-    }
-    let rt = async_runtime(cli.threads, "tinykv-bench")?;
+    let rt = async_runtime(cli.threads.into(), "tinykv-bench")?;
     rt.block_on(async move {
         let value: Vec<u8> = (0..cli.value_size).map(|i| b'a' + (i % 26) as u8).collect();
         let shared = Arc::new(Shared {
