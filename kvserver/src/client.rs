@@ -3,22 +3,31 @@
 //! next endpoint), and retries retryable failures (unreachable store, no leader yet, stale command,
 //! timeout) until its deadline. Bad input fails at once with the server's message.
 //!
+//! By default each request is its own unary call. [`Client::batched`] sends them instead on one
+//! long-lived `BatchRaw` stream per store: requests issued while the previous message is on its
+//! way go out together in the next one, and answers come back the same way, so many concurrent
+//! callers share HTTP/2's per-message cost. A broken stream fails its requests in flight with
+//! UNAVAILABLE (they are retried like any unreachable store's) and the next request opens a new one.
+//!
 //! Cloning is cheap and clones share connections and the leader guess, so many tasks can use one.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prost::Message;
 use proto::errorpb;
 use proto::kvrpcpb::{RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest};
 use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
-use crate::service::LEADER_ADDR_HEADER;
+use crate::service::{LEADER_ADDR_HEADER, MAX_BATCH_BYTES};
 use crate::tinykvpb::tiny_kv_client::TinyKvClient;
+use crate::tinykvpb::{raw_request, raw_response, BatchRawRequest, RawRequest, RawResponse};
 
 /// Why a client call failed.
 #[derive(Debug, Error)]
@@ -46,9 +55,16 @@ pub enum ClientError {
 
 #[derive(Default)]
 struct Shared {
-    conns: HashMap<String, TinyKvClient<Channel>>,
+    conns: HashMap<String, Conn>,
     leader: Option<String>,
     next: usize,
+}
+
+/// One store's connection: unary calls, and the batch stream when the client batches.
+#[derive(Clone)]
+struct Conn {
+    unary: TinyKvClient<Channel>,
+    batch: Option<Arc<BatchConn>>,
 }
 
 /// A client of a cluster's raw API.
@@ -57,6 +73,7 @@ pub struct Client {
     endpoints: Arc<Vec<String>>,
     shared: Arc<Mutex<Shared>>,
     timeout: Duration,
+    batched: bool,
 }
 
 /// What one attempt came back with.
@@ -85,6 +102,7 @@ impl Client {
             endpoints: Arc::new(endpoints),
             shared: Arc::new(Mutex::new(Shared::default())),
             timeout,
+            batched: false,
         };
         // Connections are made on first use (they need the caller's async runtime); the
         // addresses are checked now.
@@ -95,7 +113,14 @@ impl Client {
         Ok(c)
     }
 
-    fn conn(&self, addr: &str) -> Result<TinyKvClient<Channel>, ClientError> {
+    /// The same client, sending its requests on `BatchRaw` streams instead of unary calls (see
+    /// the module comment). Call it before the first request.
+    pub fn batched(mut self) -> Client {
+        self.batched = true;
+        self
+    }
+
+    fn conn(&self, addr: &str) -> Result<Conn, ClientError> {
         let mut s = self.shared.lock().unwrap();
         if let Some(c) = s.conns.get(addr) {
             return Ok(c.clone());
@@ -104,11 +129,20 @@ impl Client {
             .map_err(|_| ClientError::BadEndpoint(addr.to_string()))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
-        let client = TinyKvClient::new(ep.connect_lazy())
+        let unary = TinyKvClient::new(ep.connect_lazy())
             .max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE)
             .max_encoding_message_size(crate::server::MAX_GRPC_MESSAGE);
-        s.conns.insert(addr.to_string(), client.clone());
-        Ok(client)
+        let conn = Conn {
+            batch: self.batched.then(|| {
+                Arc::new(BatchConn {
+                    client: unary.clone(),
+                    session: Mutex::new(None),
+                })
+            }),
+            unary,
+        };
+        s.conns.insert(addr.to_string(), conn.clone());
+        Ok(conn)
     }
 
     /// The endpoint the client currently believes is the leader, if any.
@@ -141,25 +175,37 @@ impl Client {
         }
     }
 
-    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ClientError>
-    where
-        F: FnMut(TinyKvClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<Attempt<T>, Status>>,
-    {
+    /// Sends `cmd` until it is answered without a region error, and hands the answer to `ok`
+    /// (None: the answer is of the wrong kind).
+    async fn call<T>(
+        &self,
+        cmd: raw_request::Cmd,
+        ok: impl Fn(raw_response::Cmd) -> Option<T>,
+    ) -> Result<T, ClientError> {
         let deadline = Instant::now() + self.timeout;
         let mut pause = Duration::from_millis(5);
         let mut last;
         loop {
             let addr = self.pick();
-            let client = self.conn(&addr)?;
+            let conn = self.conn(&addr)?;
             let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = match tokio::time::timeout(left, f(client)).await {
+            let outcome = match tokio::time::timeout(left, conn.send(cmd.clone())).await {
                 Err(_) => Attempt::Retry {
                     err: format!("{addr}: timed out"),
                     leader_hint: None,
                     next_endpoint: true,
                 },
-                Ok(Ok(a)) => a,
+                Ok(Ok((answer, leader_hint))) => match judge(&answer, leader_hint) {
+                    Some(retry) => retry,
+                    None => match ok(answer) {
+                        Some(t) => Attempt::Done(t),
+                        None => Attempt::Retry {
+                            err: format!("{addr}: an answer of the wrong kind"),
+                            leader_hint: None,
+                            next_endpoint: true,
+                        },
+                    },
+                },
                 Ok(Err(status)) => match status.code() {
                     Code::InvalidArgument
                     | Code::FailedPrecondition
@@ -219,12 +265,8 @@ impl Client {
             value: value.to_vec(),
             cf: cf.to_string(),
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move {
-                let resp = c.raw_put(req).await?;
-                Ok(judge(&resp, resp.get_ref().region_error.as_ref(), |_| ()))
-            }
+        self.call(raw_request::Cmd::Put(req), |a| {
+            matches!(a, raw_response::Cmd::Put(_)).then_some(())
         })
         .await
     }
@@ -236,17 +278,9 @@ impl Client {
             key: key.to_vec(),
             cf: cf.to_string(),
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move {
-                let resp = c.raw_get(req).await?;
-                if !resp.get_ref().error.is_empty() {
-                    return Err(Status::internal(resp.get_ref().error.clone()));
-                }
-                Ok(judge(&resp, resp.get_ref().region_error.as_ref(), |r| {
-                    (!r.not_found).then(|| r.value.clone())
-                }))
-            }
+        self.call(raw_request::Cmd::Get(req), |a| match a {
+            raw_response::Cmd::Get(r) => Some((!r.not_found).then_some(r.value)),
+            _ => None,
         })
         .await
     }
@@ -258,12 +292,8 @@ impl Client {
             key: key.to_vec(),
             cf: cf.to_string(),
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move {
-                let resp = c.raw_delete(req).await?;
-                Ok(judge(&resp, resp.get_ref().region_error.as_ref(), |_| ()))
-            }
+        self.call(raw_request::Cmd::Delete(req), |a| {
+            matches!(a, raw_response::Cmd::Delete(_)).then_some(())
         })
         .await
     }
@@ -281,38 +311,175 @@ impl Client {
             limit,
             cf: cf.to_string(),
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move {
-                let resp = c.raw_scan(req).await?;
-                Ok(judge(&resp, resp.get_ref().region_error.as_ref(), |r| {
-                    r.kvs
-                        .iter()
-                        .map(|p| (p.key.clone(), p.value.clone()))
-                        .collect()
-                }))
+        self.call(raw_request::Cmd::Scan(req), |a| match a {
+            raw_response::Cmd::Scan(r) => {
+                Some(r.kvs.into_iter().map(|p| (p.key, p.value)).collect())
             }
+            _ => None,
         })
         .await
     }
 }
 
-/// Done, or how to retry after a region error.
-fn judge<M, T>(
-    resp: &Response<M>,
-    region_error: Option<&errorpb::Error>,
-    ok: impl FnOnce(&M) -> T,
-) -> Attempt<T> {
-    let Some(e) = region_error else {
-        return Attempt::Done(ok(resp.get_ref()));
-    };
-    let leader_hint = resp
-        .metadata()
+/// The leader-address hint of a unary answer.
+fn leader_hint<M>(resp: &Response<M>) -> Option<String> {
+    resp.metadata()
         .get(LEADER_ADDR_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(str::to_string)
+}
+
+impl Conn {
+    /// One attempt: the answer and the leader hint that came with it.
+    async fn send(
+        &self,
+        cmd: raw_request::Cmd,
+    ) -> Result<(raw_response::Cmd, Option<String>), Status> {
+        if let Some(batch) = &self.batch {
+            let answer = batch.send(cmd).await?;
+            if answer.code != 0 {
+                return Err(Status::new(Code::from(answer.code), answer.message));
+            }
+            let cmd = answer
+                .cmd
+                .ok_or_else(|| Status::internal("a batched answer without a command"))?;
+            let hint = Some(answer.leader_addr).filter(|a| !a.is_empty());
+            return Ok((cmd, hint));
+        }
+        let mut c = self.unary.clone();
+        Ok(match cmd {
+            raw_request::Cmd::Get(r) => {
+                let resp = c.raw_get(r).await?;
+                let hint = leader_hint(&resp);
+                (raw_response::Cmd::Get(resp.into_inner()), hint)
+            }
+            raw_request::Cmd::Put(r) => {
+                let resp = c.raw_put(r).await?;
+                let hint = leader_hint(&resp);
+                (raw_response::Cmd::Put(resp.into_inner()), hint)
+            }
+            raw_request::Cmd::Delete(r) => {
+                let resp = c.raw_delete(r).await?;
+                let hint = leader_hint(&resp);
+                (raw_response::Cmd::Delete(resp.into_inner()), hint)
+            }
+            raw_request::Cmd::Scan(r) => {
+                let resp = c.raw_scan(r).await?;
+                let hint = leader_hint(&resp);
+                (raw_response::Cmd::Scan(resp.into_inner()), hint)
+            }
+        })
+    }
+}
+
+/// A request waiting for its batched answer.
+type Pending = (
+    raw_request::Cmd,
+    oneshot::Sender<Result<RawResponse, Status>>,
+);
+
+/// Most requests in one BatchRaw request message.
+const MAX_BATCH_REQUESTS: usize = 256;
+
+/// The batch stream to one store: a session task owns the stream, and requests reach it through
+/// `session` (None, or a closed sender: no live stream; the next request starts one).
+struct BatchConn {
+    client: TinyKvClient<Channel>,
+    session: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
+}
+
+impl BatchConn {
+    async fn send(&self, cmd: raw_request::Cmd) -> Result<RawResponse, Status> {
+        let (tx, rx) = oneshot::channel();
+        let mut pending = Some((cmd, tx));
+        {
+            let mut session = self.session.lock().unwrap();
+            while let Some(p) = pending.take() {
+                let s = session.get_or_insert_with(|| start_session(self.client.clone()));
+                if let Err(mpsc::error::SendError(p)) = s.send(p) {
+                    // That stream has ended: start another.
+                    *session = None;
+                    pending = Some(p);
+                }
+            }
+        }
+        rx.await
+            .map_err(|_| Status::unavailable("the batch stream closed"))?
+    }
+}
+
+/// Spawns the task of a new batch stream and returns the way in to it.
+fn start_session(client: TinyKvClient<Channel>) -> mpsc::UnboundedSender<Pending> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run_session(client, rx));
+    tx
+}
+
+/// Runs one batch stream: sends what arrives on `rx` in batches, hands each answer to its
+/// waiter, and when the stream ends fails every request still in flight.
+async fn run_session(mut client: TinyKvClient<Channel>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let in_flight: Mutex<HashMap<u64, oneshot::Sender<Result<RawResponse, Status>>>> =
+        Mutex::default();
+    let (req_tx, req_rx) = mpsc::channel::<BatchRawRequest>(4);
+    let writer = async {
+        let mut next_id = 0u64;
+        while let Some(first) = rx.recv().await {
+            let mut batch = BatchRawRequest::default();
+            let mut bytes = 0;
+            let mut next = Some(first);
+            while let Some((cmd, reply)) = next.take() {
+                next_id += 1;
+                let req = RawRequest { cmd: Some(cmd) };
+                bytes += req.encoded_len();
+                in_flight.lock().unwrap().insert(next_id, reply);
+                batch.request_ids.push(next_id);
+                batch.requests.push(req);
+                if batch.requests.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if req_tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+    };
+    let reader = async {
+        let mut answers = client
+            .batch_raw(ReceiverStream::new(req_rx))
+            .await?
+            .into_inner();
+        while let Some(msg) = answers.message().await? {
+            if msg.responses.len() != msg.request_ids.len() {
+                return Err(Status::internal(format!(
+                    "a batch of {} answers with {} request ids",
+                    msg.responses.len(),
+                    msg.request_ids.len()
+                )));
+            }
+            let mut waiting = in_flight.lock().unwrap();
+            for (id, answer) in msg.request_ids.into_iter().zip(msg.responses) {
+                if let Some(reply) = waiting.remove(&id) {
+                    // The caller may have given up (its deadline passed).
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+        }
+        Err::<(), _>(Status::unavailable("the store ended the batch stream"))
+    };
+    let status = tokio::select! {
+        r = reader => r.err().unwrap_or_else(|| Status::unavailable("the batch stream ended")),
+        () = writer => Status::unavailable("the batch stream closed"),
+    };
+    for (_, reply) in in_flight.lock().unwrap().drain() {
+        let _ = reply.send(Err(Status::new(status.code(), status.message())));
+    }
+}
+
+/// None when `answer` carries no region error; else how to retry.
+fn judge<T>(answer: &raw_response::Cmd, leader_hint: Option<String>) -> Option<Attempt<T>> {
+    let e = answer.region_error()?;
     let err = describe(e);
-    if e.not_leader.is_some() {
+    Some(if e.not_leader.is_some() {
         Attempt::Retry {
             err,
             leader_hint,
@@ -325,7 +492,7 @@ fn judge<M, T>(
             leader_hint: None,
             next_endpoint: e.region_not_found.is_some(),
         }
-    }
+    })
 }
 
 /// One line about a region error.

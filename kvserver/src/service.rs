@@ -7,12 +7,17 @@
 //! the response's `region_error`, so TinyKV clients can retry elsewhere. Every raw response carries
 //! the metadata `x-tinykv-store-id`; a NotLeader answer whose leader is known also carries
 //! `x-tinykv-leader-addr`, the leader store's address, so clients without a scheduler can follow it.
+//! `BatchRaw` (this project's extension) serves many raw requests on one stream, each exactly as
+//! its unary call would, with the unary call's gRPC status carried in the answer.
 //! The transactional methods (Project 4) answer `UNIMPLEMENTED`.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use crossbeam_channel::Sender;
+use prost::Message;
 use proto::errorpb;
 use proto::kvrpcpb::{
     KvPair, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
@@ -22,11 +27,16 @@ use proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
 use raftstore::runtime::StoreMsg;
 use raftstore::SnapManager;
 use slog::{debug, info, warn, Logger};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::Stream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::storage::{check_cf, Modify, Storage, StorageError};
 use crate::tinykvpb::tiny_kv_server::TinyKv;
+use crate::tinykvpb::{
+    raw_request, raw_response, BatchRawRequest, BatchRawResponse, RawRequest, RawResponse,
+};
 
 /// Largest accepted key, in bytes.
 pub const MAX_KEY_SIZE: usize = 4096;
@@ -37,12 +47,28 @@ pub const STORE_ID_HEADER: &str = "x-tinykv-store-id";
 /// Metadata key: the address of the region's leader, on a NotLeader answer.
 pub const LEADER_ADDR_HEADER: &str = "x-tinykv-leader-addr";
 
-/// The TinyKv service over storage `S`.
+/// Most requests of one BatchRaw stream in progress at once; the stream's next message is read
+/// only when one finishes, so a client cannot queue unbounded work on the server.
+pub const MAX_BATCH_INFLIGHT: usize = 4096;
+
+/// The TinyKv service over storage `S`. Clones share everything.
 pub struct TinyKvService<S: Storage> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Storage> Clone for TinyKvService<S> {
+    fn clone(&self) -> Self {
+        TinyKvService {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S> {
     storage: S,
     store_id: u64,
     raft_router: Option<(Sender<StoreMsg>, SnapManager)>,
-    store_addrs: Arc<HashMap<u64, String>>,
+    store_addrs: HashMap<u64, String>,
     max_value_size: usize,
     logger: Logger,
 }
@@ -60,82 +86,41 @@ impl<S: Storage> TinyKvService<S> {
         logger: Logger,
     ) -> Self {
         TinyKvService {
-            storage,
-            store_id,
-            raft_router,
-            store_addrs: Arc::new(store_addrs),
-            max_value_size,
-            logger,
+            inner: Arc::new(Inner {
+                storage,
+                store_id,
+                raft_router,
+                store_addrs,
+                max_value_size,
+                logger,
+            }),
         }
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<(), Status> {
-        if key.is_empty() {
-            return Err(Status::invalid_argument("key must not be empty"));
-        }
-        if key.len() > MAX_KEY_SIZE {
-            return Err(Status::invalid_argument(format!(
-                "key of {} bytes is over the limit of {MAX_KEY_SIZE} bytes",
-                key.len()
-            )));
-        }
-        Ok(())
+    /// The address of the leader named by a NotLeader `region_error`, when it is known.
+    fn leader_addr(&self, region_error: Option<&errorpb::Error>) -> Option<&str> {
+        let store = region_error?.not_leader.as_ref()?.leader.as_ref()?.store_id;
+        self.inner.store_addrs.get(&store).map(String::as_str)
     }
 
-    fn check_value(&self, value: &[u8]) -> Result<(), Status> {
-        if value.len() > self.max_value_size {
-            return Err(Status::invalid_argument(format!(
-                "value of {} bytes is over the limit of {} bytes (the raft entry limit less {} bytes)",
-                value.len(),
-                self.max_value_size,
-                ENTRY_OVERHEAD
-            )));
-        }
-        Ok(())
-    }
-
-    /// Wraps a response with the store-id header, and the leader address on NotLeader.
-    fn respond<T>(&self, msg: T, region_error: Option<&errorpb::Error>) -> Response<T> {
+    /// Wraps a response with the store-id header, and `leader`'s address (see
+    /// [`Self::leader_addr`]) when given.
+    fn respond<T>(&self, msg: T, leader: Option<&str>) -> Response<T> {
         let mut resp = Response::new(msg);
         let md = resp.metadata_mut();
-        md.insert(STORE_ID_HEADER, MetadataValue::from(self.store_id));
-        let leader_store = region_error
-            .and_then(|e| e.not_leader.as_ref())
-            .and_then(|nl| nl.leader.as_ref())
-            .map(|p| p.store_id);
-        if let Some(addr) = leader_store.and_then(|s| self.store_addrs.get(&s)) {
-            if let Ok(v) = addr.parse() {
-                md.insert(LEADER_ADDR_HEADER, v);
-            }
+        md.insert(STORE_ID_HEADER, MetadataValue::from(self.inner.store_id));
+        if let Some(v) = leader.and_then(|a| a.parse().ok()) {
+            md.insert(LEADER_ADDR_HEADER, v);
         }
         resp
     }
-}
 
-/// Splits a storage error into a region error (for the response) or a gRPC status.
-fn split_error(e: StorageError) -> Result<errorpb::Error, Status> {
-    match e {
-        StorageError::Region(e) => Ok(*e),
-        StorageError::InvalidArgument(m) => Err(Status::invalid_argument(m)),
-        e @ (StorageError::Timeout(_) | StorageError::ShuttingDown) => {
-            Err(Status::unavailable(e.to_string()))
-        }
-        e @ StorageError::Engine(_) => Err(Status::internal(e.to_string())),
-    }
-}
-
-#[tonic::async_trait]
-impl<S: Storage> TinyKv for TinyKvService<S> {
-    async fn raw_get(
-        &self,
-        request: Request<RawGetRequest>,
-    ) -> Result<Response<RawGetResponse>, Status> {
-        let req = request.into_inner();
-        self.check_key(&req.key)?;
+    async fn get(&self, req: RawGetRequest) -> Result<RawGetResponse, Status> {
+        check_key(&req.key)?;
         let cf = check_cf(&req.cf).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = req.context.unwrap_or_default();
         let read = async {
-            let reader = self.storage.reader(&ctx, &req.key).await?;
+            let reader = self.inner.storage.reader(&ctx, &req.key).await?;
             reader.get_cf(cf, &req.key)
         };
         let mut resp = RawGetResponse::default();
@@ -144,16 +129,11 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
             Ok(None) => resp.not_found = true,
             Err(e) => resp.region_error = Some(split_error(e)?),
         }
-        let re = resp.region_error.clone();
-        Ok(self.respond(resp, re.as_ref()))
+        Ok(resp)
     }
 
-    async fn raw_put(
-        &self,
-        request: Request<RawPutRequest>,
-    ) -> Result<Response<RawPutResponse>, Status> {
-        let req = request.into_inner();
-        self.check_key(&req.key)?;
+    async fn put(&self, req: RawPutRequest) -> Result<RawPutResponse, Status> {
+        check_key(&req.key)?;
         self.check_value(&req.value)?;
         let cf = check_cf(&req.cf).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = req.context.unwrap_or_default();
@@ -163,19 +143,14 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
             value: req.value,
         };
         let mut resp = RawPutResponse::default();
-        if let Err(e) = self.storage.write(&ctx, vec![m]).await {
+        if let Err(e) = self.inner.storage.write(&ctx, vec![m]).await {
             resp.region_error = Some(split_error(e)?);
         }
-        let re = resp.region_error.clone();
-        Ok(self.respond(resp, re.as_ref()))
+        Ok(resp)
     }
 
-    async fn raw_delete(
-        &self,
-        request: Request<RawDeleteRequest>,
-    ) -> Result<Response<RawDeleteResponse>, Status> {
-        let req = request.into_inner();
-        self.check_key(&req.key)?;
+    async fn delete(&self, req: RawDeleteRequest) -> Result<RawDeleteResponse, Status> {
+        check_key(&req.key)?;
         let cf = check_cf(&req.cf).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = req.context.unwrap_or_default();
         let m = Modify::Delete {
@@ -183,18 +158,13 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
             key: req.key,
         };
         let mut resp = RawDeleteResponse::default();
-        if let Err(e) = self.storage.write(&ctx, vec![m]).await {
+        if let Err(e) = self.inner.storage.write(&ctx, vec![m]).await {
             resp.region_error = Some(split_error(e)?);
         }
-        let re = resp.region_error.clone();
-        Ok(self.respond(resp, re.as_ref()))
+        Ok(resp)
     }
 
-    async fn raw_scan(
-        &self,
-        request: Request<RawScanRequest>,
-    ) -> Result<Response<RawScanResponse>, Status> {
-        let req = request.into_inner();
+    async fn scan(&self, req: RawScanRequest) -> Result<RawScanResponse, Status> {
         if req.start_key.len() > MAX_KEY_SIZE {
             return Err(Status::invalid_argument(format!(
                 "start key of {} bytes is over the limit of {MAX_KEY_SIZE} bytes",
@@ -204,12 +174,12 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
         let cf = check_cf(&req.cf).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut resp = RawScanResponse::default();
         if req.limit == 0 {
-            return Ok(self.respond(resp, None));
+            return Ok(resp);
         }
         let ctx = req.context.unwrap_or_default();
         let limit = req.limit as usize;
         let scan = async {
-            let reader = self.storage.reader(&ctx, &req.start_key).await?;
+            let reader = self.inner.storage.reader(&ctx, &req.start_key).await?;
             let mut kvs = Vec::new();
             reader.scan_cf(cf, &req.start_key, &mut |k, v| {
                 kvs.push(KvPair {
@@ -225,15 +195,243 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
             Ok(kvs) => resp.kvs = kvs,
             Err(e) => resp.region_error = Some(split_error(e)?),
         }
-        let re = resp.region_error.clone();
-        Ok(self.respond(resp, re.as_ref()))
+        Ok(resp)
+    }
+
+    /// Serves one request of a BatchRaw stream, the way its unary call would.
+    async fn serve_one(&self, req: RawRequest) -> RawResponse {
+        let answer = match req.cmd {
+            None => Err(Status::invalid_argument(
+                "a batched request must name a command",
+            )),
+            Some(raw_request::Cmd::Get(r)) => self.get(r).await.map(raw_response::Cmd::Get),
+            Some(raw_request::Cmd::Put(r)) => self.put(r).await.map(raw_response::Cmd::Put),
+            Some(raw_request::Cmd::Delete(r)) => {
+                self.delete(r).await.map(raw_response::Cmd::Delete)
+            }
+            Some(raw_request::Cmd::Scan(r)) => self.scan(r).await.map(raw_response::Cmd::Scan),
+        };
+        match answer {
+            Ok(cmd) => RawResponse {
+                leader_addr: self
+                    .leader_addr(cmd.region_error())
+                    .unwrap_or_default()
+                    .to_string(),
+                cmd: Some(cmd),
+                code: 0,
+                message: String::new(),
+            },
+            Err(status) => RawResponse {
+                cmd: None,
+                code: status.code() as i32,
+                message: status.message().to_string(),
+                leader_addr: String::new(),
+            },
+        }
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), Status> {
+        if value.len() > self.inner.max_value_size {
+            return Err(Status::invalid_argument(format!(
+                "value of {} bytes is over the limit of {} bytes (the raft entry limit less {} bytes)",
+                value.len(),
+                self.inner.max_value_size,
+                ENTRY_OVERHEAD
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<(), Status> {
+    if key.is_empty() {
+        return Err(Status::invalid_argument("key must not be empty"));
+    }
+    if key.len() > MAX_KEY_SIZE {
+        return Err(Status::invalid_argument(format!(
+            "key of {} bytes is over the limit of {MAX_KEY_SIZE} bytes",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+impl raw_response::Cmd {
+    /// The answer's region error, if it has one.
+    pub fn region_error(&self) -> Option<&errorpb::Error> {
+        match self {
+            raw_response::Cmd::Get(r) => r.region_error.as_ref(),
+            raw_response::Cmd::Put(r) => r.region_error.as_ref(),
+            raw_response::Cmd::Delete(r) => r.region_error.as_ref(),
+            raw_response::Cmd::Scan(r) => r.region_error.as_ref(),
+        }
+    }
+}
+
+/// Splits a storage error into a region error (for the response) or a gRPC status.
+fn split_error(e: StorageError) -> Result<errorpb::Error, Status> {
+    match e {
+        StorageError::Region(e) => Ok(*e),
+        StorageError::InvalidArgument(m) => Err(Status::invalid_argument(m)),
+        e @ (StorageError::Timeout(_) | StorageError::ShuttingDown) => {
+            Err(Status::unavailable(e.to_string()))
+        }
+        e @ StorageError::Engine(_) => Err(Status::internal(e.to_string())),
+    }
+}
+
+/// The answer stream of one BatchRaw call: each item carries every answer finished since the
+/// last one (at most [`MAX_BATCH_ANSWERS`] and about [`MAX_BATCH_BYTES`]), so answers that finish together share a message.
+struct BatchAnswers {
+    rx: mpsc::UnboundedReceiver<Result<(u64, RawResponse), Status>>,
+    /// An error seen while collecting a message: the stream's last item, after that message.
+    error: Option<Status>,
+    done: bool,
+}
+
+/// The answer stream type of `BatchRaw` (what tonic's generated trait asks for).
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Most answers in one BatchRaw response message.
+pub const MAX_BATCH_ANSWERS: usize = 256;
+/// A BatchRaw message (either way) takes no more requests or answers once it holds this many
+/// bytes, so one big scan answer does not hold up the small ones behind it for long.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+impl Stream for BatchAnswers {
+    type Item = Result<BatchRawResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(status) = self.error.take() {
+            self.done = true;
+            return Poll::Ready(Some(Err(status)));
+        }
+        let first = match ready!(self.rx.poll_recv(cx)) {
+            None => return Poll::Ready(None),
+            Some(Err(status)) => {
+                self.done = true;
+                return Poll::Ready(Some(Err(status)));
+            }
+            Some(Ok(a)) => a,
+        };
+        let mut out = BatchRawResponse::default();
+        let mut bytes = first.1.encoded_len();
+        out.request_ids.push(first.0);
+        out.responses.push(first.1);
+        while out.responses.len() < MAX_BATCH_ANSWERS && bytes < MAX_BATCH_BYTES {
+            match self.rx.try_recv() {
+                Ok(Ok((id, r))) => {
+                    bytes += r.encoded_len();
+                    out.request_ids.push(id);
+                    out.responses.push(r);
+                }
+                // An error ends the stream; it is seen by the next poll, after these answers.
+                Ok(Err(status)) => {
+                    self.error = Some(status);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Some(Ok(out)))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Storage> TinyKv for TinyKvService<S> {
+    async fn raw_get(
+        &self,
+        request: Request<RawGetRequest>,
+    ) -> Result<Response<RawGetResponse>, Status> {
+        let resp = self.get(request.into_inner()).await?;
+        let leader = self.leader_addr(resp.region_error.as_ref());
+        Ok(self.respond(resp, leader))
+    }
+
+    async fn raw_put(
+        &self,
+        request: Request<RawPutRequest>,
+    ) -> Result<Response<RawPutResponse>, Status> {
+        let resp = self.put(request.into_inner()).await?;
+        let leader = self.leader_addr(resp.region_error.as_ref());
+        Ok(self.respond(resp, leader))
+    }
+
+    async fn raw_delete(
+        &self,
+        request: Request<RawDeleteRequest>,
+    ) -> Result<Response<RawDeleteResponse>, Status> {
+        let resp = self.delete(request.into_inner()).await?;
+        let leader = self.leader_addr(resp.region_error.as_ref());
+        Ok(self.respond(resp, leader))
+    }
+
+    async fn raw_scan(
+        &self,
+        request: Request<RawScanRequest>,
+    ) -> Result<Response<RawScanResponse>, Status> {
+        let resp = self.scan(request.into_inner()).await?;
+        let leader = self.leader_addr(resp.region_error.as_ref());
+        Ok(self.respond(resp, leader))
+    }
+
+    async fn batch_raw(
+        &self,
+        request: Request<Streaming<BatchRawRequest>>,
+    ) -> Result<Response<BoxStream<BatchRawResponse>>, Status> {
+        let mut requests = request.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(MAX_BATCH_INFLIGHT));
+            loop {
+                let batch = match requests.message().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(svc.inner.logger, "batch stream broke"; "err" => %status);
+                        break;
+                    }
+                };
+                if batch.requests.len() != batch.request_ids.len() {
+                    let _ = tx.send(Err(Status::invalid_argument(format!(
+                        "a batch of {} requests with {} request ids",
+                        batch.requests.len(),
+                        batch.request_ids.len()
+                    ))));
+                    break;
+                }
+                for (id, req) in batch.request_ids.into_iter().zip(batch.requests) {
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (svc, tx) = (svc.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let answer = svc.serve_one(req).await;
+                        // The client may have gone: then nobody wants the answer.
+                        let _ = tx.send(Ok((id, answer)));
+                        drop(slot);
+                    });
+                }
+            }
+            // The answer stream ends when the last request in progress has answered.
+        });
+        let answers: BoxStream<BatchRawResponse> = Box::pin(BatchAnswers {
+            rx,
+            error: None,
+            done: false,
+        });
+        Ok(self.respond(answers, None))
     }
 
     async fn raft(
         &self,
         request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<Done>, Status> {
-        let Some((router, _)) = &self.raft_router else {
+        let Some((router, _)) = &self.inner.raft_router else {
             return Err(Status::failed_precondition(
                 "this is a standalone server: it takes no raft messages",
             ));
@@ -245,7 +443,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
                 return Err(Status::unavailable("the store is shutting down"));
             }
         }
-        debug!(self.logger, "raft stream closed"; "remote" => ?remote);
+        debug!(self.inner.logger, "raft stream closed"; "remote" => ?remote);
         Ok(Response::new(Done {}))
     }
 
@@ -253,7 +451,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
-        let Some((router, snap_mgr)) = &self.raft_router else {
+        let Some((router, snap_mgr)) = &self.inner.raft_router else {
             return Err(Status::failed_precondition(
                 "this is a standalone server: it takes no snapshots",
             ));
@@ -266,7 +464,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
         let msg = first.message.ok_or_else(|| {
             Status::invalid_argument("the first snapshot chunk must carry the raft message")
         })?;
-        let logger = self.logger.new(slog::o!("region_id" => msg.region_id,
+        let logger = self.inner.logger.new(slog::o!("region_id" => msg.region_id,
             "from_store" => msg.from_peer.map_or(0, |p| p.store_id)));
         let refuse = |what: &str, e: &dyn std::fmt::Display| {
             warn!(logger, "snapshot rejected"; "reason" => what, "err" => %e);

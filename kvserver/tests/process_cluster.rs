@@ -1,7 +1,8 @@
 //! Process-level tests: real `tinykv-server` processes on loopback ports with RocksDB in temp
 //! directories, driven through gRPC. A leader is SIGKILLed while clients write; every write that
 //! was acknowledged must afterwards be in the kv engine of every store, including the killed and
-//! restarted one, and a store that was down while the others moved on catches up.
+//! restarted one, and a store that was down while the others moved on catches up. Writers use
+//! both unary calls and BatchRaw streams.
 
 mod common;
 
@@ -72,9 +73,11 @@ fn test_leader_sigkill_loses_no_acknowledged_write() {
         .unwrap()
         .insert(b"warmup".to_vec(), b"1".to_vec());
     let leader = client.leader().expect("the client found a leader");
-    // Eight writers; the leader dies under them.
+    // Eight writers, half of them on BatchRaw streams; the leader dies under them.
+    let batched = client_of(&procs).batched();
     let writers: Vec<_> = (0..8)
         .map(|w| {
+            let client = if w % 2 == 0 { &client } else { &batched };
             let (client, acked) = (client.clone(), acked.clone());
             rt.spawn(async move {
                 for i in 0..60 {
@@ -182,4 +185,37 @@ fn test_lagging_store_catches_up_by_snapshot() {
         log.contains("snapshot received"),
         "store 3 caught up without a snapshot: the log was not compacted?\n{log}"
     );
+}
+
+#[test]
+fn test_batched_client_reconnects_to_a_restarted_store() {
+    let root = tempfile::tempdir().unwrap();
+    let mut procs = start_cluster(root.path(), 1, FAST);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = client_of(&procs).batched();
+    rt.block_on(async {
+        client.put("", b"k", b"1").await.unwrap();
+    });
+    // The store goes away under the open stream and comes back on the same address: the next
+    // requests open a new stream to it.
+    procs[0].kill();
+    procs[0].start();
+    rt.block_on(async {
+        assert_eq!(
+            client.get("", b"k").await.unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        let puts: Vec<_> = (0..32u8)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move { client.put("", &[b'p', i], &[i]).await })
+            })
+            .collect();
+        for p in puts {
+            p.await.unwrap().unwrap();
+        }
+        let got = client.scan("", b"p", 100).await.unwrap();
+        assert_eq!(got.len(), 32);
+        assert!(got.iter().all(|(k, v)| k[1] == v[0]));
+    });
 }

@@ -1,13 +1,21 @@
 //! Bad input, server and CLI: every case gets a clear error and never a panic or a hang. Client
 //! mistakes get a gRPC status with a message (INVALID_ARGUMENT); start-up mistakes make
-//! `tinykv-server` exit non-zero with one line on stderr; `tinykv-ctl` failures likewise.
+//! `tinykv-server` exit non-zero with one line on stderr; `tinykv-ctl` failures likewise. The
+//! BatchRaw stream carries the same statuses in its answers.
 
 mod common;
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use common::{free_addrs, run, start_cluster, ServerProc, CTL, SERVER};
 use kvserver::client::{Client, ClientError};
+use kvserver::tinykvpb::tiny_kv_client::TinyKvClient;
+use kvserver::tinykvpb::{
+    raw_request, raw_response, BatchRawRequest, BatchRawResponse, RawRequest, RawResponse,
+};
+use proto::kvrpcpb::{RawGetRequest, RawPutRequest, RawScanRequest};
 use tonic::Code;
 
 /// Exactly one non-empty line.
@@ -39,38 +47,206 @@ fn test_bad_client_input_gets_invalid_argument() {
     )
     .unwrap();
     let procs = start_cluster(root.path(), 1, &["--config", cfg.to_str().unwrap()]);
-    let client = Client::new(vec![procs[0].addr.clone()], Duration::from_secs(10)).unwrap();
+    let unary = Client::new(vec![procs[0].addr.clone()], Duration::from_secs(10)).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The same answers through unary calls and through the BatchRaw stream.
+    for client in [unary.clone(), unary.batched()] {
+        rt.block_on(bad_input_cases(&client));
+    }
+}
+
+async fn bad_input_cases(client: &Client) {
+    let m = rejected(client.put("", b"", b"v").await, "empty key");
+    assert!(m.contains("empty"), "{m}");
+    let m = rejected(client.get("", b"").await, "empty key get");
+    assert!(m.contains("empty"), "{m}");
+    let big_key = vec![b'k'; 4097];
+    let m = rejected(client.put("", &big_key, b"v").await, "long key");
+    assert!(m.contains("4096"), "{m}");
+    client
+        .put("", &vec![b'k'; 4096], b"v")
+        .await
+        .expect("a 4 KiB key is fine");
+    let m = rejected(
+        client.put("", b"k", &vec![0u8; 60 * 1024]).await,
+        "big value",
+    );
+    assert!(m.contains("limit"), "{m}");
+    client
+        .put("", b"k", &vec![1u8; 56 * 1024])
+        .await
+        .expect("a value under the limit");
+    let m = rejected(client.put("nope", b"k", b"v").await, "unknown cf");
+    assert!(m.contains("column family"), "{m}");
+    rejected(client.scan("raft", b"", 10).await, "the internal raft cf");
+    rejected(client.delete("lock ", b"k").await, "cf with a space");
+    assert!(
+        client.scan("", b"", 0).await.unwrap().is_empty(),
+        "limit 0: empty answer"
+    );
+    assert_eq!(client.scan("", b"", 10).await.unwrap().len(), 2);
+}
+
+/// The next message of an answer stream; a test failure, not a hang, when none comes.
+async fn next(
+    answers: &mut tonic::Streaming<BatchRawResponse>,
+) -> Result<Option<BatchRawResponse>, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .expect("no answer within 10 s")
+}
+
+/// The BatchRaw stream on the wire: every request answered once under its own id, bad requests
+/// answered with the unary call's status in the answer (the stream goes on), a follower's
+/// NotLeader answer with the leader's address, and a malformed batch ending the stream.
+#[test]
+fn test_batch_stream_answers_each_request_by_id() {
+    let root = tempfile::tempdir().unwrap();
+    let procs = start_cluster(root.path(), 3, &["--raft-base-tick-ms", "50"]);
+    let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let m = rejected(client.put("", b"", b"v").await, "empty key");
-        assert!(m.contains("empty"), "{m}");
-        let m = rejected(client.get("", b"").await, "empty key get");
-        assert!(m.contains("empty"), "{m}");
-        let big_key = vec![b'k'; 4097];
-        let m = rejected(client.put("", &big_key, b"v").await, "long key");
-        assert!(m.contains("4096"), "{m}");
+        let client = Client::new(addrs.clone(), Duration::from_secs(20)).unwrap();
         client
-            .put("", &vec![b'k'; 4096], b"v")
+            .put("", b"a", b"1")
             .await
-            .expect("a 4 KiB key is fine");
-        let m = rejected(
-            client.put("", b"k", &vec![0u8; 60 * 1024]).await,
-            "big value",
-        );
-        assert!(m.contains("limit"), "{m}");
-        client
-            .put("", b"k", &vec![1u8; 56 * 1024])
+            .expect("the cluster serves");
+        let leader = client.leader().unwrap();
+        let follower = addrs.iter().find(|a| **a != leader).unwrap().clone();
+        let mut raw = TinyKvClient::connect(format!("http://{leader}"))
             .await
-            .expect("a value under the limit");
-        let m = rejected(client.put("nope", b"k", b"v").await, "unknown cf");
-        assert!(m.contains("column family"), "{m}");
-        rejected(client.scan("raft", b"", 10).await, "the internal raft cf");
-        rejected(client.delete("lock ", b"k").await, "cf with a space");
+            .unwrap();
+
+        let put = |k: &[u8], v: &[u8]| {
+            raw_request::Cmd::Put(RawPutRequest {
+                key: k.to_vec(),
+                value: v.to_vec(),
+                ..Default::default()
+            })
+        };
+        let get = |k: &[u8]| {
+            raw_request::Cmd::Get(RawGetRequest {
+                key: k.to_vec(),
+                ..Default::default()
+            })
+        };
+        // Ids of the client's choosing, in no particular order; the bad requests sit between
+        // good ones.
+        let first: Vec<(u64, Option<raw_request::Cmd>)> = vec![
+            (70, Some(put(b"b", b"2"))),
+            (3, Some(put(b"", b"x"))),
+            (12, None),
+            (5, Some(get(b"a"))),
+            (900, Some(put(b"c", b"3"))),
+            (
+                41,
+                Some(raw_request::Cmd::Scan(RawScanRequest {
+                    cf: "nope".into(),
+                    limit: 1,
+                    ..Default::default()
+                })),
+            ),
+        ];
+        let second: Vec<(u64, Option<raw_request::Cmd>)> = vec![
+            (1, Some(get(b"b"))),
+            (2, Some(get(b"c"))),
+            (4, Some(get(b"zz"))),
+        ];
+        let batch = |reqs: Vec<(u64, Option<raw_request::Cmd>)>| BatchRawRequest {
+            request_ids: reqs.iter().map(|r| r.0).collect(),
+            requests: reqs.into_iter().map(|r| RawRequest { cmd: r.1 }).collect(),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(batch(first)).await.unwrap();
+        let mut answers = raw
+            .batch_raw(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut got: HashMap<u64, RawResponse> = HashMap::new();
+        while got.len() < 6 {
+            let m = next(&mut answers).await.unwrap().expect("answers");
+            assert_eq!(m.request_ids.len(), m.responses.len());
+            for (id, r) in m.request_ids.into_iter().zip(m.responses) {
+                assert!(got.insert(id, r).is_none(), "request {id} answered twice");
+            }
+        }
+        let mut ids: Vec<u64> = got.keys().copied().collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![3, 5, 12, 41, 70, 900]);
+        for id in [70, 900] {
+            let r = &got[&id];
+            assert_eq!(r.code, 0, "{}", r.message);
+            match &r.cmd {
+                Some(raw_response::Cmd::Put(p)) => assert!(p.region_error.is_none()),
+                other => panic!("request {id}: {other:?}"),
+            }
+        }
+        match &got[&5].cmd {
+            Some(raw_response::Cmd::Get(g)) => assert_eq!(g.value, b"1"),
+            other => panic!("request 5: {other:?}"),
+        }
+        for (id, words) in [(3, "empty"), (12, "command"), (41, "column family")] {
+            let r = &got[&id];
+            assert_eq!(r.code, Code::InvalidArgument as i32, "request {id}");
+            assert!(r.cmd.is_none());
+            assert!(r.message.contains(words), "request {id}: {}", r.message);
+        }
+
+        // The stream goes on after bad requests, and sees the writes it acknowledged.
+        tx.send(batch(second)).await.unwrap();
+        let mut got: HashMap<u64, RawResponse> = HashMap::new();
+        while got.len() < 3 {
+            let m = next(&mut answers).await.unwrap().expect("answers");
+            got.extend(m.request_ids.into_iter().zip(m.responses));
+        }
+        let value = |r: &RawResponse| match &r.cmd {
+            Some(raw_response::Cmd::Get(g)) => (!g.not_found).then(|| g.value.clone()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(value(&got[&1]).as_deref(), Some(&b"2"[..]));
+        assert_eq!(value(&got[&2]).as_deref(), Some(&b"3"[..]));
+        assert_eq!(value(&got[&4]), None);
+
+        // Two ids for one request: the stream ends with INVALID_ARGUMENT.
+        let mut bad = batch(vec![(8, Some(get(b"a")))]);
+        bad.request_ids.push(9);
+        tx.send(bad).await.unwrap();
+        let status = loop {
+            match next(&mut answers).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(s) => break s,
+            }
+        };
+        assert_eq!(status.code(), Code::InvalidArgument);
         assert!(
-            client.scan("", b"", 0).await.unwrap().is_empty(),
-            "limit 0: empty answer"
+            status.message().contains("request ids"),
+            "{}",
+            status.message()
         );
-        assert_eq!(client.scan("", b"", 10).await.unwrap().len(), 2);
+
+        // A follower answers NotLeader with the leader's address.
+        let mut raw = TinyKvClient::connect(format!("http://{follower}"))
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(batch(vec![(7, Some(get(b"a")))])).await.unwrap();
+        let mut answers = raw
+            .batch_raw(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let m = next(&mut answers).await.unwrap().expect("an answer");
+        assert_eq!(m.request_ids, vec![7]);
+        match &m.responses[0].cmd {
+            Some(raw_response::Cmd::Get(g)) => {
+                let nl = g.region_error.as_ref().and_then(|e| e.not_leader.as_ref());
+                assert!(nl.is_some(), "{g:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(m.responses[0].leader_addr, leader);
     });
 }
 

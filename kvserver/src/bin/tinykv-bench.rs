@@ -1,6 +1,7 @@
 //! `tinykv-bench`: a closed-loop load generator for a TinyKV cluster's raw API.
 //!
-//! `--clients` tasks each keep one request in flight (on shared HTTP/2 connections), for
+//! `--clients` tasks each keep one request in flight (on shared HTTP/2 connections: one
+//! `BatchRaw` stream per store by default, unary calls with `--api unary`), for
 //! `--duration` seconds or until `--ops` requests in all. A progress line goes to stderr every
 //! second; at the end it prints throughput, latency percentiles (an HDR histogram, microsecond
 //! precision) and the error count. Read and mixed workloads first write every key once (not
@@ -28,6 +29,15 @@ enum Workload {
     Read,
     /// Half puts, half gets.
     Mixed,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Api {
+    /// Every request on one `BatchRaw` stream per store: requests issued together share a
+    /// message (this project's extension of the TinyKv service).
+    Batch,
+    /// Every request its own unary call (`RawPut`, `RawGet`), as a plain TinyKV client does.
+    Unary,
 }
 
 /// Load generator for a TinyKV cluster.
@@ -65,6 +75,9 @@ struct Cli {
     /// per request, which matters when the bench shares the cores with the stores.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
+    /// How requests travel.
+    #[arg(long, value_enum, default_value_t = Api::Batch)]
+    api: Api,
     /// Skip writing every key before a read or mixed run.
     #[arg(long)]
     no_preload: bool,
@@ -102,7 +115,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         anyhow::bail!("--duration and --timeout must be positive");
     }
     let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
-    let client = Client::new(endpoints, Duration::from_secs_f64(cli.timeout))?;
+    let mut client = Client::new(endpoints, Duration::from_secs_f64(cli.timeout))?;
+    if cli.api == Api::Batch {
+        client = client.batched();
+    }
     let rt = async_runtime(cli.threads.into(), "tinykv-bench")?;
     rt.block_on(async move {
         let value: Vec<u8> = (0..cli.value_size).map(|i| b'a' + (i % 26) as u8).collect();
@@ -220,8 +236,8 @@ async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
     let done = shared.done.load(Ordering::Relaxed);
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "workload={:?} clients={} value_size={} keys={}",
-        cli.workload, cli.clients, cli.value_size, cli.keys
+        "workload={:?} api={:?} clients={} value_size={} keys={}",
+        cli.workload, cli.api, cli.clients, cli.value_size, cli.keys
     );
     println!(
         "ops={done} errors={} elapsed={elapsed:.2}s throughput={:.0} ops/s",
