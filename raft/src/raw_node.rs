@@ -101,6 +101,28 @@ impl<T: Storage> RawNode<T> {
         self.raft.step(m)
     }
 
+    /// Proposes several entries at once, in order: they are appended together and reach each
+    /// follower in one MsgAppend, where proposing them one by one sends one MsgAppend per entry
+    /// and follower. All or none are appended. An empty batch is refused (ProposalDropped).
+    pub fn propose_batch(&mut self, data: Vec<Vec<u8>>) -> Result<()> {
+        if data.is_empty() {
+            return Err(Error::ProposalDropped);
+        }
+        let mut m = Message {
+            from: self.raft.id,
+            entries: data
+                .into_iter()
+                .map(|data| Entry {
+                    data,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        m.set_msg_type(MessageType::MsgPropose);
+        self.raft.step(m)
+    }
+
     /// Proposes a membership change (applied, once committed, with `apply_conf_change`).
     pub fn propose_conf_change(&mut self, cc: &ConfChange) -> Result<()> {
         let mut m = Message {

@@ -7,7 +7,8 @@ mod network;
 use network::*;
 use prost::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata,
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, MessageType,
+    Snapshot, SnapshotMetadata,
 };
 use raft::{default_logger, is_empty_hard_state, MemStorage, RawNode, Ready, Storage, NO_LIMIT};
 
@@ -235,4 +236,66 @@ fn test_raw_node_restart_from_snapshot_2c() {
         "unexpected Ready: {}",
         raw_node.has_ready()
     );
+}
+
+/// `propose_batch` appends its entries together, in order, and sends each follower in the
+/// replicate state one MsgAppend with all of them, where `propose` sends one per entry.
+#[test]
+fn test_raw_node_propose_batch_2ac() {
+    let storage = MemStorage::new();
+    let mut rn = new_raw_node(1, vec![1, 2, 3], &storage);
+    rn.raft.become_candidate();
+    rn.raft.become_leader();
+    let persist = |rn: &mut RawNode<MemStorage>| {
+        let rd = rn.ready();
+        storage.wl().append(&rd.entries).unwrap();
+        let msgs = rd.messages.clone();
+        let entries = rd.entries.clone();
+        rn.advance(rd);
+        (entries, msgs)
+    };
+    persist(&mut rn);
+    let noop = rn.raft.raft_log.last_index();
+    for id in [2, 3] {
+        let mut m = new_message(id, 1, MessageType::MsgAppendResponse);
+        m.term = rn.raft.term;
+        m.index = noop;
+        rn.step(m).unwrap();
+    }
+    persist(&mut rn);
+
+    let data: Vec<Vec<u8>> = vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
+    rn.propose_batch(data.clone()).unwrap();
+    let (entries, msgs) = persist(&mut rn);
+    assert_eq!(
+        entries.iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
+        data
+    );
+    let indexes: Vec<u64> = entries.iter().map(|e| e.index).collect();
+    assert_eq!(indexes, vec![noop + 1, noop + 2, noop + 3]);
+    assert!(entries.iter().all(|e| e.term == rn.raft.term));
+    let appends: Vec<&Message> = msgs
+        .iter()
+        .filter(|m| m.msg_type() == MessageType::MsgAppend)
+        .collect();
+    let mut to: Vec<u64> = appends.iter().map(|m| m.to).collect();
+    to.sort_unstable();
+    assert_eq!(to, vec![2, 3], "one MsgAppend per follower: {appends:?}");
+    for m in &appends {
+        assert_eq!(m.entries.len(), 3);
+        assert_eq!(m.index, noop);
+    }
+
+    // One by one: a MsgAppend per entry and follower.
+    rn.propose(b"x".to_vec()).unwrap();
+    rn.propose(b"y".to_vec()).unwrap();
+    let (_, msgs) = persist(&mut rn);
+    let appends = msgs
+        .iter()
+        .filter(|m| m.msg_type() == MessageType::MsgAppend)
+        .count();
+    assert_eq!(appends, 4);
+
+    assert!(rn.propose_batch(Vec::new()).is_err(), "an empty batch");
+    assert_eq!(rn.raft.raft_log.last_index(), noop + 5);
 }

@@ -78,6 +78,8 @@ pub struct Peer<K: Engine, R: Engine> {
     /// The raft node.
     pub raft_group: RawNode<PeerStorage<K, R>>,
     proposals: VecDeque<Proposal>,
+    /// Commands checked and encoded this round, proposed together by `flush_proposals`.
+    batched: Vec<(Vec<u8>, Callback)>,
     /// Read-only commands served through ReadIndex.
     reads: ReadQueue,
     /// Peers of the region seen so far (from the region and from messages), by peer id.
@@ -175,6 +177,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             meta,
             raft_group,
             proposals: VecDeque::new(),
+            batched: Vec::new(),
             reads: ReadQueue::default(),
             peer_cache,
             last_compacted_idx,
@@ -648,14 +651,50 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             ctx.responses.push((cb, CmdResponse::error(e, term)));
             return;
         }
-        let before = self.raft_group.raft.raft_log.last_index();
-        if let Err(e) = self.raft_group.propose(data) {
-            ctx.responses.push((cb, CmdResponse::error(e.into(), term)));
+        self.batched.push((data, cb));
+    }
+
+    /// Proposes the commands `propose` took this round, all in one raft proposal: one append,
+    /// and one MsgAppend per follower for all of them (call before taking the round's `Ready`).
+    pub fn flush_proposals(&mut self, ctx: &mut StoreContext) {
+        if self.batched.is_empty() {
             return;
         }
-        let index = self.raft_group.raft.raft_log.last_index();
-        debug_assert_eq!(index, before + 1, "a leader appends a proposal at once");
-        self.proposals.push_back(Proposal { index, term, cb });
+        let term = self.term();
+        let (data, cbs): (Vec<Vec<u8>>, Vec<Callback>) =
+            std::mem::take(&mut self.batched).into_iter().unzip();
+        // A message stepped after the commands were checked may have cost the leadership: raft
+        // would forward them to the new leader, where their callbacks could never be answered.
+        if self.is_leader() {
+            let before = self.raft_group.raft.raft_log.last_index();
+            match self.raft_group.propose_batch(data) {
+                Ok(()) => {
+                    let last = self.raft_group.raft.raft_log.last_index();
+                    debug_assert_eq!(last, before + cbs.len() as u64, "a leader appends at once");
+                    for (i, cb) in cbs.into_iter().enumerate() {
+                        let index = before + 1 + i as u64;
+                        self.proposals.push_back(Proposal { index, term, cb });
+                    }
+                    return;
+                }
+                Err(e) => {
+                    debug!(self.logger, "proposals dropped"; "count" => cbs.len(), "err" => %e);
+                }
+            }
+        }
+        let leader = self.leader();
+        for cb in cbs {
+            let e = if self.is_leader() {
+                // A leader transfer is under way.
+                Error::Raft(raft::Error::ProposalDropped)
+            } else {
+                Error::NotLeader {
+                    region_id: self.region_id,
+                    leader,
+                }
+            };
+            ctx.responses.push((cb, CmdResponse::error(e, term)));
+        }
     }
 
     /// Answers every proposal whose entry was overtaken before `index` (or at `index` by an entry

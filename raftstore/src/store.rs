@@ -468,6 +468,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
             // Here, before this round writes anything, the kv engine is exactly at each peer's
             // applied index: the place to take the view a snapshot is generated from.
             peer.maybe_generate_snapshot(ctx);
+            peer.flush_proposals(ctx);
             peer.start_reads(ctx);
             let persisted = peer.storage().raft_state;
             if let Some(mut rd) = peer.collect_ready(&mut round.raft_wb, &mut round.snap_wb)? {
@@ -723,5 +724,120 @@ mod tests {
             store.end_round(&mut ctx).unwrap();
         }
         assert!(!ctx.messages.is_empty());
+    }
+
+    /// Commands that arrive in one round are proposed together: each follower gets one
+    /// MsgAppend with all of them (not one per command), and each callback gets its own answer.
+    #[test]
+    fn test_store_proposes_a_round_of_commands_in_one_append() {
+        use proto::raft_cmdpb::{CmdType, PutRequest, RaftRequestHeader, Request};
+        let engines = mem_engines();
+        let region = first_region(1, &[1, 2, 3]);
+        bootstrap_store(&engines, 0, 1).unwrap();
+        prepare_bootstrap_region(&engines, &region).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapManager::new(dir.path()).unwrap();
+        let logger = raft::default_logger();
+        let mut store = Store::new(Config::test_config(), engines.clone(), snaps, &logger).unwrap();
+        let mut ctx = StoreContext::default();
+        // Stores 2 and 3 grant every vote and acknowledge every append and heartbeat.
+        let answer = |store: &mut Store<MemEngine, MemEngine>, ctx: &mut StoreContext| {
+            for rm in std::mem::take(&mut ctx.messages) {
+                let m = rm.message.clone().unwrap();
+                let (t, index) = match m.msg_type() {
+                    MessageType::MsgRequestPreVote => (MessageType::MsgRequestPreVoteResponse, 0),
+                    MessageType::MsgRequestVote => (MessageType::MsgRequestVoteResponse, 0),
+                    MessageType::MsgAppend => (
+                        MessageType::MsgAppendResponse,
+                        m.index + m.entries.len() as u64,
+                    ),
+                    MessageType::MsgHeartbeat => (MessageType::MsgHeartbeatResponse, 0),
+                    _ => continue,
+                };
+                let mut reply = Message {
+                    from: m.to,
+                    to: m.from,
+                    term: m.term,
+                    index,
+                    context: m.context.clone(),
+                    ..Default::default()
+                };
+                reply.set_msg_type(t);
+                let back = RaftMessage {
+                    region_id: 1,
+                    from_peer: rm.to_peer,
+                    to_peer: rm.from_peer,
+                    region_epoch: rm.region_epoch,
+                    message: Some(reply),
+                    ..Default::default()
+                };
+                store.on_raft_message(ctx, back);
+            }
+            store.end_round(ctx).unwrap();
+        };
+        for _ in 0..100 {
+            store.on_tick(&mut ctx);
+            store.end_round(&mut ctx).unwrap();
+            answer(&mut store, &mut ctx);
+            answer(&mut store, &mut ctx);
+            if store.peer(1).unwrap().is_leader() && ctx.messages.is_empty() {
+                break;
+            }
+        }
+        assert!(store.peer(1).unwrap().is_leader());
+        assert!(ctx.responses.is_empty());
+
+        let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for i in 0..3u8 {
+            let req = RaftCmdRequest {
+                header: Some(RaftRequestHeader {
+                    region_id: 1,
+                    peer: Some(region.peers[0]),
+                    region_epoch: region.region_epoch,
+                    term: 0,
+                }),
+                requests: vec![Request {
+                    cmd_type: CmdType::Put as i32,
+                    put: Some(PutRequest {
+                        cf: CF_DEFAULT.to_string(),
+                        key: vec![b'k', i],
+                        value: vec![i],
+                    }),
+                    ..Default::default()
+                }],
+                admin_request: None,
+            };
+            let answers = answers.clone();
+            store.on_command(
+                &mut ctx,
+                req,
+                Box::new(move |r| answers.lock().unwrap().push((i, r))),
+            );
+        }
+        store.end_round(&mut ctx).unwrap();
+        let appends: Vec<(u64, usize)> = ctx
+            .messages
+            .iter()
+            .filter_map(|rm| {
+                let m = rm.message.as_ref().unwrap();
+                (m.msg_type() == MessageType::MsgAppend).then_some((m.to, m.entries.len()))
+            })
+            .collect();
+        assert_eq!(appends, vec![(2, 3), (3, 3)], "one append per follower");
+        for _ in 0..3 {
+            answer(&mut store, &mut ctx);
+        }
+        for (cb, resp) in std::mem::take(&mut ctx.responses) {
+            cb(resp);
+        }
+        let answers = answers.lock().unwrap();
+        assert_eq!(answers.len(), 3, "every command answered once");
+        for (i, r) in answers.iter() {
+            assert!(r.region_error().is_none(), "command {i}: {:?}", r.resp);
+            assert_eq!(
+                engines.kv.get_cf(CF_DEFAULT, &[b'k', *i]).unwrap(),
+                Some(vec![*i])
+            );
+        }
     }
 }
