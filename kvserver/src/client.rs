@@ -335,6 +335,19 @@ impl Conn {
         &self,
         cmd: raw_request::Cmd,
     ) -> Result<(raw_response::Cmd, Option<String>), Status> {
+        let (answer, hint) = self.send_once(cmd).await?;
+        if let raw_response::Cmd::Get(g) = &answer {
+            if !g.error.is_empty() {
+                return Err(Status::internal(g.error.clone()));
+            }
+        }
+        Ok((answer, hint))
+    }
+
+    async fn send_once(
+        &self,
+        cmd: raw_request::Cmd,
+    ) -> Result<(raw_response::Cmd, Option<String>), Status> {
         if let Some(batch) = &self.batch {
             let answer = batch.send(cmd).await?;
             if answer.code != 0 {
@@ -391,15 +404,19 @@ struct BatchConn {
 impl BatchConn {
     async fn send(&self, cmd: raw_request::Cmd) -> Result<RawResponse, Status> {
         let (tx, rx) = oneshot::channel();
-        let mut pending = Some((cmd, tx));
+        let mut pending = (cmd, tx);
         {
             let mut session = self.session.lock().unwrap();
-            while let Some(p) = pending.take() {
+            // The current stream, or if it has ended a new one; a new one that ends at once (the
+            // runtime is shutting down) fails the request.
+            for _ in 0..2 {
                 let s = session.get_or_insert_with(|| start_session(self.client.clone()));
-                if let Err(mpsc::error::SendError(p)) = s.send(p) {
-                    // That stream has ended: start another.
-                    *session = None;
-                    pending = Some(p);
+                match s.send(pending) {
+                    Ok(()) => break,
+                    Err(mpsc::error::SendError(p)) => {
+                        *session = None;
+                        pending = p;
+                    }
                 }
             }
         }
@@ -428,15 +445,23 @@ async fn run_session(mut client: TinyKvClient<Channel>, mut rx: mpsc::UnboundedR
             let mut bytes = 0;
             let mut next = Some(first);
             while let Some((cmd, reply)) = next.take() {
+                if batch.requests.len() + 1 < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
+                    next = rx.try_recv().ok();
+                }
+                if reply.is_closed() {
+                    // The caller gave up (its deadline passed): a late copy of its request
+                    // could overtake the caller's later ones, so it is not sent at all.
+                    continue;
+                }
                 next_id += 1;
                 let req = RawRequest { cmd: Some(cmd) };
                 bytes += req.encoded_len();
                 in_flight.lock().unwrap().insert(next_id, reply);
                 batch.request_ids.push(next_id);
                 batch.requests.push(req);
-                if batch.requests.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
-                    next = rx.try_recv().ok();
-                }
+            }
+            if batch.requests.is_empty() {
+                continue;
             }
             if req_tx.send(batch).await.is_err() {
                 break;
@@ -470,8 +495,13 @@ async fn run_session(mut client: TinyKvClient<Channel>, mut rx: mpsc::UnboundedR
         r = reader => r.err().unwrap_or_else(|| Status::unavailable("the batch stream ended")),
         () = writer => Status::unavailable("the batch stream closed"),
     };
+    // Whatever ended the stream says nothing about the requests on it (one oversized answer
+    // may have failed the stream): they are retried, as after a broken connection.
     for (_, reply) in in_flight.lock().unwrap().drain() {
-        let _ = reply.send(Err(Status::new(status.code(), status.message())));
+        let _ = reply.send(Err(Status::unavailable(format!(
+            "the batch stream failed: {}",
+            status.message()
+        ))));
     }
 }
 

@@ -27,11 +27,12 @@ use proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
 use raftstore::runtime::StoreMsg;
 use raftstore::SnapManager;
 use slog::{debug, info, warn, Logger};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::server::MAX_GRPC_MESSAGE;
 use crate::storage::{check_cf, Modify, Storage, StorageError};
 use crate::tinykvpb::tiny_kv_server::TinyKv;
 use crate::tinykvpb::{
@@ -211,6 +212,16 @@ impl<S: Storage> TinyKvService<S> {
             }
             Some(raw_request::Cmd::Scan(r)) => self.scan(r).await.map(raw_response::Cmd::Scan),
         };
+        let answer = answer.and_then(|cmd| {
+            let len = cmd.encoded_len();
+            if len > MAX_GRPC_MESSAGE - ENTRY_OVERHEAD {
+                // The unary call would fail the same way, when tonic encodes it.
+                return Err(Status::out_of_range(format!(
+                    "an answer of {len} bytes is over the message limit of {MAX_GRPC_MESSAGE} bytes"
+                )));
+            }
+            Ok(cmd)
+        });
         match answer {
             Ok(cmd) => RawResponse {
                 leader_addr: self
@@ -280,10 +291,18 @@ fn split_error(e: StorageError) -> Result<errorpb::Error, Status> {
     }
 }
 
+/// A finished request of a BatchRaw stream: its id, its answer, and its slot among the requests
+/// in progress, which is given back only once the answer is in an outgoing message (so a client
+/// that reads no answers stops the server from reading more requests).
+type Answered = (u64, RawResponse, OwnedSemaphorePermit);
+
 /// The answer stream of one BatchRaw call: each item carries every answer finished since the
-/// last one (at most [`MAX_BATCH_ANSWERS`] and about [`MAX_BATCH_BYTES`]), so answers that finish together share a message.
+/// last one (at most [`MAX_BATCH_ANSWERS`] and [`MAX_BATCH_BYTES`], or one larger answer alone),
+/// so answers that finish together share a message.
 struct BatchAnswers {
-    rx: mpsc::UnboundedReceiver<Result<(u64, RawResponse), Status>>,
+    rx: mpsc::UnboundedReceiver<Result<Answered, Status>>,
+    /// An answer that did not fit in the last message: the first of the next.
+    carry: Option<Answered>,
     /// An error seen while collecting a message: the stream's last item, after that message.
     error: Option<Status>,
     done: bool,
@@ -294,8 +313,9 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 /// Most answers in one BatchRaw response message.
 pub const MAX_BATCH_ANSWERS: usize = 256;
-/// A BatchRaw message (either way) takes no more requests or answers once it holds this many
-/// bytes, so one big scan answer does not hold up the small ones behind it for long.
+/// A BatchRaw message (either way) takes no more requests or answers than fit in this many
+/// bytes (one larger than that goes alone), so one big scan answer does not hold up the small
+/// ones behind it for long, and no message outgrows the gRPC message limit by batching.
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 impl Stream for BatchAnswers {
@@ -309,24 +329,35 @@ impl Stream for BatchAnswers {
             self.done = true;
             return Poll::Ready(Some(Err(status)));
         }
-        let first = match ready!(self.rx.poll_recv(cx)) {
-            None => return Poll::Ready(None),
-            Some(Err(status)) => {
-                self.done = true;
-                return Poll::Ready(Some(Err(status)));
-            }
-            Some(Ok(a)) => a,
+        let first = match self.carry.take() {
+            Some(a) => a,
+            None => match ready!(self.rx.poll_recv(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(status)) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                Some(Ok(a)) => a,
+            },
         };
         let mut out = BatchRawResponse::default();
         let mut bytes = first.1.encoded_len();
         out.request_ids.push(first.0);
         out.responses.push(first.1);
-        while out.responses.len() < MAX_BATCH_ANSWERS && bytes < MAX_BATCH_BYTES {
+        // The slots are given back when this message is handed to the transport.
+        let mut slots = vec![first.2];
+        while out.responses.len() < MAX_BATCH_ANSWERS {
             match self.rx.try_recv() {
-                Ok(Ok((id, r))) => {
-                    bytes += r.encoded_len();
+                Ok(Ok((id, r, slot))) => {
+                    let len = r.encoded_len();
+                    if bytes + len > MAX_BATCH_BYTES {
+                        self.carry = Some((id, r, slot));
+                        break;
+                    }
+                    bytes += len;
                     out.request_ids.push(id);
                     out.responses.push(r);
+                    slots.push(slot);
                 }
                 // An error ends the stream; it is seen by the next poll, after these answers.
                 Ok(Err(status)) => {
@@ -336,6 +367,7 @@ impl Stream for BatchAnswers {
                 Err(_) => break,
             }
         }
+        drop(slots);
         Poll::Ready(Some(Ok(out)))
     }
 }
@@ -412,8 +444,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
                     tokio::spawn(async move {
                         let answer = svc.serve_one(req).await;
                         // The client may have gone: then nobody wants the answer.
-                        let _ = tx.send(Ok((id, answer)));
-                        drop(slot);
+                        let _ = tx.send(Ok((id, answer, slot)));
                     });
                 }
             }
@@ -421,6 +452,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
         });
         let answers: BoxStream<BatchRawResponse> = Box::pin(BatchAnswers {
             rx,
+            carry: None,
             error: None,
             done: false,
         });

@@ -615,6 +615,8 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                         .and_then(|t| t.peer.as_ref())
                         .map(|p| p.id)
                         .unwrap_or(INVALID_ID);
+                    // The writes taken before it this round go first, as they would unbatched.
+                    self.flush_proposals(ctx);
                     self.raft_group.transfer_leader(to);
                     let resp = RaftCmdResponse {
                         header: Some(RaftResponseHeader {
