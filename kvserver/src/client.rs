@@ -360,27 +360,19 @@ impl Conn {
             return Ok((cmd, hint));
         }
         let mut c = self.unary.clone();
+        // One unary call: its response as the answer, and the leader hint of its metadata.
+        macro_rules! unary {
+            ($method:ident, $variant:ident, $req:expr) => {{
+                let resp = c.$method($req).await?;
+                let hint = leader_hint(&resp);
+                (raw_response::Cmd::$variant(resp.into_inner()), hint)
+            }};
+        }
         Ok(match cmd {
-            raw_request::Cmd::Get(r) => {
-                let resp = c.raw_get(r).await?;
-                let hint = leader_hint(&resp);
-                (raw_response::Cmd::Get(resp.into_inner()), hint)
-            }
-            raw_request::Cmd::Put(r) => {
-                let resp = c.raw_put(r).await?;
-                let hint = leader_hint(&resp);
-                (raw_response::Cmd::Put(resp.into_inner()), hint)
-            }
-            raw_request::Cmd::Delete(r) => {
-                let resp = c.raw_delete(r).await?;
-                let hint = leader_hint(&resp);
-                (raw_response::Cmd::Delete(resp.into_inner()), hint)
-            }
-            raw_request::Cmd::Scan(r) => {
-                let resp = c.raw_scan(r).await?;
-                let hint = leader_hint(&resp);
-                (raw_response::Cmd::Scan(resp.into_inner()), hint)
-            }
+            raw_request::Cmd::Get(r) => unary!(raw_get, Get, r),
+            raw_request::Cmd::Put(r) => unary!(raw_put, Put, r),
+            raw_request::Cmd::Delete(r) => unary!(raw_delete, Delete, r),
+            raw_request::Cmd::Scan(r) => unary!(raw_scan, Scan, r),
         })
     }
 }

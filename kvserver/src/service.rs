@@ -4,7 +4,8 @@
 //!
 //! Bad input is refused with `INVALID_ARGUMENT` and a message (empty key, key over
 //! [`MAX_KEY_SIZE`], value over the configured limit, unknown column family); region errors go in
-//! the response's `region_error`, so TinyKV clients can retry elsewhere. Every raw response carries
+//! the response's `region_error`, so TinyKV clients can retry elsewhere. A scan whose answer
+//! would outgrow one gRPC message is refused with `OUT_OF_RANGE`. Every raw response carries
 //! the metadata `x-tinykv-store-id`; a NotLeader answer whose leader is known also carries
 //! `x-tinykv-leader-addr`, the leader store's address, so clients without a scheduler can follow it.
 //! `BatchRaw` (this project's extension) serves many raw requests on one stream, each exactly as
@@ -179,22 +180,34 @@ impl<S: Storage> TinyKvService<S> {
         }
         let ctx = req.context.unwrap_or_default();
         let limit = req.limit as usize;
+        // The answer must fit in one gRPC message (unary or batched): a scan that would outgrow
+        // it is refused, not cut short (a short answer reads as the end of the range).
+        let max_bytes = MAX_GRPC_MESSAGE - ENTRY_OVERHEAD;
+        let mut bytes = 0;
         let scan = async {
             let reader = self.inner.storage.reader(&ctx, &req.start_key).await?;
             let mut kvs = Vec::new();
             reader.scan_cf(cf, &req.start_key, &mut |k, v| {
-                kvs.push(KvPair {
+                let pair = KvPair {
                     error: None,
                     key: k.to_vec(),
                     value: v.to_vec(),
-                });
-                kvs.len() < limit
+                };
+                bytes += pair.encoded_len() + 8;
+                kvs.push(pair);
+                kvs.len() < limit && bytes <= max_bytes
             })?;
             Ok::<_, StorageError>(kvs)
         };
         match scan.await {
             Ok(kvs) => resp.kvs = kvs,
             Err(e) => resp.region_error = Some(split_error(e)?),
+        }
+        if bytes > max_bytes {
+            return Err(Status::out_of_range(format!(
+                "the scan's answer reached {bytes} bytes, over the message limit of {max_bytes}: \
+                 ask for fewer pairs"
+            )));
         }
         Ok(resp)
     }
@@ -212,16 +225,6 @@ impl<S: Storage> TinyKvService<S> {
             }
             Some(raw_request::Cmd::Scan(r)) => self.scan(r).await.map(raw_response::Cmd::Scan),
         };
-        let answer = answer.and_then(|cmd| {
-            let len = cmd.encoded_len();
-            if len > MAX_GRPC_MESSAGE - ENTRY_OVERHEAD {
-                // The unary call would fail the same way, when tonic encodes it.
-                return Err(Status::out_of_range(format!(
-                    "an answer of {len} bytes is over the message limit of {MAX_GRPC_MESSAGE} bytes"
-                )));
-            }
-            Ok(cmd)
-        });
         match answer {
             Ok(cmd) => RawResponse {
                 leader_addr: self

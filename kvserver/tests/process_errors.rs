@@ -458,3 +458,37 @@ fn test_ctl_round_trip_and_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line(&out.stderr).contains("no answer within"));
 }
+
+/// A scan whose answer would not fit in one gRPC message is refused with OUT_OF_RANGE and a
+/// message (not cut short, and not failing the batch stream it came on); a smaller one is served.
+#[test]
+fn test_oversized_scan_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let procs = start_cluster(root.path(), 1, &[]);
+    let unary = Client::new(vec![procs[0].addr.clone()], Duration::from_secs(30)).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Nine values just under the raft entry limit (8 MiB - 8 KiB): 75 MB in all, over the
+        // 64 MiB message limit.
+        let value = vec![b'v'; (8 << 20) - (16 << 10)];
+        for i in 0..9u8 {
+            unary.put("", &[b'k', i], &value).await.unwrap();
+        }
+        for client in [unary.clone(), unary.clone().batched()] {
+            match client.scan("", b"", 9).await {
+                Err(ClientError::Rejected { code, message }) => {
+                    assert_eq!(code, Code::OutOfRange, "{message}");
+                    assert!(message.contains("message limit"), "{message}");
+                }
+                other => panic!("expected OUT_OF_RANGE, got {:?}", other.map(|v| v.len())),
+            }
+            // The stream goes on: small requests beside it, and a scan that fits.
+            assert_eq!(
+                client.get("", b"k\x00").await.unwrap().map(|v| v.len()),
+                Some(value.len())
+            );
+            let got = client.scan("", b"", 7).await.unwrap();
+            assert_eq!(got.len(), 7);
+        }
+    });
+}

@@ -684,16 +684,15 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 }
             }
         }
-        let leader = self.leader();
+        // Still leading: a leader transfer is under way.
+        let (leading, leader) = (self.is_leader(), self.leader());
         for cb in cbs {
-            let e = if self.is_leader() {
-                // A leader transfer is under way.
-                Error::Raft(raft::Error::ProposalDropped)
-            } else {
-                Error::NotLeader {
+            let e = match leading {
+                true => Error::Raft(raft::Error::ProposalDropped),
+                false => Error::NotLeader {
                     region_id: self.region_id,
                     leader,
-                }
+                },
             };
             ctx.responses.push((cb, CmdResponse::error(e, term)));
         }
