@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use common::{free_addrs, run, start_cluster, ServerProc, CTL, SERVER};
+use common::{free_addrs, run, start_cluster, ServerProc, BENCH, CTL, SERVER};
 use kvserver::client::{Client, ClientError};
 use kvserver::tinykvpb::tiny_kv_client::TinyKvClient;
 use kvserver::tinykvpb::{
@@ -457,6 +457,80 @@ fn test_ctl_round_trip_and_errors() {
     let out = run(CTL, &["--endpoints", &eps, "--timeout", "0.5", "get", "b"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line(&out.stderr).contains("no answer within"));
+}
+
+/// `tinykv-bench` against a real cluster: with `--ops` it sends exactly that many measured
+/// requests after the warm-up, reports them with the latency line, and the preload of a mixed run
+/// wrote every key; bad flags get one line and a non-zero exit.
+#[test]
+fn test_bench_reports_the_measured_run() {
+    let root = tempfile::tempdir().unwrap();
+    let procs = start_cluster(root.path(), 3, &["--raft-base-tick-ms", "50"]);
+    let eps: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
+    let eps = eps.join(",");
+    for api in ["batch", "unary"] {
+        let out = run(
+            BENCH,
+            &[
+                "--endpoints",
+                &eps,
+                "--api",
+                api,
+                "--clients",
+                "4",
+                "--workload",
+                "mixed",
+                "--keys",
+                "20",
+                "--value-size",
+                "16",
+                "--ops",
+                "150",
+                "--warmup",
+                "0.3",
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{api}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}");
+        assert!(lines[0].starts_with("workload=Mixed"), "{stdout}");
+        assert!(lines[1].starts_with("ops=150 errors=0 "), "{stdout}");
+        let field_of = |line: &str, name: &str| -> f64 {
+            let f = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {stdout}"));
+            f.parse().unwrap()
+        };
+        let field = |name: &str| field_of(lines[2], name);
+        let (p50, p99, max) = (field("p50="), field("p99="), field("max="));
+        // Measured from the end of the warm-up to the last answer: a run that counted the
+        // warm-up's requests would end before the measured part starts.
+        let throughput = field_of(lines[1], "throughput=");
+        assert!(throughput.is_finite() && throughput > 0.0, "{stdout}");
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{stdout}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("[warm-up]"));
+    }
+    let value = run(CTL, &["--endpoints", &eps, "get", "bench0000000019"]);
+    assert!(value.status.success(), "the preload wrote every key");
+    assert_eq!(String::from_utf8_lossy(&value.stdout).trim().len(), 16);
+    for bad in [
+        &["--clients", "0"][..],
+        &["--warmup=-1"][..],
+        &["--duration", "0"][..],
+        &["--workload", "sideways"][..],
+    ] {
+        let mut args = vec!["--endpoints", &eps];
+        args.extend_from_slice(bad);
+        let out = run(BENCH, &args);
+        assert!(!out.status.success(), "{bad:?}");
+        one_line(&out.stderr);
+    }
 }
 
 /// A scan whose answer would not fit in one gRPC message is refused with OUT_OF_RANGE and a

@@ -2,9 +2,11 @@
 //!
 //! `--clients` tasks each keep one request in flight (on shared HTTP/2 connections: one
 //! `BatchRaw` stream per store by default, unary calls with `--api unary`), for
-//! `--duration` seconds or until `--ops` requests in all. A progress line goes to stderr every
-//! second; at the end it prints throughput, latency percentiles (an HDR histogram, microsecond
-//! precision) and the error count. Read and mixed workloads first write every key once (not
+//! `--duration` seconds or until `--ops` requests in all, after `--warmup` seconds of the same
+//! load that are not measured (a fresh cluster's first seconds are slower: its write-ahead logs are
+//! new files, later ones are recycled). A progress line goes to stderr every second; at the end it
+//! prints throughput, latency percentiles (an HDR histogram, microsecond precision) and the error
+//! count, all of the measured part alone. Read and mixed workloads first write every key once (not
 //! measured) unless `--no-preload`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,6 +70,9 @@ struct Cli {
     /// Total requests to send, instead of a duration.
     #[arg(long)]
     ops: Option<u64>,
+    /// Seconds of load before the measured part; requests started then are not counted.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
     /// Per-request deadline in seconds, retries included.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
@@ -113,6 +118,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if !(cli.duration > 0.0 && cli.timeout > 0.0) {
         anyhow::bail!("--duration and --timeout must be positive");
+    }
+    if !(cli.warmup >= 0.0 && cli.warmup.is_finite()) {
+        anyhow::bail!("--warmup must be a number of seconds, 0 or more");
     }
     let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
     let mut client = Client::new(endpoints, Duration::from_secs_f64(cli.timeout))?;
@@ -167,7 +175,8 @@ async fn preload(shared: &Arc<Shared>, keys: u64, clients: usize) -> anyhow::Res
 }
 
 async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
-    let start = Instant::now();
+    // The measured part starts after the warm-up; a request counts if it starts in it.
+    let start = Instant::now() + Duration::from_secs_f64(cli.warmup);
     let deadline = cli
         .ops
         .is_none()
@@ -183,8 +192,9 @@ async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
                 if shared.stop.load(Ordering::Relaxed) {
                     break;
                 }
+                let measured = Instant::now() >= start;
                 if let Some(n) = ops {
-                    if shared.issued.fetch_add(1, Ordering::Relaxed) >= n {
+                    if measured && shared.issued.fetch_add(1, Ordering::Relaxed) >= n {
                         break;
                     }
                 }
@@ -200,6 +210,9 @@ async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
                 } else {
                     shared.client.get("", &k).await.is_ok()
                 };
+                if !measured {
+                    continue;
+                }
                 if ok {
                     hist.saturating_record(t.elapsed().as_micros().max(1) as u64);
                     shared.done.fetch_add(1, Ordering::Relaxed);
@@ -207,13 +220,22 @@ async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            hist
+            (hist, Instant::now())
         }));
     }
-    // Progress, once a second, until the deadline or until every client is done.
-    let mut last = (Instant::now(), 0u64);
+    if cli.warmup > 0.0 {
+        tokio::time::sleep_until(start.into()).await;
+        eprintln!("[warm-up] {:.1} s done; measuring", cli.warmup);
+    }
+    // Progress, once a second (the last interval ends at the deadline), until the deadline or
+    // until every client is done.
+    let mut last = (start, 0u64);
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut next = Instant::now() + Duration::from_secs(1);
+        if let Some(d) = deadline {
+            next = next.min(d);
+        }
+        tokio::time::sleep_until(next.into()).await;
         let done = shared.done.load(Ordering::Relaxed);
         let now = Instant::now();
         eprintln!(
@@ -229,20 +251,24 @@ async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
     }
     shared.stop.store(true, Ordering::Relaxed);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    // The run ends when its last client does (with --ops, usually before the progress tick).
+    let mut end = start;
     for t in tasks {
-        hist.add(t.await?)?;
+        let (h, finished) = t.await?;
+        hist.add(h)?;
+        end = end.max(finished);
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = end.duration_since(start).as_secs_f64();
     let done = shared.done.load(Ordering::Relaxed);
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "workload={:?} api={:?} clients={} value_size={} keys={}",
-        cli.workload, cli.api, cli.clients, cli.value_size, cli.keys
+        "workload={:?} api={:?} clients={} value_size={} keys={} warmup={}s",
+        cli.workload, cli.api, cli.clients, cli.value_size, cli.keys, cli.warmup
     );
     println!(
         "ops={done} errors={} elapsed={elapsed:.2}s throughput={:.0} ops/s",
         shared.errors.load(Ordering::Relaxed),
-        done as f64 / elapsed
+        done as f64 / elapsed.max(1e-6)
     );
     println!(
         "latency_ms p50={:.3} p99={:.3} p99.9={:.3} max={:.3}",

@@ -15,6 +15,8 @@ use raftstore::engine::{Engine, ALL_CFS};
 pub const SERVER: &str = env!("CARGO_BIN_EXE_tinykv-server");
 /// The CLI under test.
 pub const CTL: &str = env!("CARGO_BIN_EXE_tinykv-ctl");
+/// The load generator under test.
+pub const BENCH: &str = env!("CARGO_BIN_EXE_tinykv-bench");
 
 /// `n` loopback addresses with ports that were free a moment ago.
 pub fn free_addrs(n: usize) -> Vec<String> {
