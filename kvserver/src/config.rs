@@ -64,6 +64,8 @@ pub struct FileConfig {
     pub command_timeout_ms: Option<u64>,
     /// Threads of the gRPC runtime (default 1; see [`ServerConfig::grpc_threads`]).
     pub grpc_threads: Option<usize>,
+    /// Sync the raft log off the store's round (default true; `raftstore::Config::async_raft_sync`).
+    pub raft_async_sync: Option<bool>,
 }
 
 impl FileConfig {
@@ -193,6 +195,7 @@ impl ServerConfig {
         set!(raft_entry_max_size);
         set!(raft_max_size_per_msg);
         set!(raft_max_inflight_msgs);
+        raft.async_raft_sync = file.raft_async_sync.unwrap_or(true);
         raft.validate()
             .map_err(|e| ConfigError(format!("bad raft settings: {e}")))?;
         if raft.raft_entry_max_size < 64 * 1024 {

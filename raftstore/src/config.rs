@@ -28,6 +28,12 @@ pub struct Config {
     pub raft_entry_max_size: u64,
     /// Seed for the raft nodes' random election timeouts (mixed with region and peer ids).
     pub seed: u64,
+    /// Sync the raft engine off the round: a round writes its raft batch unsynced and asks the
+    /// driver for a sync (`StoreContext::sync_request`), and what needs durability waits for
+    /// `Store::on_synced` — a follower's acks and votes, applying entries, a leader counting
+    /// follower acks past its own synced log — while later rounds go on. Off: every round ends
+    /// in its own synced write.
+    pub async_raft_sync: bool,
 }
 
 impl Default for Config {
@@ -43,6 +49,7 @@ impl Default for Config {
             raft_max_inflight_msgs: 256,
             raft_entry_max_size: 8 * 1024 * 1024,
             seed: 0,
+            async_raft_sync: false,
         }
     }
 }

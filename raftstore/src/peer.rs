@@ -80,6 +80,18 @@ pub struct Peer<K: Engine, R: Engine> {
     proposals: VecDeque<Proposal>,
     /// Commands checked and encoded this round, proposed together by `flush_proposals`.
     batched: Vec<(Vec<u8>, Callback)>,
+    /// Committed entries not applied yet, in order: applied once synced locally (at once when
+    /// every raft write is synced in its round).
+    committed: VecDeque<eraftpb::Entry>,
+    /// Unsynced raft writes of this replica (`Config::async_raft_sync`): the write's number and
+    /// the first log index it wrote. Entries from the smallest such index on are not durable.
+    unsynced: VecDeque<(u64, u64)>,
+    /// Messages that leave once the write of that number is synced: a follower's acks and
+    /// votes, and anything sent from a Ready that changed the term or the vote.
+    deferred_msgs: Vec<(u64, eraftpb::Message)>,
+    /// Follower acks past this leader's synced log: raft would count the leader's own unsynced
+    /// entries toward the quorum with them, so they are stepped only once those are synced.
+    held_acks: Vec<eraftpb::Message>,
     /// Read-only commands served through ReadIndex.
     reads: ReadQueue,
     /// Peers of the region seen so far (from the region and from messages), by peer id.
@@ -178,6 +190,10 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             raft_group,
             proposals: VecDeque::new(),
             batched: Vec::new(),
+            committed: VecDeque::new(),
+            unsynced: VecDeque::new(),
+            deferred_msgs: Vec::new(),
+            held_acks: Vec::new(),
             reads: ReadQueue::default(),
             peer_cache,
             last_compacted_idx,
@@ -285,6 +301,14 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             return Ok(());
         }
         let Some(key) = snap_key else {
+            if m.msg_type() == eraftpb::MessageType::MsgAppendResponse
+                && !m.reject
+                && m.index > self.synced_index()
+                && self.is_leader()
+            {
+                self.held_acks.push(m);
+                return Ok(());
+            }
             self.raft_group.step(m)?;
             return Ok(());
         };
@@ -868,21 +892,21 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 self.send_raft_message(ctx, m);
             }
         }
-        self.apply_committed(
-            ctx,
-            &rd.committed_entries,
-            persisted.last_index,
-            kv_wb,
-            sync_kv,
-        )
+        let upto = persisted.last_index.min(self.synced_index());
+        self.apply_committed(ctx, upto, kv_wb, sync_kv)
     }
 
     /// Phase two, after the round's raft write batch is synced: sends the remaining messages,
     /// applies the remaining committed entries into the round's kv write batch, and advances raft.
+    ///
+    /// With `deferred` (the number of this round's raft write, left unsynced), the messages wait
+    /// for that write's sync, and only entries synced before are applied (`on_synced` does the
+    /// rest).
     pub fn post_ready(
         &mut self,
         ctx: &mut StoreContext,
         rd: Ready,
+        deferred: Option<u64>,
         kv_wb: &mut WriteBatch,
         sync_kv: &mut bool,
     ) -> Result<()> {
@@ -892,8 +916,19 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 self.heartbeat_scheduler(ctx);
             }
         }
-        for m in rd.messages.iter().cloned() {
-            self.send_raft_message(ctx, m);
+        match deferred {
+            Some(seq) => {
+                if let Some(first) = rd.entries.first() {
+                    self.unsynced.push_back((seq, first.index));
+                }
+                self.deferred_msgs
+                    .extend(rd.messages.iter().cloned().map(|m| (seq, m)));
+            }
+            None => {
+                for m in rd.messages.iter().cloned() {
+                    self.send_raft_message(ctx, m);
+                }
+            }
         }
         for rs in &rd.read_states {
             self.reads.confirm(&rs.request_ctx, rs.index);
@@ -901,35 +936,98 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         if rd.soft_state.is_some() {
             self.fail_lost_reads(ctx);
         }
-        // A replica that restored a snapshot steps nothing more until it is installed, so its
-        // Ready cannot carry entries committed past the snapshot.
-        assert!(
-            rd.snapshot.is_none() || rd.committed_entries.is_empty(),
-            "committed entries in the Ready of a snapshot"
-        );
-        self.apply_committed(ctx, &rd.committed_entries, u64::MAX, kv_wb, sync_kv)?;
+        let upto = self.synced_index();
+        self.apply_committed(ctx, upto, kv_wb, sync_kv)?;
         self.raft_group.advance(rd);
         Ok(())
     }
 
-    /// Applies the entries of `committed` not applied yet, up to index `upto`, into `kv_wb`
+    /// Takes the committed entries of `rd` into the queue of entries to apply, leaving in `rd`
+    /// only the last one (for `advance`, which marks them applied in raft).
+    pub fn queue_committed(&mut self, rd: &mut Ready) {
+        // A replica that restored a snapshot steps nothing more until it is installed, so its
+        // Ready cannot carry entries committed past the snapshot; the snapshot supersedes what
+        // was committed before and not applied yet.
+        assert!(
+            rd.snapshot.is_none() || rd.committed_entries.is_empty(),
+            "committed entries in the Ready of a snapshot"
+        );
+        if rd.snapshot.is_some() {
+            self.committed.clear();
+        }
+        let last = rd.committed_entries.last().cloned();
+        self.committed.extend(rd.committed_entries.drain(..));
+        rd.committed_entries.extend(last);
+    }
+
+    /// The last log index known durable here: everything before the first index an unsynced
+    /// write wrote (no limit when every write is synced).
+    pub fn synced_index(&self) -> u64 {
+        self.unsynced
+            .iter()
+            .map(|&(_, first)| first.saturating_sub(1))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Whether something waits for a sync of the raft engine.
+    pub fn waits_for_sync(&self) -> bool {
+        !self.unsynced.is_empty()
+            || !self.deferred_msgs.is_empty()
+            || !self.held_acks.is_empty()
+            || !self.committed.is_empty()
+    }
+
+    /// The raft writes up to number `seq` are synced: their messages leave, the entries now
+    /// durable are applied, and held acks within the synced log are stepped.
+    pub fn on_synced(
+        &mut self,
+        ctx: &mut StoreContext,
+        seq: u64,
+        kv_wb: &mut WriteBatch,
+        sync_kv: &mut bool,
+    ) -> Result<()> {
+        while self.unsynced.front().is_some_and(|&(s, _)| s <= seq) {
+            self.unsynced.pop_front();
+        }
+        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred_msgs)
+            .into_iter()
+            .partition(|&(s, _)| s <= seq);
+        self.deferred_msgs = later;
+        for (_, m) in ready {
+            self.send_raft_message(ctx, m);
+        }
+        if !self.is_frozen() {
+            self.apply_committed(ctx, self.synced_index(), kv_wb, sync_kv)?;
+        }
+        let synced = self.synced_index();
+        for m in std::mem::take(&mut self.held_acks) {
+            if m.index > synced && self.is_leader() {
+                self.held_acks.push(m);
+            } else if let Err(e) = self.raft_group.step(m) {
+                debug!(self.logger, "held ack not stepped"; "err" => %e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the queued committed entries not applied yet, up to index `upto`, into `kv_wb`
     /// with the new apply state.
     fn apply_committed(
         &mut self,
         ctx: &mut StoreContext,
-        committed: &[eraftpb::Entry],
         upto: u64,
         kv_wb: &mut WriteBatch,
         sync_kv: &mut bool,
     ) -> Result<()> {
         let applied = self.storage().applied_index();
         let mut last = None;
-        for e in committed
-            .iter()
-            .skip_while(|e| e.index <= applied)
-            .take_while(|e| e.index <= upto)
-        {
-            self.apply_entry(ctx, e, kv_wb, sync_kv)?;
+        while self.committed.front().is_some_and(|e| e.index <= applied) {
+            self.committed.pop_front();
+        }
+        while self.committed.front().is_some_and(|e| e.index <= upto) {
+            let e = self.committed.pop_front().expect("checked");
+            self.apply_entry(ctx, &e, kv_wb, sync_kv)?;
             last = Some(e.index);
         }
         if let Some(last_index) = last {

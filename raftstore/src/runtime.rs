@@ -5,6 +5,10 @@
 //!   halves (`begin_round`; carry out leaders' appends and early answers; `finish_round`, with
 //!   one synced raft write per round: group commit), and carries out the round's effects;
 //! - the poller also keeps the base tick, from the wall clock (the handlers never read it);
+//! - with `Config::async_raft_sync`, a **raft-sync** thread syncs the raft engine after the
+//!   rounds that left their write unsynced (one sync for every request queued meanwhile: group
+//!   commit again) and reports `StoreMsg::RaftSynced`, so the poller goes on with new rounds
+//!   while the fsync is under way;
 //! - a **region worker** thread generates and applies snapshots, and a **log-GC worker** thread
 //!   deletes compacted raft logs, so neither stalls the poller (which keeps serving every other
 //!   region while a snapshot is installed). Their results come back as `StoreMsg::TaskFinished`
@@ -89,6 +93,9 @@ pub enum StoreMsg {
     },
     /// A background task of this store finished (sent by its workers).
     TaskFinished(TaskResult),
+    /// The raft-sync thread synced the raft engine after the unsynced write with this number,
+    /// or failed to.
+    RaftSynced(std::result::Result<u64, String>),
     /// Stop the store.
     Stop,
 }
@@ -212,6 +219,24 @@ where
     };
     let region_tx = spawn_worker("region")?;
     let gc_tx = spawn_worker("raftlog-gc")?;
+    let (sync_tx, sync_rx) = crossbeam_channel::unbounded::<u64>();
+    {
+        let (raft, mailbox) = (engines.raft.clone(), tx.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("store-{store_id}-raft-sync"))
+            .spawn(move || {
+                while let Ok(mut seq) = sync_rx.recv() {
+                    // Every write numbered up to the newest request is in the engine already.
+                    seq = sync_rx.try_iter().fold(seq, u64::max);
+                    let result = raft.sync().map(|()| seq).map_err(|e| e.to_string());
+                    if mailbox.send(StoreMsg::RaftSynced(result)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Other(format!("cannot spawn the raft-sync thread: {e}")))?;
+        workers.push(handle);
+    }
     let plogger = logger.clone();
     let poller = std::thread::Builder::new()
         .name(format!("store-{store_id}-poller"))
@@ -223,6 +248,7 @@ where
                 scheduler,
                 region_tx,
                 gc_tx,
+                sync_tx: Some(sync_tx),
                 tick,
                 logger: plogger,
             };
@@ -247,6 +273,8 @@ struct Poller<K: Engine, R: Engine, T, S> {
     region_tx: Sender<Task>,
     /// The log-GC worker.
     gc_tx: Sender<Task>,
+    /// The raft-sync thread (dropped when the poller stops, which ends that thread).
+    sync_tx: Option<Sender<u64>>,
     tick: Duration,
     logger: Logger,
 }
@@ -279,6 +307,7 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> 
             }
             if stop {
                 info!(self.logger, "store stopping"; "store_id" => self.store.store_id);
+                self.sync_tx = None;
                 break;
             }
             let now = Instant::now();
@@ -292,23 +321,38 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> 
             }
             // Leaders' appends and the answers that need no fsync of this round leave between
             // the two halves, while the raft write of the round is under way elsewhere.
-            let round = self.store.begin_round(&mut ctx).and_then(|()| {
-                self.carry_out(&mut ctx);
-                self.store.finish_round(&mut ctx)
-            });
+            let round = self
+                .store
+                .begin_round(&mut ctx)
+                .and_then(|()| {
+                    self.carry_out(&mut ctx);
+                    self.store.finish_round(&mut ctx)
+                })
+                .and_then(|()| self.sync_now_if_idle(&mut ctx));
             if let Err(e) = round {
                 // An engine failure: the store cannot keep its promises any more.
                 error!(self.logger, "store round failed; stopping the store"; "err" => %e);
                 self.fail_all(&mut ctx);
+                self.sync_tx = None;
                 break;
             }
             self.carry_out(&mut ctx);
         }
     }
 
-    /// Handles one message; true on Stop.
+    /// Handles one message; true on Stop (or when the raft engine cannot be synced).
     fn handle(&mut self, ctx: &mut StoreContext, msg: StoreMsg) -> bool {
         match msg {
+            StoreMsg::RaftSynced(result) => {
+                let done = result
+                    .map_err(|e| Error::Other(format!("cannot sync the raft engine: {e}")))
+                    .and_then(|seq| self.store.on_synced(ctx, seq));
+                if let Err(e) = done {
+                    error!(self.logger, "store round failed; stopping the store"; "err" => %e);
+                    self.fail_all(ctx);
+                    return true;
+                }
+            }
             StoreMsg::Raft(m) => self.store.on_raft_message(ctx, m),
             StoreMsg::Command(req, cb) => self.store.on_command(ctx, req, cb),
             StoreMsg::ReportSnapshot {
@@ -324,6 +368,19 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> 
         false
     }
 
+    /// With nothing else in the mailbox, a round's sync is done here and now: handing it to the
+    /// raft-sync thread would only add two thread wake-ups to the wait.
+    fn sync_now_if_idle(&mut self, ctx: &mut StoreContext) -> Result<()> {
+        if ctx.sync_request.is_none() || !self.rx.is_empty() {
+            return Ok(());
+        }
+        let seq = ctx.sync_request.take().expect("checked");
+        // This round's messages (a leader's appends) leave before the fsync.
+        self.carry_out(ctx);
+        self.store.engines().raft.sync()?;
+        self.store.on_synced(ctx, seq)
+    }
+
     fn carry_out(&mut self, ctx: &mut StoreContext) {
         for m in ctx.messages.drain(..) {
             if let Err(e) = self.transport.send(m) {
@@ -331,6 +388,9 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> 
             }
         }
         self.transport.flush();
+        if let (Some(seq), Some(sync_tx)) = (ctx.sync_request.take(), &self.sync_tx) {
+            let _ = sync_tx.send(seq);
+        }
         for t in ctx.tasks.drain(..) {
             let worker = match t {
                 Task::RaftLogGc { .. } => &self.gc_tx,

@@ -131,6 +131,9 @@ pub struct StoreContext {
     pub tasks: Vec<Task>,
     /// Region heartbeats for the scheduler.
     pub heartbeats: Vec<RegionHeartbeat>,
+    /// With `Config::async_raft_sync`: the raft engine must be synced, then
+    /// `Store::on_synced` called with this number (or a later one).
+    pub sync_request: Option<u64>,
 }
 
 impl StoreContext {
@@ -140,6 +143,7 @@ impl StoreContext {
             && self.responses.is_empty()
             && self.tasks.is_empty()
             && self.heartbeats.is_empty()
+            && self.sync_request.is_none()
     }
 }
 
@@ -171,6 +175,12 @@ pub struct Store<K: Engine, R: Engine> {
     pub stats: StoreStats,
     /// The round begun and not finished yet.
     round: Option<Round>,
+    /// Raft writes left unsynced for the driver to sync (`Config::async_raft_sync`), numbered.
+    written_seq: u64,
+    /// The newest of those known synced.
+    synced_seq: u64,
+    /// Regions with work waiting for a sync.
+    waiting_sync: BTreeSet<u64>,
     logger: Logger,
 }
 
@@ -199,6 +209,9 @@ impl<K: Engine, R: Engine> Store<K, R> {
             touched: BTreeSet::new(),
             stats: StoreStats::default(),
             round: None,
+            written_seq: 0,
+            synced_seq: 0,
+            waiting_sync: BTreeSet::new(),
             logger,
         };
         store.load_peers()?;
@@ -473,13 +486,22 @@ impl<K: Engine, R: Engine> Store<K, R> {
             let persisted = peer.storage().raft_state;
             if let Some(mut rd) = peer.collect_ready(&mut round.raft_wb, &mut round.snap_wb)? {
                 round.must_sync |= rd.must_sync || rd.snapshot.is_some();
+                round.has_snapshot |= rd.snapshot.is_some();
                 self.stats.entries_persisted += rd.entries.len() as u64;
                 self.stats.entries_applied += rd.committed_entries.len() as u64;
+                peer.queue_committed(&mut rd);
                 peer.handle_ready_early(ctx, &mut rd, &persisted, &mut kv_wb, &mut sync_kv)?;
                 round.readies.push((id, rd));
             }
         }
-        self.write_kv(&kv_wb, sync_kv, &round)?;
+        // A round with a snapshot, or whose applies need a synced kv write, syncs in place.
+        round.deferred = self.cfg.async_raft_sync
+            && round.must_sync
+            && !round.has_snapshot
+            && round.snap_wb.is_empty()
+            && !sync_kv;
+        let raft_will_sync = !round.raft_wb.is_empty() && round.must_sync && !round.deferred;
+        self.write_kv(&kv_wb, sync_kv, raft_will_sync)?;
         round.touched = touched;
         self.round = Some(round);
         Ok(())
@@ -487,9 +509,9 @@ impl<K: Engine, R: Engine> Store<K, R> {
 
     /// Writes a round's applies to the kv engine. A synced apply state must never get ahead of
     /// the durable commit index: a commit index alone is written to the raft engine without a
-    /// sync, so the raft engine is synced first unless the round's raft write is.
-    fn write_kv(&self, kv_wb: &WriteBatch, sync_kv: bool, round: &Round) -> Result<()> {
-        if sync_kv && (round.raft_wb.is_empty() || !round.must_sync) {
+    /// sync, so the raft engine is synced first unless the round's raft write is (`raft_synced`).
+    fn write_kv(&self, kv_wb: &WriteBatch, sync_kv: bool, raft_synced: bool) -> Result<()> {
+        if sync_kv && !raft_synced {
             self.engines.raft.sync()?;
         }
         if !kv_wb.is_empty() || sync_kv {
@@ -511,26 +533,78 @@ impl<K: Engine, R: Engine> Store<K, R> {
             // region either still has its old log and data, or redoes the install from the files.
             self.engines.kv.write(&round.snap_wb, true)?;
         }
+        let synced = round.must_sync && !round.deferred;
         if !round.raft_wb.is_empty() {
-            self.engines.raft.write(&round.raft_wb, round.must_sync)?;
+            self.engines.raft.write(&round.raft_wb, synced)?;
             self.stats.raft_writes += 1;
-            if round.must_sync {
+            if synced {
                 self.stats.raft_syncs += 1;
             }
         }
+        let deferred = round.deferred.then(|| {
+            self.written_seq += 1;
+            ctx.sync_request = Some(self.written_seq);
+            self.written_seq
+        });
         let mut kv_wb = WriteBatch::default();
         let mut sync_kv = false;
         for (id, rd) in std::mem::take(&mut round.readies) {
             let peer = self.peers.get_mut(&id).expect("peer of a ready");
-            peer.post_ready(ctx, rd, &mut kv_wb, &mut sync_kv)?;
+            peer.post_ready(ctx, rd, deferred, &mut kv_wb, &mut sync_kv)?;
             if peer.raft_group.has_ready() {
                 self.touched.insert(id);
             }
+            if peer.waits_for_sync() {
+                self.waiting_sync.insert(id);
+            }
         }
-        self.write_kv(&kv_wb, sync_kv, &round)?;
+        // Unsynced writes of earlier rounds are durable once anything syncs the raft engine.
+        let raft_synced = synced && !round.raft_wb.is_empty();
+        self.write_kv(&kv_wb, sync_kv, raft_synced)?;
+        if raft_synced || sync_kv {
+            self.release_synced(ctx, self.written_seq)?;
+        }
         for &id in &round.touched {
             if let Some(peer) = self.peers.get_mut(&id) {
                 // Reads confirmed by ReadIndex see this round's applied writes.
+                peer.serve_reads(ctx);
+                ctx.tasks.append(&mut peer.pending_tasks);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<K: Engine, R: Engine> Store<K, R> {
+    /// The driver synced the raft engine after the unsynced write numbered `seq` (see
+    /// `StoreContext::sync_request`): what waited for it goes on — messages leave, entries are
+    /// applied (one kv write), held acks are stepped.
+    pub fn on_synced(&mut self, ctx: &mut StoreContext, seq: u64) -> Result<()> {
+        self.stats.raft_syncs += 1;
+        self.release_synced(ctx, seq)
+    }
+
+    fn release_synced(&mut self, ctx: &mut StoreContext, seq: u64) -> Result<()> {
+        let seq = seq.min(self.written_seq);
+        if seq <= self.synced_seq && self.waiting_sync.is_empty() {
+            return Ok(());
+        }
+        self.synced_seq = self.synced_seq.max(seq);
+        let mut kv_wb = WriteBatch::default();
+        let mut sync_kv = false;
+        for id in std::mem::take(&mut self.waiting_sync) {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            peer.on_synced(ctx, self.synced_seq, &mut kv_wb, &mut sync_kv)?;
+            if peer.waits_for_sync() {
+                self.waiting_sync.insert(id);
+            }
+            self.touched.insert(id);
+        }
+        self.write_kv(&kv_wb, sync_kv, false)?;
+        for &id in &self.touched {
+            if let Some(peer) = self.peers.get_mut(&id) {
                 peer.serve_reads(ctx);
                 ctx.tasks.append(&mut peer.pending_tasks);
             }
@@ -548,6 +622,10 @@ struct Round {
     snap_wb: WriteBatch,
     readies: Vec<(u64, Ready)>,
     must_sync: bool,
+    /// Whether a Ready restores a snapshot.
+    has_snapshot: bool,
+    /// Whether the raft write is left unsynced, for the driver to sync (`async_raft_sync`).
+    deferred: bool,
 }
 
 #[cfg(test)]
@@ -562,6 +640,65 @@ mod tests {
 
     fn mem_engines() -> Engines<MemEngine, MemEngine> {
         Engines::new(MemEngine::new(&ALL_CFS), MemEngine::new(&[CF_DEFAULT]))
+    }
+
+    /// A put of `k<i>` = `<i>` to region 1 through its first peer.
+    fn put_cmd(region: &Region, i: u8) -> RaftCmdRequest {
+        use proto::raft_cmdpb::{CmdType, PutRequest, RaftRequestHeader, Request};
+        RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: 1,
+                peer: Some(region.peers[0]),
+                region_epoch: region.region_epoch,
+                term: 0,
+            }),
+            requests: vec![Request {
+                cmd_type: CmdType::Put as i32,
+                put: Some(PutRequest {
+                    cf: CF_DEFAULT.to_string(),
+                    key: vec![b'k', i],
+                    value: vec![i],
+                }),
+                ..Default::default()
+            }],
+            admin_request: None,
+        }
+    }
+
+    /// Answers every message the store sent as stores 2 and 3 would: votes granted, appends and
+    /// heartbeats acknowledged.
+    fn reply_as_followers(store: &mut Store<MemEngine, MemEngine>, ctx: &mut StoreContext) {
+        for rm in std::mem::take(&mut ctx.messages) {
+            let m = rm.message.clone().unwrap();
+            let (t, index) = match m.msg_type() {
+                MessageType::MsgRequestPreVote => (MessageType::MsgRequestPreVoteResponse, 0),
+                MessageType::MsgRequestVote => (MessageType::MsgRequestVoteResponse, 0),
+                MessageType::MsgAppend => (
+                    MessageType::MsgAppendResponse,
+                    m.index + m.entries.len() as u64,
+                ),
+                MessageType::MsgHeartbeat => (MessageType::MsgHeartbeatResponse, 0),
+                _ => continue,
+            };
+            let mut reply = Message {
+                from: m.to,
+                to: m.from,
+                term: m.term,
+                index,
+                context: m.context.clone(),
+                ..Default::default()
+            };
+            reply.set_msg_type(t);
+            let back = RaftMessage {
+                region_id: 1,
+                from_peer: rm.to_peer,
+                to_peer: rm.from_peer,
+                region_epoch: rm.region_epoch,
+                message: Some(reply),
+                ..Default::default()
+            };
+            store.on_raft_message(ctx, back);
+        }
     }
 
     /// A crash after the `Applying` state was synced but before the raft state of the same round:
@@ -730,7 +867,6 @@ mod tests {
     /// MsgAppend with all of them (not one per command), and each callback gets its own answer.
     #[test]
     fn test_store_proposes_a_round_of_commands_in_one_append() {
-        use proto::raft_cmdpb::{CmdType, PutRequest, RaftRequestHeader, Request};
         let engines = mem_engines();
         let region = first_region(1, &[1, 2, 3]);
         bootstrap_store(&engines, 0, 1).unwrap();
@@ -742,37 +878,7 @@ mod tests {
         let mut ctx = StoreContext::default();
         // Stores 2 and 3 grant every vote and acknowledge every append and heartbeat.
         let answer = |store: &mut Store<MemEngine, MemEngine>, ctx: &mut StoreContext| {
-            for rm in std::mem::take(&mut ctx.messages) {
-                let m = rm.message.clone().unwrap();
-                let (t, index) = match m.msg_type() {
-                    MessageType::MsgRequestPreVote => (MessageType::MsgRequestPreVoteResponse, 0),
-                    MessageType::MsgRequestVote => (MessageType::MsgRequestVoteResponse, 0),
-                    MessageType::MsgAppend => (
-                        MessageType::MsgAppendResponse,
-                        m.index + m.entries.len() as u64,
-                    ),
-                    MessageType::MsgHeartbeat => (MessageType::MsgHeartbeatResponse, 0),
-                    _ => continue,
-                };
-                let mut reply = Message {
-                    from: m.to,
-                    to: m.from,
-                    term: m.term,
-                    index,
-                    context: m.context.clone(),
-                    ..Default::default()
-                };
-                reply.set_msg_type(t);
-                let back = RaftMessage {
-                    region_id: 1,
-                    from_peer: rm.to_peer,
-                    to_peer: rm.from_peer,
-                    region_epoch: rm.region_epoch,
-                    message: Some(reply),
-                    ..Default::default()
-                };
-                store.on_raft_message(ctx, back);
-            }
+            reply_as_followers(store, ctx);
             store.end_round(ctx).unwrap();
         };
         for _ in 0..100 {
@@ -789,24 +895,7 @@ mod tests {
 
         let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
         for i in 0..3u8 {
-            let req = RaftCmdRequest {
-                header: Some(RaftRequestHeader {
-                    region_id: 1,
-                    peer: Some(region.peers[0]),
-                    region_epoch: region.region_epoch,
-                    term: 0,
-                }),
-                requests: vec![Request {
-                    cmd_type: CmdType::Put as i32,
-                    put: Some(PutRequest {
-                        cf: CF_DEFAULT.to_string(),
-                        key: vec![b'k', i],
-                        value: vec![i],
-                    }),
-                    ..Default::default()
-                }],
-                admin_request: None,
-            };
+            let req = put_cmd(&region, i);
             let answers = answers.clone();
             store.on_command(
                 &mut ctx,
@@ -839,5 +928,125 @@ mod tests {
                 Some(vec![*i])
             );
         }
+    }
+
+    /// With the raft engine synced off the round, a leader's appends leave at once, but follower
+    /// acks past its unsynced log are held: nothing commits, applies or answers until the driver's
+    /// sync is reported; then the write is applied and answered. A crash before the sync loses
+    /// the unsynced entry, and the store reopens consistently without it.
+    #[test]
+    fn test_async_sync_waits_for_the_leaders_own_sync() {
+        let engines = mem_engines();
+        let region = first_region(1, &[1, 2, 3]);
+        bootstrap_store(&engines, 0, 1).unwrap();
+        prepare_bootstrap_region(&engines, &region).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapManager::new(dir.path()).unwrap();
+        let logger = raft::default_logger();
+        let cfg = Config {
+            async_raft_sync: true,
+            ..Config::test_config()
+        };
+        let mut store = Store::new(cfg.clone(), engines.clone(), snaps.clone(), &logger).unwrap();
+        let mut ctx = StoreContext::default();
+        let reply_all = reply_as_followers;
+        let sync = |store: &mut Store<MemEngine, MemEngine>, ctx: &mut StoreContext| {
+            if let Some(seq) = ctx.sync_request.take() {
+                engines.raft.sync().unwrap();
+                store.on_synced(ctx, seq).unwrap();
+            }
+        };
+        for _ in 0..200 {
+            store.on_tick(&mut ctx);
+            store.end_round(&mut ctx).unwrap();
+            sync(&mut store, &mut ctx);
+            reply_all(&mut store, &mut ctx);
+            store.end_round(&mut ctx).unwrap();
+            sync(&mut store, &mut ctx);
+            if store.peer(1).unwrap().is_leader() && ctx.messages.is_empty() {
+                break;
+            }
+        }
+        assert!(store.peer(1).unwrap().is_leader());
+        ctx.responses.clear();
+        let put = |i: u8| put_cmd(&region, i);
+        let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let a = answers.clone();
+        store.on_command(
+            &mut ctx,
+            put(1),
+            Box::new(move |r| a.lock().unwrap().push(r)),
+        );
+        store.end_round(&mut ctx).unwrap();
+        let seq = ctx
+            .sync_request
+            .take()
+            .expect("the round left its write unsynced");
+        assert!(
+            ctx.messages
+                .iter()
+                .any(|rm| rm.message.as_ref().is_some_and(|m| !m.entries.is_empty())),
+            "the appends leave before the leader's sync"
+        );
+        // Both followers ack; without the leader's own sync nothing may commit.
+        reply_all(&mut store, &mut ctx);
+        store.end_round(&mut ctx).unwrap();
+        assert!(
+            answers.lock().unwrap().is_empty(),
+            "answered before the sync"
+        );
+        assert_eq!(engines.kv.get_cf(CF_DEFAULT, b"k\x01").unwrap(), None);
+        let peer = store.peer(1).unwrap();
+        assert!(
+            peer.raft_group.raft.raft_log.committed < peer.storage().raft_state.last_index,
+            "committed by counting the leader's unsynced entry"
+        );
+        // The sync: the held acks are stepped, the entry commits, is applied and answered.
+        engines.raft.sync().unwrap();
+        store.on_synced(&mut ctx, seq).unwrap();
+        for _ in 0..3 {
+            store.end_round(&mut ctx).unwrap();
+            sync(&mut store, &mut ctx);
+            for (cb, resp) in std::mem::take(&mut ctx.responses) {
+                cb(resp);
+            }
+        }
+        let got = answers.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].resp.header.as_ref().unwrap().error.is_none(),
+            "{:?}",
+            got[0].resp
+        );
+        drop(got);
+        assert_eq!(
+            engines.kv.get_cf(CF_DEFAULT, b"k\x01").unwrap(),
+            Some(vec![1])
+        );
+        let last = store.peer(1).unwrap().storage().raft_state.last_index;
+
+        // A second write, written and never synced, then a crash.
+        ctx.messages.clear();
+        store.on_command(&mut ctx, put(2), Box::new(|_| {}));
+        store.end_round(&mut ctx).unwrap();
+        assert!(ctx.sync_request.is_some());
+        assert_eq!(
+            store.peer(1).unwrap().storage().raft_state.last_index,
+            last + 1
+        );
+        reply_all(&mut store, &mut ctx);
+        store.end_round(&mut ctx).unwrap();
+        drop(store);
+        engines.raft.crash();
+        engines.kv.crash();
+        let store = Store::new(cfg, engines.clone(), snaps, &logger).unwrap();
+        let peer = store.peer(1).unwrap();
+        assert_eq!(
+            peer.storage().raft_state.last_index,
+            last,
+            "the unsynced entry is gone"
+        );
+        assert!(peer.storage().applied_index() <= last);
+        assert_eq!(engines.kv.get_cf(CF_DEFAULT, b"k\x02").unwrap(), None);
     }
 }

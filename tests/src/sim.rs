@@ -56,6 +56,12 @@ type MemEngines = Engines<MemEngine, MemEngine>;
 
 enum Event {
     Timer(Waker),
+    /// The store's raft engine is synced after its unsynced write `seq` (async raft sync).
+    Synced {
+        store: u64,
+        inc: u64,
+        seq: u64,
+    },
     Tick {
         store: u64,
         inc: u64,
@@ -200,7 +206,12 @@ impl SimEnv {
             }),
             exec: Executor::new(),
             scheduler: Arc::new(Mutex::new(MockScheduler::new(vec![region], count + 1))),
-            cfg: Config { seed, ..cfg },
+            // Odd seeds run the stores with the raft engine synced off the round.
+            cfg: Config {
+                seed,
+                async_raft_sync: cfg.async_raft_sync || seed % 2 == 1,
+                ..cfg
+            },
             logger,
             _snap_dir: snap_dir,
         });
@@ -266,6 +277,24 @@ impl SimEnv {
                 inner.schedule_round(store);
             }
             Event::EndRound { store, inc } => self.end_round(inner, store, inc),
+            Event::Synced { store, inc, seq } => {
+                let s = inner.stores.get_mut(&store).expect("known store");
+                if s.inc != inc || s.store.is_none() {
+                    // A crash came first: the unsynced writes are lost.
+                    return true;
+                }
+                inner.digest.add(&[5, store as u8]);
+                inner.digest.add(&seq.to_le_bytes());
+                s.engines
+                    .raft
+                    .sync()
+                    .expect("sync the in-memory raft engine");
+                let st = s.store.as_mut().unwrap();
+                if let Err(e) = st.on_synced(&mut s.ctx, seq) {
+                    panic!("store {store}: handling a sync failed: {e}");
+                }
+                inner.schedule_round(store);
+            }
             Event::RunTask { store, inc, task } => {
                 let s = inner.stores.get_mut(&store).expect("known store");
                 if s.inc == inc {
@@ -427,6 +456,11 @@ impl SimEnv {
         let again = st.has_ready();
         let ctx = std::mem::take(&mut s.ctx);
         let now = inner.now;
+        if let Some(seq) = ctx.sync_request {
+            // An fsync of 50 us to 1 ms, while the store goes on with new rounds.
+            let took = Duration::from_micros(inner.rng.random_range(50..1000));
+            inner.schedule(now + took, Event::Synced { store, inc, seq });
+        }
         for msg in ctx.messages {
             let roll = inner.rng.random_range(0..1000u32);
             let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);

@@ -379,12 +379,17 @@ impl Env for ThreadedEnv {
     }
 }
 
-/// Runs `test` once on a threaded cluster of `count` stores with RocksDB and real time.
+/// Runs `test` once on a threaded cluster of `count` stores with RocksDB and real time, the raft
+/// engine synced off the round as `tinykv-server` runs it (`Config::async_raft_sync`).
 pub fn run<F, Fut>(count: u64, cfg: Config, test: F)
 where
     F: FnOnce(Cluster) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let cfg = Config {
+        async_raft_sync: true,
+        ..cfg
+    };
     let env = ThreadedEnv::new(count, cfg, raft::default_logger());
     let _guard = ShutdownGuard(env.clone());
     let exec = env.exec.clone();
