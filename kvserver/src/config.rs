@@ -18,6 +18,7 @@
 //! raft-max-inflight-msgs = 256
 //! command-timeout-ms = 5000        # a client request not applied by then fails UNAVAILABLE
 //! grpc-threads = 1                 # threads of the async runtime serving gRPC
+//! raft-async-sync = true           # sync the raft log off the store's round
 //! ```
 
 use std::collections::BTreeMap;
@@ -378,5 +379,16 @@ mod tests {
         f.grpc_threads = Some(0);
         let e = ServerConfig::resolve(f, FileConfig::default(), false).unwrap_err();
         assert!(e.0.contains("grpc-threads"), "{e}");
+    }
+
+    #[test]
+    fn raft_log_is_synced_off_the_round_unless_the_file_says_not() {
+        let cfg = ServerConfig::resolve(flags(), FileConfig::default(), false).unwrap();
+        assert!(cfg.raft.async_raft_sync);
+        let file = FileConfig::parse("raft-async-sync = false").unwrap();
+        let cfg = ServerConfig::resolve(flags(), file, false).unwrap();
+        assert!(!cfg.raft.async_raft_sync);
+        let e = FileConfig::parse("raft-async-sync = 1").unwrap_err();
+        assert!(e.0.contains("raft-async-sync") || e.0.contains("bool"), "{e}");
     }
 }

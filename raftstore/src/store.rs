@@ -21,6 +21,13 @@
 //!    apply states, and reads confirmed by ReadIndex are served;
 //! 7. callbacks and background tasks are queued.
 //!
+//! With `Config::async_raft_sync`, step 4 leaves the write unsynced and asks the driver for a
+//! sync (`StoreContext::sync_request`); until the driver reports it (`on_synced`), the round's
+//! messages wait (a follower's acks and votes promise durability), entries are applied only up to
+//! what is synced locally, and a leader holds follower acks past its own synced log, so raft
+//! never commits by counting the leader's unsynced entries. Rounds with a snapshot or a synced kv
+//! write still sync in place.
+//!
 //! `end_round` runs both halves for a driver that carries out effects once per round. Nothing
 //! here reads a clock, sleeps or spawns a thread.
 
