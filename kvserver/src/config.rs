@@ -389,6 +389,9 @@ mod tests {
         let cfg = ServerConfig::resolve(flags(), file, false).unwrap();
         assert!(!cfg.raft.async_raft_sync);
         let e = FileConfig::parse("raft-async-sync = 1").unwrap_err();
-        assert!(e.0.contains("raft-async-sync") || e.0.contains("bool"), "{e}");
+        assert!(
+            e.0.contains("raft-async-sync") || e.0.contains("bool"),
+            "{e}"
+        );
     }
 }
