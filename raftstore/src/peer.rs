@@ -970,6 +970,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             .unwrap_or(u64::MAX)
     }
 
+    /// Whether a raft write of this replica, or a message waiting for one, is not synced yet.
+    pub fn has_unsynced(&self) -> bool {
+        !self.unsynced.is_empty() || !self.deferred_msgs.is_empty()
+    }
+
     /// Whether something waits for a sync of the raft engine.
     pub fn waits_for_sync(&self) -> bool {
         !self.unsynced.is_empty()

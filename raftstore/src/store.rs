@@ -555,9 +555,13 @@ impl<K: Engine, R: Engine> Store<K, R> {
         });
         let mut kv_wb = WriteBatch::default();
         let mut sync_kv = false;
+        let newest = self.written_seq;
         for (id, rd) in std::mem::take(&mut round.readies) {
             let peer = self.peers.get_mut(&id).expect("peer of a ready");
-            peer.post_ready(ctx, rd, deferred, &mut kv_wb, &mut sync_kv)?;
+            // Raft answers from its log in memory: an ack or a repeated vote from a Ready that
+            // needed no sync may still speak for an earlier unsynced write, so it waits too.
+            let wait_for = deferred.or_else(|| (!synced && peer.has_unsynced()).then_some(newest));
+            peer.post_ready(ctx, rd, wait_for, &mut kv_wb, &mut sync_kv)?;
             if peer.raft_group.has_ready() {
                 self.touched.insert(id);
             }
@@ -647,6 +651,23 @@ mod tests {
 
     fn mem_engines() -> Engines<MemEngine, MemEngine> {
         Engines::new(MemEngine::new(&ALL_CFS), MemEngine::new(&[CF_DEFAULT]))
+    }
+
+    /// Store 1 of a three-store region 1, bootstrapped on in-memory engines, with its snapshot
+    /// directory (keep the `TempDir` alive).
+    fn store_one_of_three() -> (
+        Engines<MemEngine, MemEngine>,
+        Region,
+        tempfile::TempDir,
+        SnapManager,
+    ) {
+        let engines = mem_engines();
+        let region = first_region(1, &[1, 2, 3]);
+        bootstrap_store(&engines, 0, 1).unwrap();
+        prepare_bootstrap_region(&engines, &region).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapManager::new(dir.path()).unwrap();
+        (engines, region, dir, snaps)
     }
 
     /// A put of `k<i>` = `<i>` to region 1 through its first peer.
@@ -874,12 +895,7 @@ mod tests {
     /// MsgAppend with all of them (not one per command), and each callback gets its own answer.
     #[test]
     fn test_store_proposes_a_round_of_commands_in_one_append() {
-        let engines = mem_engines();
-        let region = first_region(1, &[1, 2, 3]);
-        bootstrap_store(&engines, 0, 1).unwrap();
-        prepare_bootstrap_region(&engines, &region).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let snaps = SnapManager::new(dir.path()).unwrap();
+        let (engines, region, _dir, snaps) = store_one_of_three();
         let logger = raft::default_logger();
         let mut store = Store::new(Config::test_config(), engines.clone(), snaps, &logger).unwrap();
         let mut ctx = StoreContext::default();
@@ -943,12 +959,7 @@ mod tests {
     /// the unsynced entry, and the store reopens consistently without it.
     #[test]
     fn test_async_sync_waits_for_the_leaders_own_sync() {
-        let engines = mem_engines();
-        let region = first_region(1, &[1, 2, 3]);
-        bootstrap_store(&engines, 0, 1).unwrap();
-        prepare_bootstrap_region(&engines, &region).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let snaps = SnapManager::new(dir.path()).unwrap();
+        let (engines, region, _dir, snaps) = store_one_of_three();
         let logger = raft::default_logger();
         let cfg = Config {
             async_raft_sync: true,
@@ -1055,5 +1066,71 @@ mod tests {
         );
         assert!(peer.storage().applied_index() <= last);
         assert_eq!(engines.kv.get_cf(CF_DEFAULT, b"k\x02").unwrap(), None);
+    }
+
+    /// A follower that wrote entries and has not synced them answers nothing for them before the
+    /// sync, not even to an empty append that needs no write of its own (raft answers from its
+    /// log in memory).
+    #[test]
+    fn test_async_sync_follower_acks_wait_for_the_sync() {
+        let (engines, region, _dir, snaps) = store_one_of_three();
+        let cfg = Config {
+            async_raft_sync: true,
+            ..Config::test_config()
+        };
+        let logger = raft::default_logger();
+        let mut store = Store::new(cfg, engines.clone(), snaps, &logger).unwrap();
+        let mut ctx = StoreContext::default();
+        let (init_index, init_term) = (keys::RAFT_INIT_LOG_INDEX, keys::RAFT_INIT_LOG_TERM);
+        let append = |index: u64, log_term: u64, entries: Vec<proto::eraftpb::Entry>| {
+            let mut m = Message {
+                from: region.peers[1].id,
+                to: region.peers[0].id,
+                term: init_term + 1,
+                index,
+                log_term,
+                commit: init_index,
+                entries,
+                ..Default::default()
+            };
+            m.set_msg_type(MessageType::MsgAppend);
+            RaftMessage {
+                region_id: 1,
+                from_peer: Some(region.peers[1]),
+                to_peer: Some(region.peers[0]),
+                region_epoch: region.region_epoch,
+                message: Some(m),
+                ..Default::default()
+            }
+        };
+        let acks = |ctx: &StoreContext| {
+            ctx.messages
+                .iter()
+                .filter(|rm| {
+                    rm.message
+                        .as_ref()
+                        .is_some_and(|m| m.msg_type() == MessageType::MsgAppendResponse)
+                })
+                .count()
+        };
+        let entry = proto::eraftpb::Entry {
+            index: init_index + 1,
+            term: init_term + 1,
+            ..Default::default()
+        };
+        store.on_raft_message(&mut ctx, append(init_index, init_term, vec![entry]));
+        store.end_round(&mut ctx).unwrap();
+        let seq = ctx
+            .sync_request
+            .take()
+            .expect("the append left its write unsynced");
+        assert_eq!(acks(&ctx), 0, "acked before the sync");
+        // The leader's commit update: an empty append at the new last index.
+        store.on_raft_message(&mut ctx, append(init_index + 1, init_term + 1, vec![]));
+        store.end_round(&mut ctx).unwrap();
+        assert_eq!(acks(&ctx), 0, "the empty append was acked before the sync");
+        engines.raft.sync().unwrap();
+        store.on_synced(&mut ctx, seq).unwrap();
+        assert_eq!(acks(&ctx), 2, "both acks leave after the sync");
     }
 }
