@@ -905,7 +905,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     pub fn post_ready(
         &mut self,
         ctx: &mut StoreContext,
-        rd: Ready,
+        mut rd: Ready,
         deferred: Option<u64>,
         kv_wb: &mut WriteBatch,
         sync_kv: &mut bool,
@@ -922,10 +922,10 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     self.unsynced.push_back((seq, first.index));
                 }
                 self.deferred_msgs
-                    .extend(rd.messages.iter().cloned().map(|m| (seq, m)));
+                    .extend(rd.messages.drain(..).map(|m| (seq, m)));
             }
             None => {
-                for m in rd.messages.iter().cloned() {
+                for m in std::mem::take(&mut rd.messages) {
                     self.send_raft_message(ctx, m);
                 }
             }
@@ -977,10 +977,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
 
     /// Whether something waits for a sync of the raft engine.
     pub fn waits_for_sync(&self) -> bool {
-        !self.unsynced.is_empty()
-            || !self.deferred_msgs.is_empty()
-            || !self.held_acks.is_empty()
-            || !self.committed.is_empty()
+        self.has_unsynced() || !self.held_acks.is_empty() || !self.committed.is_empty()
     }
 
     /// The raft writes up to number `seq` are synced: their messages leave, the entries now

@@ -575,13 +575,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
         if raft_synced || sync_kv {
             self.release_synced(ctx, self.written_seq)?;
         }
-        for &id in &round.touched {
-            if let Some(peer) = self.peers.get_mut(&id) {
-                // Reads confirmed by ReadIndex see this round's applied writes.
-                peer.serve_reads(ctx);
-                ctx.tasks.append(&mut peer.pending_tasks);
-            }
-        }
+        self.after_applies(ctx, &round.touched);
         Ok(())
     }
 }
@@ -603,7 +597,8 @@ impl<K: Engine, R: Engine> Store<K, R> {
         self.synced_seq = self.synced_seq.max(seq);
         let mut kv_wb = WriteBatch::default();
         let mut sync_kv = false;
-        for id in std::mem::take(&mut self.waiting_sync) {
+        let released = std::mem::take(&mut self.waiting_sync);
+        for &id in &released {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -614,13 +609,19 @@ impl<K: Engine, R: Engine> Store<K, R> {
             self.touched.insert(id);
         }
         self.write_kv(&kv_wb, sync_kv, false)?;
-        for &id in &self.touched {
-            if let Some(peer) = self.peers.get_mut(&id) {
+        self.after_applies(ctx, &released);
+        Ok(())
+    }
+
+    /// After a kv write of applies: reads confirmed by ReadIndex that the applied state now
+    /// covers are served, and the regions' background tasks are queued.
+    fn after_applies(&mut self, ctx: &mut StoreContext, regions: &BTreeSet<u64>) {
+        for id in regions {
+            if let Some(peer) = self.peers.get_mut(id) {
                 peer.serve_reads(ctx);
                 ctx.tasks.append(&mut peer.pending_tasks);
             }
         }
-        Ok(())
     }
 }
 
