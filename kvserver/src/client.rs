@@ -29,6 +29,33 @@ use crate::service::{LEADER_ADDR_HEADER, MAX_BATCH_BYTES};
 use crate::tinykvpb::tiny_kv_client::TinyKvClient;
 use crate::tinykvpb::{raw_request, raw_response, BatchRawRequest, RawRequest, RawResponse};
 
+/// A deadline so far off that it never comes (a timeout too large for a clock reading).
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The longest span the command-line tools take for a timeout or a run: one week.
+pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Parses a command-line span in seconds (fractions allowed): positive, finite, at most
+/// [`MAX_SECONDS`]. For clap's `value_parser`; the error is one line.
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match parse_seconds_or_zero(s)? {
+        d if d.is_zero() => Err("must be more than 0 seconds".to_string()),
+        d => Ok(d),
+    }
+}
+
+/// As [`parse_seconds`], but 0 is allowed.
+pub fn parse_seconds_or_zero(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=MAX_SECONDS).contains(&secs) {
+        return Err(format!("must be from 0 to {MAX_SECONDS} seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
 /// Why a client call failed.
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -182,14 +209,31 @@ impl Client {
         cmd: raw_request::Cmd,
         ok: impl Fn(raw_response::Cmd) -> Option<T>,
     ) -> Result<T, ClientError> {
-        let deadline = Instant::now() + self.timeout;
+        // A timeout past what `Instant` can hold means no deadline at all.
+        let deadline = Instant::now()
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| Instant::now() + FOREVER);
         let mut pause = Duration::from_millis(5);
+        let mut followed_hint = false;
         let mut last;
         loop {
             let addr = self.pick();
-            let conn = self.conn(&addr)?;
+            let conn = match self.conn(&addr) {
+                Ok(conn) => Some(conn),
+                // A leader hint that is no address: try the configured endpoints instead.
+                Err(ClientError::BadEndpoint(_)) if !self.endpoints.contains(&addr) => None,
+                Err(e) => return Err(e),
+            };
             let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = match tokio::time::timeout(left, conn.send(cmd.clone())).await {
+            let sent = async {
+                match conn {
+                    Some(conn) => tokio::time::timeout(left, conn.send(cmd.clone())).await,
+                    None => Ok(Err(Status::unavailable(
+                        "the hinted leader address is malformed",
+                    ))),
+                }
+            };
+            let outcome = match sent.await {
                 Err(_) => Attempt::Retry {
                     err: format!("{addr}: timed out"),
                     leader_hint: None,
@@ -236,7 +280,11 @@ impl Client {
                     last = err;
                     let hinted = leader_hint.is_some();
                     self.moved(&addr, leader_hint, next_endpoint);
-                    if !hinted {
+                    // A hint is followed at once; a second one in a row (stores that disagree
+                    // on the leader, as in an election) waits like any other retry.
+                    let wait = !hinted || followed_hint;
+                    followed_hint = hinted;
+                    if wait {
                         if Instant::now() + pause >= deadline {
                             return Err(ClientError::Timeout {
                                 timeout: self.timeout,
@@ -541,5 +589,29 @@ pub fn describe(e: &errorpb::Error) -> String {
         "region error".into()
     } else {
         e.message.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_seconds_are_bounded_and_never_panic() {
+        assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_seconds(" 10 "), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_seconds_or_zero("0"), Ok(Duration::ZERO));
+        for bad in [
+            "0", "-1", "inf", "NaN", "1e300", "1e19", "604801", "ten", "",
+        ] {
+            assert!(parse_seconds(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["-0.5", "inf", "1e300", "x"] {
+            assert!(parse_seconds_or_zero(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_seconds(&MAX_SECONDS.to_string()),
+            Ok(Duration::from_secs(MAX_SECONDS as u64))
+        );
     }
 }

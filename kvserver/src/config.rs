@@ -199,10 +199,12 @@ impl ServerConfig {
         raft.async_raft_sync = file.raft_async_sync.unwrap_or(true);
         raft.validate()
             .map_err(|e| ConfigError(format!("bad raft settings: {e}")))?;
-        if raft.raft_entry_max_size < 64 * 1024 {
-            return Err(ConfigError(
-                "raft-entry-max-size must be at least 65536 bytes".into(),
-            ));
+        // Past the gRPC message limit a value the entry limit allows could never arrive.
+        let most = crate::server::MAX_GRPC_MESSAGE as u64;
+        if !(64 * 1024..=most).contains(&raft.raft_entry_max_size) {
+            return Err(ConfigError(format!(
+                "raft-entry-max-size must be from 65536 to {most} bytes (the gRPC message limit)"
+            )));
         }
         let command_timeout = Duration::from_millis(
             pick(flags.command_timeout_ms, file.command_timeout_ms).unwrap_or(5000),
@@ -340,6 +342,15 @@ mod tests {
         let file = FileConfig::parse("raft-heartbeat-ticks = 10").unwrap();
         let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
         assert!(e.0.contains("election"), "{e}");
+        // A raft entry larger than a gRPC message: its largest values could never arrive.
+        let file = FileConfig::parse("raft-entry-max-size = 134217728").unwrap();
+        let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
+        assert!(e.0.contains("gRPC message limit"), "{e}");
+        let file = FileConfig::parse("raft-entry-max-size = 67108864").unwrap();
+        assert!(ServerConfig::resolve(flags(), file, false).is_ok());
+        let file = FileConfig::parse("raft-election-timeout-ticks = 4000000000").unwrap();
+        let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
+        assert!(e.0.contains("must be at most"), "{e}");
     }
 
     #[test]

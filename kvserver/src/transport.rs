@@ -39,6 +39,8 @@ const QUEUE_CAPACITY: usize = 16 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest reconnect delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A raft stream that lasted this long was a working one: its end resets the back-off.
+const STREAM_SETTLED: Duration = Duration::from_secs(5);
 
 /// Snapshot chunks read ahead of the network, per transfer.
 const SNAP_CHUNKS_IN_FLIGHT: usize = 4;
@@ -231,7 +233,7 @@ async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: L
             info!(logger, "peer store reachable again");
             was_down = false;
         }
-        backoff = BACKOFF_MIN;
+        let opened = tokio::time::Instant::now();
         let mut client = TinyKvClient::new(channel)
             .max_encoding_message_size(usize::MAX)
             .max_decoding_message_size(usize::MAX);
@@ -243,7 +245,10 @@ async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: L
                 res = &mut call => {
                     match res {
                         Ok(_) => debug!(logger, "raft stream closed by peer"),
-                        Err(e) => warn!(logger, "raft stream failed; reconnecting"; "err" => %e),
+                        Err(e) if backoff == BACKOFF_MIN => {
+                            warn!(logger, "raft stream failed; reconnecting"; "err" => %e)
+                        }
+                        Err(e) => debug!(logger, "raft stream failed again"; "err" => %e),
                     }
                     break;
                 }
@@ -257,6 +262,17 @@ async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: L
                 },
             }
         }
+        // A stream that ended soon after it opened (a peer that answers but refuses raft
+        // messages: a standalone server, a store shutting down) is retried with the same
+        // back-off as an unreachable one; a stream that lived resets it.
+        if opened.elapsed() < STREAM_SETTLED {
+            if drain_for(&mut rx, backoff).await.is_none() {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        } else {
+            backoff = BACKOFF_MIN;
+        }
     }
 }
 
@@ -268,5 +284,54 @@ async fn drain_for(rx: &mut mpsc::Receiver<RaftMessage>, d: Duration) -> Option<
             _ = tokio::time::sleep_until(deadline) => return Some(()),
             m = rx.recv() => { m?; }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tonic::transport::server::TcpIncoming;
+
+    use super::*;
+    use crate::service::TinyKvService;
+    use crate::storage::standalone::StandaloneStorage;
+    use crate::tinykvpb::tiny_kv_server::TinyKvServer;
+
+    /// A peer that accepts connections but refuses every raft stream (here a standalone server)
+    /// is retried with the reconnect back-off, not in a loop as fast as the loopback allows.
+    #[tokio::test]
+    async fn refused_raft_streams_are_retried_with_back_off() {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StandaloneStorage::open(dir.path().join("db")).unwrap();
+        let svc = TinyKvService::new(storage, 1, None, HashMap::new(), 1024, logger.clone());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let svc = TinyKvServer::with_interceptor(svc, move |req| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(req)
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let task = tokio::spawn(connection(addr, rx, logger));
+        // Back-off of 50, 100, 200, 400 and 800 ms: about five streams in these 1.5 s; the loop
+        // without it opened hundreds.
+        for _ in 0..15 {
+            let _ = tx.try_send(RaftMessage::default());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(tx);
+        task.await.unwrap();
+        let n = calls.load(Ordering::SeqCst);
+        assert!(n >= 1, "the stream was tried");
+        assert!(n <= 12, "{n} raft streams opened in 1.5 s");
     }
 }

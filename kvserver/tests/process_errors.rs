@@ -310,6 +310,34 @@ fn test_server_startup_errors_are_one_line() {
         &["--config", bad_cfg.to_str().unwrap(), "--store-id", "1"],
     );
     assert!(one_line(&out.stderr).contains("unknown field"));
+    // Values the raft clock cannot count with: refused before anything starts.
+    std::fs::write(
+        &bad_cfg,
+        "raft-election-timeout-ticks = 9223372036854775807\n",
+    )
+    .unwrap();
+    let never = root.path().join("never-started");
+    let out = run(
+        SERVER,
+        &[
+            "--config",
+            bad_cfg.to_str().unwrap(),
+            "--store-id",
+            "1",
+            "--addr",
+            &addrs[0],
+            "--data-dir",
+            never.to_str().unwrap(),
+            "--initial-cluster",
+            &format!("1={}", addrs[0]),
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(one_line(&out.stderr).contains("must be at most"));
+    assert!(
+        !never.exists(),
+        "nothing is created for a refused configuration"
+    );
     let out = run(SERVER, &["--config", "/nonexistent/tinykv.toml"]);
     assert!(one_line(&out.stderr).contains("cannot read config file"));
 
@@ -450,6 +478,15 @@ fn test_ctl_round_trip_and_errors() {
     let out = run(CTL, &["--endpoints", &eps, "frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
     one_line(&out.stderr);
+    for bad in ["0", "-1", "inf", "NaN", "1e300", "1e19"] {
+        let flag = format!("--timeout={bad}");
+        let out = run(CTL, &["--endpoints", &eps, &flag, "get", "a"]);
+        assert_eq!(out.status.code(), Some(2), "--timeout {bad}");
+        assert!(
+            one_line(&out.stderr).contains("--timeout"),
+            "--timeout {bad}"
+        );
+    }
     // Nobody there: a timeout, one line, exit 1.
     for p in &mut procs {
         p.terminate();
@@ -523,6 +560,10 @@ fn test_bench_reports_the_measured_run() {
         &["--clients", "0"][..],
         &["--warmup=-1"][..],
         &["--duration", "0"][..],
+        &["--duration", "inf"][..],
+        &["--duration", "1e300"][..],
+        &["--timeout", "1e19"][..],
+        &["--warmup", "NaN"][..],
         &["--workload", "sideways"][..],
     ] {
         let mut args = vec!["--endpoints", &eps];
@@ -565,4 +606,75 @@ fn test_oversized_scan_is_refused() {
             assert_eq!(got.len(), 7);
         }
     });
+}
+
+/// A request whose `Context` names a region is checked against that region, and what is wrong
+/// comes back in `region_error` (TinyKV's contract), not as a gRPC failure: an unknown region
+/// (RegionNotFound), a stale epoch (EpochNotMatch, with the current region), a term older than
+/// the leader's (StaleCommand); the same request with the right context is served.
+#[test]
+fn test_region_errors_reach_the_client() {
+    use proto::kvrpcpb::Context;
+    use proto::metapb::RegionEpoch;
+
+    let root = tempfile::tempdir().unwrap();
+    let mut procs = start_cluster(root.path(), 1, &["--raft-base-tick-ms", "50"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::new(vec![procs[0].addr.clone()], Duration::from_secs(20)).unwrap();
+        client.put("", b"a", b"1").await.expect("the store serves");
+        let mut raw = TinyKvClient::connect(format!("http://{}", procs[0].addr))
+            .await
+            .unwrap();
+        let put = |ctx: Context| RawPutRequest {
+            context: Some(ctx),
+            key: b"a".to_vec(),
+            value: b"2".to_vec(),
+            cf: String::new(),
+        };
+
+        let unknown = Context {
+            region_id: 99,
+            ..Default::default()
+        };
+        let e = raw.raw_put(put(unknown)).await.unwrap().into_inner();
+        let e = e.region_error.expect("region 99 is not here");
+        assert_eq!(e.region_not_found.map(|r| r.region_id), Some(99), "{e:?}");
+
+        let stale_epoch = Context {
+            region_id: 1,
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 999,
+            }),
+            ..Default::default()
+        };
+        let e = raw.raw_put(put(stale_epoch)).await.unwrap().into_inner();
+        let e = e.region_error.expect("the epoch is not the region's");
+        let current = e.epoch_not_match.expect("EpochNotMatch").current_regions;
+        assert_eq!(current.len(), 1, "the current region comes with the error");
+        let region = current[0].clone();
+        assert_eq!(region.id, 1);
+
+        let right = Context {
+            region_id: 1,
+            region_epoch: region.region_epoch,
+            peer: region.peers.iter().find(|p| p.store_id == 1).copied(),
+            term: 0,
+        };
+        let ok = raw.raw_put(put(right)).await.unwrap().into_inner();
+        assert!(ok.region_error.is_none() && ok.error.is_empty(), "{ok:?}");
+
+        // A bootstrapped region starts at term 5, so its leader's term is past 2.
+        let old_term = Context { term: 1, ..right };
+        let e = raw.raw_put(put(old_term)).await.unwrap().into_inner();
+        let e = e.region_error.expect("term 1 is stale");
+        assert!(e.stale_command.is_some(), "{e:?}");
+    });
+    procs[0].terminate();
+    assert_eq!(
+        common::engine_get_many(&procs[0].dir, "default", &[b"a".to_vec()]),
+        vec![Some(b"2".to_vec())],
+        "only the put with the right context was applied"
+    );
 }

@@ -5,6 +5,13 @@ use std::time::Duration;
 
 use crate::errors::{Error, Result};
 
+/// The most base ticks any interval may count: a million (a bound far past any useful setting,
+/// which keeps the tick arithmetic of raft and the drivers clear of overflow).
+pub const MAX_TICKS: usize = 1_000_000;
+
+/// The longest base tick: one minute.
+pub const MAX_BASE_TICK: Duration = Duration::from_secs(60);
+
 /// Configuration of one store.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -85,6 +92,59 @@ impl Config {
         if self.raft_log_gc_tick_ticks == 0 || self.scheduler_heartbeat_ticks == 0 {
             return Err(Error::Other("tick counts must be greater than 0".into()));
         }
+        let ticks = [
+            ("raft_heartbeat_ticks", self.raft_heartbeat_ticks),
+            (
+                "raft_election_timeout_ticks",
+                self.raft_election_timeout_ticks,
+            ),
+            ("raft_log_gc_tick_ticks", self.raft_log_gc_tick_ticks),
+            ("scheduler_heartbeat_ticks", self.scheduler_heartbeat_ticks),
+        ];
+        if let Some((name, n)) = ticks.iter().find(|(_, n)| *n > MAX_TICKS) {
+            return Err(Error::Other(format!(
+                "{name} ({n}) must be at most {MAX_TICKS}"
+            )));
+        }
+        if self.raft_base_tick_interval > MAX_BASE_TICK {
+            return Err(Error::Other(format!(
+                "raft_base_tick_interval ({:?}) must be at most {MAX_BASE_TICK:?}",
+                self.raft_base_tick_interval
+            )));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_bounds_every_interval() {
+        assert!(Config::default().validate().is_ok());
+        assert!(Config::test_config().validate().is_ok());
+        let too_long = Config {
+            raft_election_timeout_ticks: usize::MAX,
+            ..Default::default()
+        };
+        let e = too_long.validate().unwrap_err().to_string();
+        assert!(e.contains("raft_election_timeout_ticks"), "{e}");
+        let at_bound = Config {
+            raft_election_timeout_ticks: MAX_TICKS,
+            ..Default::default()
+        };
+        assert!(at_bound.validate().is_ok());
+        let slow_tick = Config {
+            raft_base_tick_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let e = slow_tick.validate().unwrap_err().to_string();
+        assert!(e.contains("raft_base_tick_interval"), "{e}");
+        let no_gc_tick = Config {
+            raft_log_gc_tick_ticks: MAX_TICKS + 1,
+            ..Default::default()
+        };
+        assert!(no_gc_tick.validate().is_err());
     }
 }

@@ -587,7 +587,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 )));
             }
         }
-        if header.term != 0 && self.term() > header.term + 1 {
+        if header.term != 0 && self.term() > header.term.saturating_add(1) {
             return Err(Error::StaleCommand);
         }
         check_region_epoch(req, self.region(), true)?;

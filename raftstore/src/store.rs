@@ -730,6 +730,73 @@ mod tests {
         }
     }
 
+    /// Ticks store 1 until it leads region 1, with stores 2 and 3 granting every vote and
+    /// acknowledging every append and heartbeat; nothing is left to answer afterwards.
+    fn elect_with_answering_followers(
+        store: &mut Store<MemEngine, MemEngine>,
+        ctx: &mut StoreContext,
+    ) {
+        for _ in 0..100 {
+            store.on_tick(ctx);
+            store.end_round(ctx).unwrap();
+            for _ in 0..2 {
+                reply_as_followers(store, ctx);
+                store.end_round(ctx).unwrap();
+            }
+            if store.peer(1).unwrap().is_leader() && ctx.messages.is_empty() {
+                break;
+            }
+        }
+        assert!(store.peer(1).unwrap().is_leader());
+        assert!(ctx.responses.is_empty());
+    }
+
+    /// The term a client puts in a request header is checked without arithmetic that can
+    /// overflow: `u64::MAX` (newer than any real term) is served, an old term is StaleCommand.
+    #[test]
+    fn test_request_term_from_the_client_is_checked_without_overflow() {
+        let (engines, region, _dir, snaps) = store_one_of_three();
+        let logger = raft::default_logger();
+        let mut store = Store::new(Config::test_config(), engines.clone(), snaps, &logger).unwrap();
+        let mut ctx = StoreContext::default();
+        elect_with_answering_followers(&mut store, &mut ctx);
+        let term = store.peer(1).unwrap().term();
+        assert!(term > 2, "the leader's term ({term}) makes term 1 stale");
+        let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for (i, header_term) in [(0u8, u64::MAX), (1, 1)] {
+            let mut req = put_cmd(&region, i);
+            req.header.as_mut().unwrap().term = header_term;
+            let answers = answers.clone();
+            store.on_command(
+                &mut ctx,
+                req,
+                Box::new(move |r| answers.lock().unwrap().push((i, r))),
+            );
+        }
+        for _ in 0..4 {
+            store.end_round(&mut ctx).unwrap();
+            reply_as_followers(&mut store, &mut ctx);
+        }
+        for (cb, resp) in std::mem::take(&mut ctx.responses) {
+            cb(resp);
+        }
+        let mut answers = std::mem::take(&mut *answers.lock().unwrap());
+        answers.sort_by_key(|(i, _)| *i);
+        assert_eq!(answers.len(), 2, "both commands answered");
+        assert!(
+            answers[0].1.region_error().is_none(),
+            "{:?}",
+            answers[0].1.resp
+        );
+        assert_eq!(
+            engines.kv.get_cf(CF_DEFAULT, b"k\0").unwrap(),
+            Some(vec![0])
+        );
+        let stale = answers[1].1.region_error().expect("term 1 is stale");
+        assert!(stale.stale_command.is_some(), "{stale:?}");
+        assert_eq!(engines.kv.get_cf(CF_DEFAULT, b"k\x01").unwrap(), None);
+    }
+
     /// A crash after the `Applying` state was synced but before the raft state of the same round:
     /// the restarted store redoes the install from the files and repairs its raft state.
     #[test]
@@ -900,22 +967,11 @@ mod tests {
         let logger = raft::default_logger();
         let mut store = Store::new(Config::test_config(), engines.clone(), snaps, &logger).unwrap();
         let mut ctx = StoreContext::default();
-        // Stores 2 and 3 grant every vote and acknowledge every append and heartbeat.
+        elect_with_answering_followers(&mut store, &mut ctx);
         let answer = |store: &mut Store<MemEngine, MemEngine>, ctx: &mut StoreContext| {
             reply_as_followers(store, ctx);
             store.end_round(ctx).unwrap();
         };
-        for _ in 0..100 {
-            store.on_tick(&mut ctx);
-            store.end_round(&mut ctx).unwrap();
-            answer(&mut store, &mut ctx);
-            answer(&mut store, &mut ctx);
-            if store.peer(1).unwrap().is_leader() && ctx.messages.is_empty() {
-                break;
-            }
-        }
-        assert!(store.peer(1).unwrap().is_leader());
-        assert!(ctx.responses.is_empty());
 
         let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
         for i in 0..3u8 {

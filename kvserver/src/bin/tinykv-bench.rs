@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use kvserver::client::Client;
+use kvserver::client::{parse_seconds, parse_seconds_or_zero, Client};
 use kvserver::config::{async_runtime, one_line, parse_args_or_exit};
 use rand::{Rng, SeedableRng};
 
@@ -64,18 +64,18 @@ struct Cli {
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
-    /// Seconds to run (ignored when --ops is given).
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    /// Seconds to run (ignored when --ops is given; at most a week).
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    duration: Duration,
     /// Total requests to send, instead of a duration.
     #[arg(long)]
     ops: Option<u64>,
     /// Seconds of load before the measured part; requests started then are not counted.
-    #[arg(long, default_value_t = 0.0)]
-    warmup: f64,
+    #[arg(long, default_value = "0", value_parser = parse_seconds_or_zero)]
+    warmup: Duration,
     /// Per-request deadline in seconds, retries included.
-    #[arg(long, default_value_t = 10.0)]
-    timeout: f64,
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    timeout: Duration,
     /// Threads of the client's async runtime. One thread (the default) costs the least CPU
     /// per request, which matters when the bench shares the cores with the stores.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
@@ -116,14 +116,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.clients == 0 || cli.keys == 0 {
         anyhow::bail!("--clients and --keys must be greater than 0");
     }
-    if !(cli.duration > 0.0 && cli.timeout > 0.0) {
-        anyhow::bail!("--duration and --timeout must be positive");
-    }
-    if !(cli.warmup >= 0.0 && cli.warmup.is_finite()) {
-        anyhow::bail!("--warmup must be a number of seconds, 0 or more");
-    }
     let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
-    let mut client = Client::new(endpoints, Duration::from_secs_f64(cli.timeout))?;
+    let mut client = Client::new(endpoints, cli.timeout)?;
     if cli.api == Api::Batch {
         client = client.batched();
     }
@@ -176,11 +170,8 @@ async fn preload(shared: &Arc<Shared>, keys: u64, clients: usize) -> anyhow::Res
 
 async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
     // The measured part starts after the warm-up; a request counts if it starts in it.
-    let start = Instant::now() + Duration::from_secs_f64(cli.warmup);
-    let deadline = cli
-        .ops
-        .is_none()
-        .then(|| start + Duration::from_secs_f64(cli.duration));
+    let start = Instant::now() + cli.warmup;
+    let deadline = cli.ops.is_none().then(|| start + cli.duration);
     let mut tasks = Vec::new();
     for c in 0..cli.clients {
         let shared = shared.clone();
@@ -223,9 +214,12 @@ async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
             (hist, Instant::now())
         }));
     }
-    if cli.warmup > 0.0 {
+    if !cli.warmup.is_zero() {
         tokio::time::sleep_until(start.into()).await;
-        eprintln!("[warm-up] {:.1} s done; measuring", cli.warmup);
+        eprintln!(
+            "[warm-up] {:.1} s done; measuring",
+            cli.warmup.as_secs_f64()
+        );
     }
     // Progress, once a second (the last interval ends at the deadline), until the deadline or
     // until every client is done.
@@ -263,7 +257,12 @@ async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "workload={:?} api={:?} clients={} value_size={} keys={} warmup={}s",
-        cli.workload, cli.api, cli.clients, cli.value_size, cli.keys, cli.warmup
+        cli.workload,
+        cli.api,
+        cli.clients,
+        cli.value_size,
+        cli.keys,
+        cli.warmup.as_secs_f64()
     );
     println!(
         "ops={done} errors={} elapsed={elapsed:.2}s throughput={:.0} ops/s",

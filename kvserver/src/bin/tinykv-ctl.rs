@@ -12,7 +12,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kvserver::client::Client;
+use kvserver::client::{parse_seconds, Client};
 use kvserver::config::{async_runtime, one_line, parse_args_or_exit};
 
 /// Command-line client of a TinyKV cluster's raw API.
@@ -25,9 +25,9 @@ struct Cli {
         default_value = "127.0.0.1:20160,127.0.0.1:20161,127.0.0.1:20162"
     )]
     endpoints: String,
-    /// Give up after this many seconds (fractions allowed).
-    #[arg(long, default_value_t = 10.0)]
-    timeout: f64,
+    /// Give up after this many seconds (fractions allowed; at most a week).
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    timeout: Duration,
     /// Column family: default, lock or write.
     #[arg(long, default_value = "default", global = true)]
     cf: String,
@@ -76,11 +76,8 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
-        anyhow::bail!("--timeout must be a positive number of seconds");
-    }
     let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
-    let client = Client::new(endpoints, Duration::from_secs_f64(cli.timeout))?;
+    let client = Client::new(endpoints, cli.timeout)?;
     let rt = async_runtime(1, "tinykv-ctl")?;
     let cf = cli.cf.as_str();
     rt.block_on(async move {

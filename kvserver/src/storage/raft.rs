@@ -1,6 +1,7 @@
-//! Raft storage: every write and every read is a command proposed through the local store's
-//! raftstore, so reads are linearizable (they go through the log) and writes are acknowledged once
-//! applied on the leader after a quorum persisted them.
+//! Raft storage: every write and every read is a command sent to the local store's raftstore.
+//! Writes go through the raft log and are acknowledged once applied on the leader after a quorum
+//! persisted them; reads are linearizable without a log write: the leader confirms with a
+//! heartbeat quorum that it still leads (ReadIndex) and serves from its applied state.
 //!
 //! A request whose `Context` names a region is sent as is (TinyKV clients route themselves). One
 //! with an empty context is routed here: the storage keeps the regions this store hosts, read from
