@@ -2,7 +2,8 @@
 //! directories, driven through gRPC. A leader is SIGKILLed while clients write; every write that
 //! was acknowledged must afterwards be in the kv engine of every store, including the killed and
 //! restarted one, and a store that was down while the others moved on catches up. Writers use
-//! both unary calls and BatchRaw streams.
+//! both unary calls and BatchRaw streams. `scripts/cluster.sh` (what `make cluster` runs) starts
+//! three stores, stops them cleanly on Ctrl-C and resumes from the same data.
 
 mod common;
 
@@ -128,7 +129,8 @@ fn test_restarted_store_catches_up() {
         client.put("", b"before", b"0").await.unwrap();
     });
     acked.insert(b"before".to_vec(), b"0".to_vec());
-    procs[2].terminate();
+    // Ctrl-C (SIGINT) stops a store as cleanly as SIGTERM: exit status 0.
+    procs[2].interrupt();
     rt.block_on(async {
         for i in 0..300 {
             let k = format!("k{i:04}").into_bytes();
@@ -218,4 +220,139 @@ fn test_batched_client_reconnects_to_a_restarted_store() {
         assert_eq!(got.len(), 32);
         assert!(got.iter().all(|(k, v)| k[1] == v[0]));
     });
+}
+
+/// Three consecutive free loopback ports (`scripts/cluster.sh` takes a base port).
+fn free_port_run() -> u16 {
+    use std::net::TcpListener;
+    for _ in 0..200 {
+        let base = 30_000 + (rand_u16() % 30_000);
+        let held: Vec<_> = (0..3)
+            .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == 3 {
+            return base;
+        }
+    }
+    panic!("no three consecutive free ports");
+}
+
+/// A number that differs between test processes (ports of concurrent runs should not collide).
+fn rand_u16() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    (nanos ^ std::process::id().rotate_left(16)) as u16
+}
+
+/// `scripts/cluster.sh` as `make cluster` runs it, with its data and ports moved aside: it prints
+/// how to use the CLI once the stores run, `tinykv-ctl` works against it, SIGINT (Ctrl-C) stops
+/// all three stores cleanly (exit 0), and a second run resumes from the same data.
+#[test]
+fn test_cluster_script_serves_stops_cleanly_and_resumes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
+    let bin_dir = std::path::Path::new(common::SERVER).parent().unwrap();
+    let base = free_port_run();
+    let eps = (0..3)
+        .map(|i| format!("127.0.0.1:{}", base + i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["--endpoints", &eps, "--timeout", "20"];
+        all.extend_from_slice(args);
+        common::run(common::CTL, &all)
+    };
+    let run_script = |first: bool| {
+        let mut child = Command::new("bash")
+            .arg(script)
+            .arg(bin_dir)
+            .env("TINYKV_DATA", &data)
+            .env("TINYKV_BASE_PORT", base.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run scripts/cluster.sh");
+        // Its greeting says the stores run and how to reach them.
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut greeting = String::new();
+        while !greeting.contains("Press Ctrl-C") {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap() == 0 {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+                panic!("cluster.sh ended early: {greeting}{err}");
+            }
+            greeting.push_str(&line);
+        }
+        assert!(
+            greeting.contains("tinykv-ctl put hello world"),
+            "{greeting}"
+        );
+        if first {
+            let put = ctl(&["put", "hello", "world"]);
+            assert!(put.status.success(), "{put:?}");
+        }
+        let get = ctl(&["get", "hello"]);
+        assert!(get.status.success(), "{get:?}");
+        assert_eq!(String::from_utf8_lossy(&get.stdout), "world\n");
+        let scan = ctl(&["scan", "", "--limit", "10"]);
+        assert_eq!(String::from_utf8_lossy(&scan.stdout), "hello\tworld\n");
+        // Ctrl-C: the script stops every store and says so.
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(status.success(), "exit {status}: {rest}");
+        assert!(rest.contains("all stores stopped cleanly"), "{rest}");
+    };
+    run_script(true);
+    for i in 1..=3 {
+        assert!(data.join(format!("store-{i}")).is_dir());
+        assert!(data.join(format!("store-{i}.log")).is_file());
+    }
+    // The second run serves what the first one wrote.
+    run_script(false);
+}
+
+/// `tinykv-server --standalone` (Project 1, no raft) serves the raw API to `tinykv-ctl`, stops
+/// cleanly, and keeps what it acknowledged across a restart.
+#[test]
+fn test_standalone_server_serves_the_cli() {
+    let root = tempfile::tempdir().unwrap();
+    let addr = common::free_addrs(1).remove(0);
+    let mut server = ServerProc::new(
+        &addr,
+        &root.path().join("standalone"),
+        vec!["--standalone".into()],
+    );
+    server.start();
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["--endpoints", addr.as_str(), "--timeout", "20"];
+        all.extend_from_slice(args);
+        common::run(common::CTL, &all)
+    };
+    assert!(ctl(&["put", "k1", "v1"]).status.success());
+    assert!(ctl(&["--cf", "lock", "put", "k2", "v2"]).status.success());
+    assert_eq!(String::from_utf8_lossy(&ctl(&["get", "k1"]).stdout), "v1\n");
+    server.terminate();
+    server.start();
+    assert_eq!(
+        String::from_utf8_lossy(&ctl(&["--cf", "lock", "scan", ""]).stdout),
+        "k2\tv2\n"
+    );
+    assert!(ctl(&["delete", "k1"]).status.success());
+    let missing = ctl(&["get", "k1"]);
+    assert_eq!(missing.status.code(), Some(1));
+    server.terminate();
 }

@@ -1,5 +1,5 @@
 //! Helpers of the process-level tests: free loopback ports, `tinykv-server` processes in temp data
-//! directories (start, SIGKILL, SIGTERM, restart), and reading a stopped store's kv engine.
+//! directories (start, SIGKILL, SIGTERM, SIGINT, restart), and reading a stopped store's kv engine.
 
 #![allow(dead_code)]
 
@@ -104,12 +104,21 @@ impl ServerProc {
 
     /// SIGTERM, then waits for a clean exit (status 0); panics if it takes over 20 s.
     pub fn terminate(&mut self) {
+        self.stop_with("TERM");
+    }
+
+    /// SIGINT (Ctrl-C), then waits for a clean exit as [`ServerProc::terminate`] does.
+    pub fn interrupt(&mut self) {
+        self.stop_with("INT");
+    }
+
+    fn stop_with(&mut self, signal: &str) {
         let Some(mut c) = self.child.take() else {
             return;
         };
         let pid = c.id().to_string();
         Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([format!("-{signal}").as_str(), &pid])
             .status()
             .expect("run kill");
         let start = Instant::now();
@@ -117,7 +126,7 @@ impl ServerProc {
             if let Some(status) = c.try_wait().unwrap() {
                 assert!(
                     status.success(),
-                    "server {} exited with {status} on SIGTERM: {}",
+                    "server {} exited with {status} on SIG{signal}: {}",
                     self.addr,
                     self.log_text()
                 );
@@ -125,7 +134,10 @@ impl ServerProc {
             }
             if start.elapsed() > Duration::from_secs(20) {
                 let _ = c.kill();
-                panic!("server {} did not stop within 20 s of SIGTERM", self.addr);
+                panic!(
+                    "server {} did not stop within 20 s of SIG{signal}",
+                    self.addr
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
