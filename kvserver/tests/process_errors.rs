@@ -79,6 +79,8 @@ async fn bad_input_cases(client: &Client) {
     let m = rejected(client.put("nope", b"k", b"v").await, "unknown cf");
     assert!(m.contains("column family"), "{m}");
     rejected(client.scan("raft", b"", 10).await, "the internal raft cf");
+    let m = rejected(client.scan("", &big_key, 10).await, "long scan start");
+    assert!(m.contains("4096"), "{m}");
     rejected(client.delete("lock ", b"k").await, "cf with a space");
     assert!(
         client.scan("", b"", 0).await.unwrap().is_empty(),
@@ -272,6 +274,24 @@ fn test_server_startup_errors_are_one_line() {
     );
     assert!(!out.status.success());
     assert!(one_line(&out.stderr).contains("--store-id"));
+    // Each of the other required flags left out, one at a time.
+    let full = [
+        ("--store-id", "1"),
+        ("--addr", addrs[0].as_str()),
+        ("--data-dir", d),
+        ("--initial-cluster", cluster.as_str()),
+    ];
+    for missing in ["--addr", "--data-dir", "--initial-cluster"] {
+        let args: Vec<&str> = full
+            .iter()
+            .filter(|(flag, _)| *flag != missing)
+            .flat_map(|(flag, value)| [*flag, *value])
+            .collect();
+        let out = run(SERVER, &args);
+        assert!(!out.status.success(), "without {missing}");
+        assert!(one_line(&out.stderr).contains(missing), "without {missing}");
+    }
+    assert!(!dir.exists(), "nothing was created by a refused start");
     let out = run(SERVER, &["--store-id", "x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(one_line(&out.stderr).contains("store-id"));
@@ -475,6 +495,12 @@ fn test_ctl_round_trip_and_errors() {
     assert!(one_line(&out.stderr).contains("empty"));
     let out = run(CTL, &["--endpoints", &eps, "--cf", "bogus", "get", "a"]);
     assert!(one_line(&out.stderr).contains("column family"));
+    let long_key = "k".repeat(4097);
+    let out = run(CTL, &["--endpoints", &eps, "put", &long_key, "v"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("4096"));
+    let out = run(CTL, &["--endpoints", &eps, "scan", "", "--limit", "0"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
     let out = run(CTL, &["--endpoints", &eps, "frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
     one_line(&out.stderr);
