@@ -38,22 +38,26 @@ pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 /// Parses a command-line span in seconds (fractions allowed): positive, finite, at most
 /// [`MAX_SECONDS`]. For clap's `value_parser`; the error is one line.
 pub fn parse_seconds(s: &str) -> Result<Duration, String> {
-    match parse_seconds_or_zero(s)? {
-        d if d.is_zero() => Err("must be more than 0 seconds".to_string()),
-        d => Ok(d),
+    match seconds(s) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds more than 0 and at most {MAX_SECONDS}"
+        )),
     }
 }
 
 /// As [`parse_seconds`], but 0 is allowed.
 pub fn parse_seconds_or_zero(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    seconds(s).ok_or_else(|| format!("{s:?} is not a number of seconds from 0 to {MAX_SECONDS}"))
+}
+
+/// `s` as a span of 0 to [`MAX_SECONDS`] seconds.
+fn seconds(s: &str) -> Option<Duration> {
+    let secs: f64 = s.trim().parse().ok()?;
     if !(0.0..=MAX_SECONDS).contains(&secs) {
-        return Err(format!("must be from 0 to {MAX_SECONDS} seconds"));
+        return None;
     }
-    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Why a client call failed.

@@ -28,6 +28,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+/// Room left in a gRPC message for a raft message's envelope around its entries.
+const RAFT_ENVELOPE_ROOM: usize = 64 * 1024;
+
 /// A configuration problem, described in one line.
 #[derive(Debug, Error)]
 #[error("{0}")]
@@ -199,11 +202,17 @@ impl ServerConfig {
         raft.async_raft_sync = file.raft_async_sync.unwrap_or(true);
         raft.validate()
             .map_err(|e| ConfigError(format!("bad raft settings: {e}")))?;
-        // Past the gRPC message limit a value the entry limit allows could never arrive.
-        let most = crate::server::MAX_GRPC_MESSAGE as u64;
+        // A raft message carrying the largest entry, or the most entries one message may carry,
+        // must fit in a gRPC message with room for its envelope; past that it could never arrive.
+        let most = (crate::server::MAX_GRPC_MESSAGE - RAFT_ENVELOPE_ROOM) as u64;
         if !(64 * 1024..=most).contains(&raft.raft_entry_max_size) {
             return Err(ConfigError(format!(
-                "raft-entry-max-size must be from 65536 to {most} bytes (the gRPC message limit)"
+                "raft-entry-max-size must be from 65536 to {most} bytes (under the gRPC message limit)"
+            )));
+        }
+        if raft.raft_max_size_per_msg > most {
+            return Err(ConfigError(format!(
+                "raft-max-size-per-msg must be at most {most} bytes (under the gRPC message limit)"
             )));
         }
         let command_timeout = Duration::from_millis(
@@ -347,7 +356,12 @@ mod tests {
         let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
         assert!(e.0.contains("gRPC message limit"), "{e}");
         let file = FileConfig::parse("raft-entry-max-size = 67108864").unwrap();
+        assert!(ServerConfig::resolve(flags(), file, false).is_err());
+        let file = FileConfig::parse("raft-entry-max-size = 67043328").unwrap();
         assert!(ServerConfig::resolve(flags(), file, false).is_ok());
+        let file = FileConfig::parse("raft-max-size-per-msg = 67108864").unwrap();
+        let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
+        assert!(e.0.contains("raft-max-size-per-msg"), "{e}");
         let file = FileConfig::parse("raft-election-timeout-ticks = 4000000000").unwrap();
         let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
         assert!(e.0.contains("must be at most"), "{e}");

@@ -213,6 +213,8 @@ async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: L
     };
     let mut backoff = BACKOFF_MIN;
     let mut was_down = false;
+    // Whether the latest stream failure was logged as a warning (repeats are debug lines).
+    let mut warned = false;
     loop {
         let channel = match endpoint.connect().await {
             Ok(c) => c,
@@ -232,6 +234,8 @@ async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: L
         if was_down {
             info!(logger, "peer store reachable again");
             was_down = false;
+            backoff = BACKOFF_MIN;
+            warned = false;
         }
         let opened = tokio::time::Instant::now();
         let mut client = TinyKvClient::new(channel)
@@ -245,8 +249,9 @@ async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: L
                 res = &mut call => {
                     match res {
                         Ok(_) => debug!(logger, "raft stream closed by peer"),
-                        Err(e) if backoff == BACKOFF_MIN => {
-                            warn!(logger, "raft stream failed; reconnecting"; "err" => %e)
+                        Err(e) if !warned => {
+                            warn!(logger, "raft stream failed; reconnecting"; "err" => %e);
+                            warned = true;
                         }
                         Err(e) => debug!(logger, "raft stream failed again"; "err" => %e),
                     }
@@ -272,6 +277,7 @@ async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: L
             backoff = (backoff * 2).min(BACKOFF_MAX);
         } else {
             backoff = BACKOFF_MIN;
+            warned = false;
         }
     }
 }

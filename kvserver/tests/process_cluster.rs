@@ -226,7 +226,8 @@ fn test_batched_client_reconnects_to_a_restarted_store() {
 fn free_port_run() -> u16 {
     use std::net::TcpListener;
     for _ in 0..200 {
-        let base = 30_000 + (rand_u16() % 30_000);
+        // Below Linux's ephemeral range (32768-60999), where outgoing connections take ports.
+        let base = 20_000 + (rand_u16() % 12_000);
         let held: Vec<_> = (0..3)
             .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
@@ -243,7 +244,20 @@ fn rand_u16() -> u16 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    (nanos ^ std::process::id().rotate_left(16)) as u16
+    (nanos ^ std::process::id()) as u16
+}
+
+/// Kills a process group (the script and the stores it started) when dropped: a no-op after a
+/// clean stop, a clean-up after a failed assertion.
+struct KillGroupOnDrop(u32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// `scripts/cluster.sh` as `make cluster` runs it, with its data and ports moved aside: it prints
@@ -269,6 +283,8 @@ fn test_cluster_script_serves_stops_cleanly_and_resumes() {
         common::run(common::CTL, &all)
     };
     let run_script = |first: bool| {
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so a failed assertion below kills the script and its stores.
         let mut child = Command::new("bash")
             .arg(script)
             .arg(bin_dir)
@@ -276,8 +292,10 @@ fn test_cluster_script_serves_stops_cleanly_and_resumes() {
             .env("TINYKV_BASE_PORT", base.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
             .expect("run scripts/cluster.sh");
+        let _group = KillGroupOnDrop(child.id());
         // Its greeting says the stores run and how to reach them.
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut greeting = String::new();
@@ -310,7 +328,17 @@ fn test_cluster_script_serves_stops_cleanly_and_resumes() {
             .status()
             .unwrap()
             .success());
-        let status = child.wait().unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "cluster.sh did not stop within 30 s of SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
         assert!(status.success(), "exit {status}: {rest}");

@@ -652,10 +652,11 @@ fn test_region_errors_reach_the_client() {
         let mut raw = TinyKvClient::connect(format!("http://{}", procs[0].addr))
             .await
             .unwrap();
-        let put = |ctx: Context| RawPutRequest {
+        // Each put writes its own value, so the end state tells which one was applied.
+        let put = |ctx: Context, value: &[u8]| RawPutRequest {
             context: Some(ctx),
             key: b"a".to_vec(),
-            value: b"2".to_vec(),
+            value: value.to_vec(),
             cf: String::new(),
         };
 
@@ -663,7 +664,11 @@ fn test_region_errors_reach_the_client() {
             region_id: 99,
             ..Default::default()
         };
-        let e = raw.raw_put(put(unknown)).await.unwrap().into_inner();
+        let e = raw
+            .raw_put(put(unknown, b"unknown"))
+            .await
+            .unwrap()
+            .into_inner();
         let e = e.region_error.expect("region 99 is not here");
         assert_eq!(e.region_not_found.map(|r| r.region_id), Some(99), "{e:?}");
 
@@ -675,8 +680,18 @@ fn test_region_errors_reach_the_client() {
             }),
             ..Default::default()
         };
-        let e = raw.raw_put(put(stale_epoch)).await.unwrap().into_inner();
+        let e = raw
+            .raw_put(put(stale_epoch, b"epoch"))
+            .await
+            .unwrap()
+            .into_inner();
         let e = e.region_error.expect("the epoch is not the region's");
+        let before = client.get("", b"a").await.unwrap();
+        assert_eq!(
+            before.as_deref(),
+            Some(&b"1"[..]),
+            "no refused put was applied"
+        );
         let current = e.epoch_not_match.expect("EpochNotMatch").current_regions;
         assert_eq!(current.len(), 1, "the current region comes with the error");
         let region = current[0].clone();
@@ -688,12 +703,16 @@ fn test_region_errors_reach_the_client() {
             peer: region.peers.iter().find(|p| p.store_id == 1).copied(),
             term: 0,
         };
-        let ok = raw.raw_put(put(right)).await.unwrap().into_inner();
+        let ok = raw.raw_put(put(right, b"2")).await.unwrap().into_inner();
         assert!(ok.region_error.is_none() && ok.error.is_empty(), "{ok:?}");
 
         // A bootstrapped region starts at term 5, so its leader's term is past 2.
         let old_term = Context { term: 1, ..right };
-        let e = raw.raw_put(put(old_term)).await.unwrap().into_inner();
+        let e = raw
+            .raw_put(put(old_term, b"term"))
+            .await
+            .unwrap()
+            .into_inner();
         let e = e.region_error.expect("term 1 is stale");
         assert!(e.stale_command.is_some(), "{e:?}");
     });
@@ -701,6 +720,6 @@ fn test_region_errors_reach_the_client() {
     assert_eq!(
         common::engine_get_many(&procs[0].dir, "default", &[b"a".to_vec()]),
         vec![Some(b"2".to_vec())],
-        "only the put with the right context was applied"
+        "the put with the right context was applied, the stale-term one after it was not"
     );
 }

@@ -82,6 +82,14 @@ impl Config {
                 self.election_tick, self.heartbeat_tick
             )));
         }
+        if self.election_tick > usize::MAX / 2 {
+            // The randomized timeout is drawn from [election_tick, 2 * election_tick).
+            return Err(Error::ConfigInvalid(format!(
+                "election_tick ({}) must be at most {}",
+                self.election_tick,
+                usize::MAX / 2
+            )));
+        }
         if self.max_inflight_msgs == 0 {
             return Err(Error::ConfigInvalid(
                 "max_inflight_msgs must be greater than 0".into(),
@@ -93,5 +101,22 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The randomized election timeout is drawn from `[election_tick, 2 * election_tick)`, so an
+    /// election tick past half of `usize` is refused rather than left to overflow.
+    #[test]
+    fn election_tick_is_bounded() {
+        let mut c = Config::new(1);
+        assert!(c.validate().is_ok());
+        c.election_tick = usize::MAX;
+        assert!(matches!(c.validate(), Err(Error::ConfigInvalid(_))));
+        c.election_tick = usize::MAX / 2;
+        assert!(c.validate().is_ok());
     }
 }
