@@ -138,8 +138,7 @@ impl Client {
         // Connections are made on first use (they need the caller's async runtime); the
         // addresses are checked now.
         for e in c.endpoints.iter() {
-            Endpoint::from_shared(format!("http://{e}"))
-                .map_err(|_| ClientError::BadEndpoint(e.clone()))?;
+            endpoint(e)?;
         }
         Ok(c)
     }
@@ -156,8 +155,7 @@ impl Client {
         if let Some(c) = s.conns.get(addr) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| ClientError::BadEndpoint(addr.to_string()))?
+        let ep = endpoint(addr)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
         let unary = TinyKvClient::new(ep.connect_lazy())
@@ -222,22 +220,9 @@ impl Client {
         let mut last;
         loop {
             let addr = self.pick();
-            let conn = match self.conn(&addr) {
-                Ok(conn) => Some(conn),
-                // A leader hint that is no address: try the configured endpoints instead.
-                Err(ClientError::BadEndpoint(_)) if !self.endpoints.contains(&addr) => None,
-                Err(e) => return Err(e),
-            };
+            let conn = self.conn(&addr)?;
             let left = deadline.saturating_duration_since(Instant::now());
-            let sent = async {
-                match conn {
-                    Some(conn) => tokio::time::timeout(left, conn.send(cmd.clone())).await,
-                    None => Ok(Err(Status::unavailable(
-                        "the hinted leader address is malformed",
-                    ))),
-                }
-            };
-            let outcome = match sent.await {
+            let outcome = match tokio::time::timeout(left, conn.send(cmd.clone())).await {
                 Err(_) => Attempt::Retry {
                     err: format!("{addr}: timed out"),
                     leader_hint: None,
@@ -556,7 +541,8 @@ fn judge<T>(answer: &raw_response::Cmd, leader_hint: Option<String>) -> Option<A
     Some(if e.not_leader.is_some() {
         Attempt::Retry {
             err,
-            leader_hint,
+            // A hint that is no address is no hint: the next endpoint is tried instead.
+            leader_hint: leader_hint.filter(|h| endpoint(h).is_ok()),
             next_endpoint: true,
         }
     } else {
@@ -567,6 +553,12 @@ fn judge<T>(answer: &raw_response::Cmd, leader_hint: Option<String>) -> Option<A
             next_endpoint: e.region_not_found.is_some(),
         }
     })
+}
+
+/// The gRPC endpoint of a store's `host:port`.
+fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|_| ClientError::BadEndpoint(addr.to_string()))
 }
 
 /// One line about a region error.
@@ -599,6 +591,35 @@ pub fn describe(e: &errorpb::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A NotLeader answer's hint is followed only when it is an address; otherwise the client
+    /// moves to its next endpoint, as with no hint.
+    #[test]
+    fn malformed_leader_hints_are_dropped() {
+        let not_leader = raw_response::Cmd::Get(proto::kvrpcpb::RawGetResponse {
+            region_error: Some(errorpb::Error {
+                not_leader: Some(errorpb::NotLeader::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let hint_of = |h: &str| match judge::<()>(&not_leader, Some(h.to_string())) {
+            Some(Attempt::Retry {
+                leader_hint,
+                next_endpoint,
+                ..
+            }) => {
+                assert!(next_endpoint);
+                leader_hint
+            }
+            _ => panic!("NotLeader is retried"),
+        };
+        assert_eq!(
+            hint_of("127.0.0.1:20161").as_deref(),
+            Some("127.0.0.1:20161")
+        );
+        assert_eq!(hint_of("not an address"), None);
+    }
 
     #[test]
     fn command_line_seconds_are_bounded_and_never_panic() {

@@ -364,7 +364,7 @@ mod tests {
         assert!(e.0.contains("raft-max-size-per-msg"), "{e}");
         let file = FileConfig::parse("raft-election-timeout-ticks = 4000000000").unwrap();
         let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
-        assert!(e.0.contains("must be at most"), "{e}");
+        assert!(e.0.contains("must be from 1 to"), "{e}");
     }
 
     #[test]

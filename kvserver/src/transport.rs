@@ -3,10 +3,10 @@
 //!
 //! The poller thread hands messages over without blocking: each peer store has a bounded queue,
 //! drained by a task on the server's async runtime that keeps a stream open to that store. When
-//! the store is down, the task reconnects with exponential back-off (50 ms up to 2 s) and the
-//! queue's overflow is dropped (raft resends what matters). Message batching comes from the
-//! stream itself: tonic encodes every queued message into one HTTP/2 write while the queue is
-//! not empty.
+//! the store is down, or refuses the stream, the task retries with exponential back-off (50 ms up
+//! to 2 s; a stream that lived 5 s resets it) and the queue's overflow is dropped (raft resends
+//! what matters). Message batching comes from the stream itself: tonic encodes every queued
+//! message into one HTTP/2 write while the queue is not empty.
 //!
 //! A MsgSnapshot carries only the snapshot's metadata; its data is in files of this store's
 //! [`SnapManager`]. Each one gets its own `Snapshot` stream: first a chunk with the message, then
@@ -29,7 +29,8 @@ use slog::{debug, info, warn, Logger};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
 
 use crate::tinykvpb::tiny_kv_client::TinyKvClient;
 
@@ -212,72 +213,76 @@ async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: L
         }
     };
     let mut backoff = BACKOFF_MIN;
-    let mut was_down = false;
-    // Whether the latest stream failure was logged as a warning (repeats are debug lines).
-    let mut warned = false;
+    // Since the last stream that lived: whether a failure was logged as a warning (its repeats
+    // are debug lines), and whether the last failure was a failed connect.
+    let mut failing = false;
+    let mut unreachable = false;
     loop {
-        let channel = match endpoint.connect().await {
-            Ok(c) => c,
+        let failure = match endpoint.connect().await {
             Err(e) => {
-                if !was_down {
-                    warn!(logger, "peer store unreachable; retrying with back-off"; "err" => %e);
-                    was_down = true;
+                unreachable = true;
+                format!("peer store unreachable: {e}")
+            }
+            Ok(channel) => {
+                if std::mem::take(&mut unreachable) {
+                    info!(logger, "peer store reachable again");
                 }
-                // Messages queued while the store is down are stale by the time it is back.
-                if drain_for(&mut rx, backoff).await.is_none() {
+                let opened = tokio::time::Instant::now();
+                let Some(ended) = run_stream(channel, &mut rx).await else {
                     return;
+                };
+                if opened.elapsed() >= STREAM_SETTLED {
+                    // A stream that lived: reconnect at once, with the back-off reset.
+                    match ended {
+                        Ok(()) => debug!(logger, "raft stream closed by peer"),
+                        Err(e) => warn!(logger, "raft stream failed; reconnecting"; "err" => %e),
+                    }
+                    backoff = BACKOFF_MIN;
+                    failing = false;
+                    continue;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
+                // One that ended soon after it opened (a peer that answers but refuses raft
+                // messages: a standalone server, a store shutting down) fails like a connect.
+                match ended {
+                    Ok(()) => "raft stream closed by peer at once".to_string(),
+                    Err(e) => format!("raft stream refused: {e}"),
+                }
             }
         };
-        if was_down {
-            info!(logger, "peer store reachable again");
-            was_down = false;
-            backoff = BACKOFF_MIN;
-            warned = false;
-        }
-        let opened = tokio::time::Instant::now();
-        let mut client = TinyKvClient::new(channel)
-            .max_encoding_message_size(usize::MAX)
-            .max_decoding_message_size(usize::MAX);
-        let (stx, srx) = mpsc::channel(1024);
-        let call = client.raft(ReceiverStream::new(srx));
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                res = &mut call => {
-                    match res {
-                        Ok(_) => debug!(logger, "raft stream closed by peer"),
-                        Err(e) if !warned => {
-                            warn!(logger, "raft stream failed; reconnecting"; "err" => %e);
-                            warned = true;
-                        }
-                        Err(e) => debug!(logger, "raft stream failed again"; "err" => %e),
-                    }
-                    break;
-                }
-                msg = rx.recv() => match msg {
-                    Some(m) => {
-                        if stx.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                    None => return,
-                },
-            }
-        }
-        // A stream that ended soon after it opened (a peer that answers but refuses raft
-        // messages: a standalone server, a store shutting down) is retried with the same
-        // back-off as an unreachable one; a stream that lived resets it.
-        if opened.elapsed() < STREAM_SETTLED {
-            if drain_for(&mut rx, backoff).await.is_none() {
-                return;
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+        if std::mem::replace(&mut failing, true) {
+            debug!(logger, "raft stream to peer store still failing"; "err" => failure);
         } else {
-            backoff = BACKOFF_MIN;
-            warned = false;
+            warn!(logger, "no raft stream to peer store; retrying with back-off"; "err" => failure);
+        }
+        // Messages queued meanwhile are stale by the time a stream is back.
+        if drain_for(&mut rx, backoff).await.is_none() {
+            return;
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Feeds one `Raft` stream over `channel` from `rx` until it ends: how it ended, or None when
+/// the transport was dropped.
+async fn run_stream(
+    channel: Channel,
+    rx: &mut mpsc::Receiver<RaftMessage>,
+) -> Option<Result<(), Status>> {
+    let mut client = TinyKvClient::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX);
+    let (stx, srx) = mpsc::channel(1024);
+    let call = client.raft(ReceiverStream::new(srx));
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            res = &mut call => return Some(res.map(drop)),
+            msg = rx.recv() => {
+                if stx.send(msg?).await.is_err() {
+                    // The call dropped its side of the stream: it has ended.
+                    return Some(call.await.map(drop));
+                }
+            }
         }
     }
 }

@@ -227,7 +227,7 @@ fn free_port_run() -> u16 {
     use std::net::TcpListener;
     for _ in 0..200 {
         // Below Linux's ephemeral range (32768-60999), where outgoing connections take ports.
-        let base = 20_000 + (rand_u16() % 12_000);
+        let base = 20_000 + rand::random::<u16>() % 12_000;
         let held: Vec<_> = (0..3)
             .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
@@ -236,15 +236,6 @@ fn free_port_run() -> u16 {
         }
     }
     panic!("no three consecutive free ports");
-}
-
-/// A number that differs between test processes (ports of concurrent runs should not collide).
-fn rand_u16() -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    (nanos ^ std::process::id()) as u16
 }
 
 /// Kills a process group (the script and the stores it started) when dropped: a no-op after a
@@ -277,11 +268,7 @@ fn test_cluster_script_serves_stops_cleanly_and_resumes() {
         .map(|i| format!("127.0.0.1:{}", base + i))
         .collect::<Vec<_>>()
         .join(",");
-    let ctl = |args: &[&str]| {
-        let mut all = vec!["--endpoints", &eps, "--timeout", "20"];
-        all.extend_from_slice(args);
-        common::run(common::CTL, &all)
-    };
+    let ctl = |args: &[&str]| common::ctl(&eps, args);
     let run_script = |first: bool| {
         use std::os::unix::process::CommandExt;
         // Its own process group, so a failed assertion below kills the script and its stores.
@@ -322,23 +309,7 @@ fn test_cluster_script_serves_stops_cleanly_and_resumes() {
         let scan = ctl(&["scan", "", "--limit", "10"]);
         assert_eq!(String::from_utf8_lossy(&scan.stdout), "hello\tworld\n");
         // Ctrl-C: the script stops every store and says so.
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let start = std::time::Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "cluster.sh did not stop within 30 s of SIGINT"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = common::signal_and_wait(&mut child, "INT", "cluster.sh");
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
         assert!(status.success(), "exit {status}: {rest}");
@@ -365,11 +336,7 @@ fn test_standalone_server_serves_the_cli() {
         vec!["--standalone".into()],
     );
     server.start();
-    let ctl = |args: &[&str]| {
-        let mut all = vec!["--endpoints", addr.as_str(), "--timeout", "20"];
-        all.extend_from_slice(args);
-        common::run(common::CTL, &all)
-    };
+    let ctl = |args: &[&str]| common::ctl(&addr, args);
     assert!(ctl(&["put", "k1", "v1"]).status.success());
     assert!(ctl(&["--cf", "lock", "put", "k2", "v2"]).status.success());
     assert_eq!(String::from_utf8_lossy(&ctl(&["get", "k1"]).stdout), "v1\n");

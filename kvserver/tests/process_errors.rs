@@ -353,7 +353,7 @@ fn test_server_startup_errors_are_one_line() {
         ],
     );
     assert_ne!(out.status.code(), Some(0));
-    assert!(one_line(&out.stderr).contains("must be at most"));
+    assert!(one_line(&out.stderr).contains("must be from 1 to"));
     assert!(
         !never.exists(),
         "nothing is created for a refused configuration"
@@ -634,6 +634,22 @@ fn test_oversized_scan_is_refused() {
     });
 }
 
+/// A put of key `a` with `ctx`, its answer (each put writes its own value, so the end state tells
+/// which one was applied).
+async fn put_a(
+    raw: &mut TinyKvClient<tonic::transport::Channel>,
+    ctx: proto::kvrpcpb::Context,
+    value: &[u8],
+) -> proto::kvrpcpb::RawPutResponse {
+    let req = RawPutRequest {
+        context: Some(ctx),
+        key: b"a".to_vec(),
+        value: value.to_vec(),
+        cf: String::new(),
+    };
+    raw.raw_put(req).await.unwrap().into_inner()
+}
+
 /// A request whose `Context` names a region is checked against that region, and what is wrong
 /// comes back in `region_error` (TinyKV's contract), not as a gRPC failure: an unknown region
 /// (RegionNotFound), a stale epoch (EpochNotMatch, with the current region), a term older than
@@ -652,23 +668,12 @@ fn test_region_errors_reach_the_client() {
         let mut raw = TinyKvClient::connect(format!("http://{}", procs[0].addr))
             .await
             .unwrap();
-        // Each put writes its own value, so the end state tells which one was applied.
-        let put = |ctx: Context, value: &[u8]| RawPutRequest {
-            context: Some(ctx),
-            key: b"a".to_vec(),
-            value: value.to_vec(),
-            cf: String::new(),
-        };
 
         let unknown = Context {
             region_id: 99,
             ..Default::default()
         };
-        let e = raw
-            .raw_put(put(unknown, b"unknown"))
-            .await
-            .unwrap()
-            .into_inner();
+        let e = put_a(&mut raw, unknown, b"unknown").await;
         let e = e.region_error.expect("region 99 is not here");
         assert_eq!(e.region_not_found.map(|r| r.region_id), Some(99), "{e:?}");
 
@@ -680,11 +685,7 @@ fn test_region_errors_reach_the_client() {
             }),
             ..Default::default()
         };
-        let e = raw
-            .raw_put(put(stale_epoch, b"epoch"))
-            .await
-            .unwrap()
-            .into_inner();
+        let e = put_a(&mut raw, stale_epoch, b"epoch").await;
         let e = e.region_error.expect("the epoch is not the region's");
         let before = client.get("", b"a").await.unwrap();
         assert_eq!(
@@ -703,16 +704,12 @@ fn test_region_errors_reach_the_client() {
             peer: region.peers.iter().find(|p| p.store_id == 1).copied(),
             term: 0,
         };
-        let ok = raw.raw_put(put(right, b"2")).await.unwrap().into_inner();
+        let ok = put_a(&mut raw, right, b"2").await;
         assert!(ok.region_error.is_none() && ok.error.is_empty(), "{ok:?}");
 
         // A bootstrapped region starts at term 5, so its leader's term is past 2.
         let old_term = Context { term: 1, ..right };
-        let e = raw
-            .raw_put(put(old_term, b"term"))
-            .await
-            .unwrap()
-            .into_inner();
+        let e = put_a(&mut raw, old_term, b"term").await;
         let e = e.region_error.expect("term 1 is stale");
         assert!(e.stale_command.is_some(), "{e:?}");
     });

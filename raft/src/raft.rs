@@ -456,7 +456,7 @@ impl<T: Storage> Raft<T> {
 
     fn reset_randomized_election_timeout(&mut self) {
         let et = self.election_timeout;
-        self.randomized_election_timeout = self.rng.random_range(et..et.saturating_mul(2));
+        self.randomized_election_timeout = self.rng.random_range(et..2 * et);
     }
 
     /// Becomes a follower of `lead` (or of nobody) in `term`.

@@ -75,23 +75,6 @@ impl Config {
 
     /// Checks the values can run a store.
     pub fn validate(&self) -> Result<()> {
-        if self.raft_heartbeat_ticks == 0 {
-            return Err(Error::Other(
-                "raft_heartbeat_ticks must be greater than 0".into(),
-            ));
-        }
-        if self.raft_election_timeout_ticks <= self.raft_heartbeat_ticks {
-            return Err(Error::Other(format!(
-                "raft_election_timeout_ticks ({}) must be greater than raft_heartbeat_ticks ({})",
-                self.raft_election_timeout_ticks, self.raft_heartbeat_ticks
-            )));
-        }
-        if self.raft_base_tick_interval.is_zero() {
-            return Err(Error::Other("raft_base_tick_interval must not be 0".into()));
-        }
-        if self.raft_log_gc_tick_ticks == 0 || self.scheduler_heartbeat_ticks == 0 {
-            return Err(Error::Other("tick counts must be greater than 0".into()));
-        }
         let ticks = [
             ("raft_heartbeat_ticks", self.raft_heartbeat_ticks),
             (
@@ -101,14 +84,20 @@ impl Config {
             ("raft_log_gc_tick_ticks", self.raft_log_gc_tick_ticks),
             ("scheduler_heartbeat_ticks", self.scheduler_heartbeat_ticks),
         ];
-        if let Some((name, n)) = ticks.iter().find(|(_, n)| *n > MAX_TICKS) {
+        if let Some((name, n)) = ticks.iter().find(|(_, n)| !(1..=MAX_TICKS).contains(n)) {
             return Err(Error::Other(format!(
-                "{name} ({n}) must be at most {MAX_TICKS}"
+                "{name} ({n}) must be from 1 to {MAX_TICKS}"
             )));
         }
-        if self.raft_base_tick_interval > MAX_BASE_TICK {
+        if self.raft_election_timeout_ticks <= self.raft_heartbeat_ticks {
             return Err(Error::Other(format!(
-                "raft_base_tick_interval ({:?}) must be at most {MAX_BASE_TICK:?}",
+                "raft_election_timeout_ticks ({}) must be greater than raft_heartbeat_ticks ({})",
+                self.raft_election_timeout_ticks, self.raft_heartbeat_ticks
+            )));
+        }
+        if self.raft_base_tick_interval.is_zero() || self.raft_base_tick_interval > MAX_BASE_TICK {
+            return Err(Error::Other(format!(
+                "raft_base_tick_interval ({:?}) must be more than 0 and at most {MAX_BASE_TICK:?}",
                 self.raft_base_tick_interval
             )));
         }
@@ -146,5 +135,11 @@ mod tests {
             ..Default::default()
         };
         assert!(no_gc_tick.validate().is_err());
+        let zero = Config {
+            scheduler_heartbeat_ticks: 0,
+            ..Default::default()
+        };
+        let e = zero.validate().unwrap_err().to_string();
+        assert!(e.contains("scheduler_heartbeat_ticks (0)"), "{e}");
     }
 }

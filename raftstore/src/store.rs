@@ -730,18 +730,35 @@ mod tests {
         }
     }
 
-    /// Ticks store 1 until it leads region 1, with stores 2 and 3 granting every vote and
-    /// acknowledging every append and heartbeat; nothing is left to answer afterwards.
-    fn elect_with_answering_followers(
-        store: &mut Store<MemEngine, MemEngine>,
-        ctx: &mut StoreContext,
+    /// Answers recorded by the callbacks of [`record_answer`], with the number each was given.
+    type Answers = Arc<std::sync::Mutex<Vec<(u8, CmdResponse)>>>;
+
+    /// A callback that records its answer under `i`.
+    fn record_answer(answers: &Answers, i: u8) -> Callback {
+        let answers = answers.clone();
+        Box::new(move |r| answers.lock().unwrap().push((i, r)))
+    }
+
+    /// Store 1 of [`store_one_of_three`], ticked until it leads region 1 with stores 2 and 3
+    /// granting every vote and acknowledging every append and heartbeat; nothing is left to
+    /// answer afterwards. Also its engines and region (keep the `TempDir` alive).
+    fn leader_of_three() -> (
+        Store<MemEngine, MemEngine>,
+        StoreContext,
+        Engines<MemEngine, MemEngine>,
+        Region,
+        tempfile::TempDir,
     ) {
+        let (engines, region, dir, snaps) = store_one_of_three();
+        let logger = raft::default_logger();
+        let mut store = Store::new(Config::test_config(), engines.clone(), snaps, &logger).unwrap();
+        let mut ctx = StoreContext::default();
         for _ in 0..100 {
-            store.on_tick(ctx);
-            store.end_round(ctx).unwrap();
+            store.on_tick(&mut ctx);
+            store.end_round(&mut ctx).unwrap();
             for _ in 0..2 {
-                reply_as_followers(store, ctx);
-                store.end_round(ctx).unwrap();
+                reply_as_followers(&mut store, &mut ctx);
+                store.end_round(&mut ctx).unwrap();
             }
             if store.peer(1).unwrap().is_leader() && ctx.messages.is_empty() {
                 break;
@@ -749,29 +766,21 @@ mod tests {
         }
         assert!(store.peer(1).unwrap().is_leader());
         assert!(ctx.responses.is_empty());
+        (store, ctx, engines, region, dir)
     }
 
     /// The term a client puts in a request header is checked without arithmetic that can
     /// overflow: `u64::MAX` (newer than any real term) is served, an old term is StaleCommand.
     #[test]
     fn test_request_term_from_the_client_is_checked_without_overflow() {
-        let (engines, region, _dir, snaps) = store_one_of_three();
-        let logger = raft::default_logger();
-        let mut store = Store::new(Config::test_config(), engines.clone(), snaps, &logger).unwrap();
-        let mut ctx = StoreContext::default();
-        elect_with_answering_followers(&mut store, &mut ctx);
+        let (mut store, mut ctx, engines, region, _dir) = leader_of_three();
         let term = store.peer(1).unwrap().term();
         assert!(term > 2, "the leader's term ({term}) makes term 1 stale");
-        let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answers = Answers::default();
         for (i, header_term) in [(0u8, u64::MAX), (1, 1)] {
             let mut req = put_cmd(&region, i);
             req.header.as_mut().unwrap().term = header_term;
-            let answers = answers.clone();
-            store.on_command(
-                &mut ctx,
-                req,
-                Box::new(move |r| answers.lock().unwrap().push((i, r))),
-            );
+            store.on_command(&mut ctx, req, record_answer(&answers, i));
         }
         for _ in 0..4 {
             store.end_round(&mut ctx).unwrap();
@@ -963,25 +972,15 @@ mod tests {
     /// MsgAppend with all of them (not one per command), and each callback gets its own answer.
     #[test]
     fn test_store_proposes_a_round_of_commands_in_one_append() {
-        let (engines, region, _dir, snaps) = store_one_of_three();
-        let logger = raft::default_logger();
-        let mut store = Store::new(Config::test_config(), engines.clone(), snaps, &logger).unwrap();
-        let mut ctx = StoreContext::default();
-        elect_with_answering_followers(&mut store, &mut ctx);
+        let (mut store, mut ctx, engines, region, _dir) = leader_of_three();
         let answer = |store: &mut Store<MemEngine, MemEngine>, ctx: &mut StoreContext| {
             reply_as_followers(store, ctx);
             store.end_round(ctx).unwrap();
         };
 
-        let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answers = Answers::default();
         for i in 0..3u8 {
-            let req = put_cmd(&region, i);
-            let answers = answers.clone();
-            store.on_command(
-                &mut ctx,
-                req,
-                Box::new(move |r| answers.lock().unwrap().push((i, r))),
-            );
+            store.on_command(&mut ctx, put_cmd(&region, i), record_answer(&answers, i));
         }
         store.end_round(&mut ctx).unwrap();
         let appends: Vec<(u64, usize)> = ctx

@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use raftstore::engine::rocks::RocksEngine;
@@ -116,31 +116,13 @@ impl ServerProc {
         let Some(mut c) = self.child.take() else {
             return;
         };
-        let pid = c.id().to_string();
-        Command::new("kill")
-            .args([format!("-{signal}").as_str(), &pid])
-            .status()
-            .expect("run kill");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "server {} exited with {status} on SIG{signal}: {}",
-                    self.addr,
-                    self.log_text()
-                );
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = c.kill();
-                panic!(
-                    "server {} did not stop within 20 s of SIG{signal}",
-                    self.addr
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("server {}", self.addr);
+        let status = signal_and_wait(&mut c, signal, &what);
+        assert!(
+            status.success(),
+            "{what} exited with {status} on SIG{signal}: {}",
+            self.log_text()
+        );
     }
 
     /// Whether the process is running.
@@ -195,6 +177,32 @@ pub fn start_cluster(root: &Path, n: usize, extra: &[&str]) -> Vec<ServerProc> {
 /// Runs a command to completion.
 pub fn run(cmd: &str, args: &[&str]) -> Output {
     Command::new(cmd).args(args).output().expect("run command")
+}
+
+/// Sends SIG`signal` to `child` and waits for it to exit; kills it and panics after 30 s.
+pub fn signal_and_wait(child: &mut Child, signal: &str, what: &str) -> ExitStatus {
+    Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("run kill");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("{what} did not stop within 30 s of SIG{signal}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `tinykv-ctl --endpoints endpoints --timeout 20 args...`.
+pub fn ctl(endpoints: &str, args: &[&str]) -> Output {
+    let mut all = vec!["--endpoints", endpoints, "--timeout", "20"];
+    all.extend_from_slice(args);
+    run(CTL, &all)
 }
 
 /// The value of `key` in `cf` of a stopped store's kv engine.
