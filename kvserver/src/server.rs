@@ -89,6 +89,14 @@ pub fn open_store(
 ) -> Result<Engines<RocksEngine, RocksEngine>, ServerError> {
     let kv = open_engine(&cfg.data_dir.join("kv"), &ALL_CFS)?;
     let raft = open_engine(&cfg.data_dir.join("raft"), &[CF_DEFAULT])?;
+    if cfg.raft_wal_preallocate > 0 {
+        let started = std::time::Instant::now();
+        let rounds = raft
+            .preallocate_wal(cfg.raft_wal_preallocate, 2)
+            .map_err(|e| ServerError::DataDir(format!("cannot prepare the raft WAL: {e}")))?;
+        info!(logger, "raft WAL files written out"; "bytes" => cfg.raft_wal_preallocate,
+            "rounds" => rounds, "elapsed_ms" => started.elapsed().as_millis() as u64);
+    }
     let engines = Engines::new(kv, raft);
     let cluster_id = cfg.cluster_id();
     let unreadable = |e: raftstore::Error| {

@@ -48,6 +48,9 @@ use super::{Engine, EngineError, EngineSnapshot, Result, ScanCallback, WriteBatc
 
 /// Size of each column family's memtable.
 const WRITE_BUFFER_SIZE: usize = 16 << 20;
+/// Bytes a WAL file holds before its memtable fills and RocksDB switches to the next one, with
+/// room to spare: the size for [`RocksEngine::preallocate_wal`] of an engine with one busy CF.
+pub const WAL_FILE_BYTES: u64 = WRITE_BUFFER_SIZE as u64 * 5 / 4;
 /// Block cache shared by the column families of one engine.
 const BLOCK_CACHE_SIZE: usize = 32 << 20;
 
@@ -102,6 +105,53 @@ impl RocksEngine {
         self.sync_count.load(Ordering::Relaxed)
     }
 
+    /// Makes the write-ahead log run in files that are already written to their full size, so
+    /// that a synced append overwrites blocks on disk instead of growing the file: an
+    /// `fdatasync` that extends a file must also write its inode, one that overwrites need not
+    /// (measured on this project's machines: 238 against 335 us p50 with three stores syncing at
+    /// once; 160 against 250 us alone). PostgreSQL zero-fills new WAL segments for the same
+    /// reason. RocksDB does it by itself only once obsolete WAL files come back through
+    /// `recycle_log_file_num`, which at a low write rate takes a minute or more after each start.
+    ///
+    /// Until `files` WAL files of at least `bytes` bytes exist and the newest (the one in use) is
+    /// one of them, each round fills the current WAL up to `bytes` with a log-only record
+    /// (`PutLogData`: in the WAL, never in a memtable, never replayed into the data), synced,
+    /// and flushes the memtables so that the file becomes obsolete and RocksDB recycles it at the
+    /// next switch. No data changes (a scratch key is written and deleted to make the memtable
+    /// flushable). Returns the rounds it took; gives up after `files + 3` rounds, which leaves
+    /// the engine correct, only slower to sync until RocksDB recycles files by itself.
+    pub fn preallocate_wal(&self, bytes: u64, files: usize) -> Result<usize> {
+        const CHUNK: usize = 1 << 20;
+        const SCRATCH_KEY: &[u8] = b"\xfftinykv-wal-preallocate";
+        let cf_names = DB::list_cf(&Options::default(), self.path.as_path())?;
+        let filler = vec![0u8; CHUNK];
+        for round in 0..files + 3 {
+            let wals = wal_files(&self.path)?;
+            let full = wals.iter().filter(|(_, size)| *size >= bytes).count();
+            if full >= files && wals.last().is_some_and(|(_, size)| *size >= bytes) {
+                return Ok(round);
+            }
+            let mut missing = bytes.saturating_sub(wals.last().map_or(0, |(_, size)| *size));
+            let mut batch = rocksdb::WriteBatch::default();
+            while missing > 0 {
+                let n = missing.min(CHUNK as u64) as usize;
+                batch.put_log_data(&filler[..n]);
+                missing -= n as u64;
+            }
+            batch.put(SCRATCH_KEY, b"");
+            batch.delete(SCRATCH_KEY);
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            self.db.write_opt(batch, &opts)?;
+            let mut flush = rocksdb::FlushOptions::default();
+            flush.set_wait(true);
+            for name in &cf_names {
+                self.db.flush_cf_opt(cf_handle(&self.db, name)?, &flush)?;
+            }
+        }
+        Ok(files + 3)
+    }
+
     /// The underlying RocksDB handle, for what the [`Engine`] trait does not cover (properties,
     /// manual compaction, SST ingestion).
     pub fn raw(&self) -> &DB {
@@ -153,6 +203,26 @@ impl RocksEngine {
         }
         Ok(batch)
     }
+}
+
+/// The WAL files (`NNNNNN.log`) in the database directory `dir` with their sizes, oldest
+/// (lowest number) first: the last one is the WAL in use.
+fn wal_files(dir: &Path) -> Result<Vec<(u64, u64)>> {
+    let mut logs = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(number) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        logs.push((number, entry.metadata()?.len()));
+    }
+    logs.sort_unstable();
+    Ok(logs)
 }
 
 /// Options of the database (shared by all its column families where RocksDB allows).
@@ -456,6 +526,51 @@ mod tests {
             .collect();
         logs.sort();
         logs.pop().expect("a WAL file")
+    }
+
+    #[test]
+    fn preallocated_wal_is_overwritten_not_grown() {
+        const MIB: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft");
+        {
+            let e = RocksEngine::open(&path, &[CF_DEFAULT]).unwrap();
+            let mut wb = WriteBatch::new();
+            wb.put_cf(CF_DEFAULT, &b"before"[..], &b"1"[..]);
+            e.write(&wb, true).unwrap();
+            let rounds = e.preallocate_wal(MIB, 2).unwrap();
+            assert!((1..5).contains(&rounds), "took {rounds} rounds");
+            let wals = wal_files(&path).unwrap();
+            assert!(
+                wals.iter().filter(|(_, size)| *size >= MIB).count() >= 2,
+                "{wals:?}"
+            );
+            let (in_use, size) = *wals.last().unwrap();
+            assert!(size >= MIB, "{wals:?}");
+            assert_eq!(e.preallocate_wal(MIB, 2).unwrap(), 0, "already done");
+            // Synced writes go into the full-size file without growing it.
+            for i in 0..100u32 {
+                let mut wb = WriteBatch::new();
+                wb.put_cf(CF_DEFAULT, format!("k{i}"), vec![1u8; 300]);
+                e.write(&wb, true).unwrap();
+            }
+            assert_eq!(*wal_files(&path).unwrap().last().unwrap(), (in_use, size));
+        }
+        // The data survives a reopen (replayed from the recycled file), the filler does not
+        // show, and the scratch key is gone.
+        let e = RocksEngine::open(&path, &[CF_DEFAULT]).unwrap();
+        assert_eq!(
+            e.get_cf(CF_DEFAULT, b"before").unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(e.get_cf(CF_DEFAULT, b"k99").unwrap(), Some(vec![1u8; 300]));
+        let mut keys = 0;
+        e.scan_cf(CF_DEFAULT, b"", b"", &mut |_, _| {
+            keys += 1;
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(keys, 101);
     }
 
     #[test]
