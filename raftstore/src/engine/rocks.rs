@@ -131,13 +131,16 @@ impl RocksEngine {
             if full >= files && wals.last().is_some_and(|(_, size)| *size >= bytes) {
                 return Ok(round);
             }
+            // One chunk per write batch, so no more than a chunk is in memory at once.
             let mut missing = bytes.saturating_sub(wals.last().map_or(0, |(_, size)| *size));
-            let mut batch = rocksdb::WriteBatch::default();
             while missing > 0 {
                 let n = missing.min(CHUNK as u64) as usize;
+                let mut batch = rocksdb::WriteBatch::default();
                 batch.put_log_data(&filler[..n]);
+                self.db.write(batch)?;
                 missing -= n as u64;
             }
+            let mut batch = rocksdb::WriteBatch::default();
             batch.put(SCRATCH_KEY, b"");
             batch.delete(SCRATCH_KEY);
             let mut opts = WriteOptions::default();
