@@ -89,14 +89,6 @@ pub fn open_store(
 ) -> Result<Engines<RocksEngine, RocksEngine>, ServerError> {
     let kv = open_engine(&cfg.data_dir.join("kv"), &ALL_CFS)?;
     let raft = open_engine(&cfg.data_dir.join("raft"), &[CF_DEFAULT])?;
-    if cfg.raft_wal_preallocate > 0 {
-        let started = std::time::Instant::now();
-        let rounds = raft
-            .preallocate_wal(cfg.raft_wal_preallocate, 2)
-            .map_err(|e| ServerError::DataDir(format!("cannot prepare the raft WAL: {e}")))?;
-        info!(logger, "raft WAL files written out"; "bytes" => cfg.raft_wal_preallocate,
-            "rounds" => rounds, "elapsed_ms" => started.elapsed().as_millis() as u64);
-    }
     let engines = Engines::new(kv, raft);
     let cluster_id = cfg.cluster_id();
     let unreadable = |e: raftstore::Error| {
@@ -154,6 +146,16 @@ pub fn open_store(
                     "data_dir" => %cfg.data_dir.display());
             }
         }
+    }
+    // Only once the data dir is known to be this store's: a refused start writes nothing.
+    if cfg.raft_wal_preallocate > 0 {
+        let started = std::time::Instant::now();
+        let rounds = engines
+            .raft
+            .preallocate_wal(cfg.raft_wal_preallocate, 2)
+            .map_err(|e| ServerError::DataDir(format!("cannot prepare the raft WAL: {e}")))?;
+        info!(logger, "raft WAL files written out"; "bytes" => cfg.raft_wal_preallocate,
+            "rounds" => rounds, "elapsed_ms" => started.elapsed().as_millis() as u64);
     }
     Ok(engines)
 }
