@@ -18,6 +18,7 @@ pub mod logging;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod store_task;
 pub mod transport;
 
 /// The generated gRPC client and server of `service TinyKv`.

@@ -19,7 +19,6 @@ use raftstore::bootstrap::{
 use raftstore::engine::rocks::RocksEngine;
 use raftstore::engine::{Engine, EngineError, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
 use raftstore::keys;
-use raftstore::runtime::{start_store_with_mailbox, NoScheduler};
 use raftstore::SnapManager;
 use slog::{debug, info, Logger};
 use thiserror::Error;
@@ -31,6 +30,7 @@ use crate::service::{TinyKvService, ENTRY_OVERHEAD};
 use crate::storage::raft::RaftStorage;
 use crate::storage::standalone::StandaloneStorage;
 use crate::storage::{Storage, StorageError};
+use crate::store_task::StoreTask;
 use crate::tinykvpb::tiny_kv_server::TinyKvServer;
 use crate::transport::GrpcTransport;
 
@@ -250,7 +250,7 @@ pub async fn run(
     let snap_dir = cfg.data_dir.join("snap");
     let snap_mgr = SnapManager::new(&snap_dir)
         .map_err(|e| ServerError::DataDir(format!("cannot use {}: {e}", snap_dir.display())))?;
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let transport = GrpcTransport::new(
         cfg.store_id,
         &addrs,
@@ -261,12 +261,11 @@ pub async fn run(
     );
     let mut raft_cfg = cfg.raft.clone();
     raft_cfg.seed = cfg.store_id;
-    let handle = start_store_with_mailbox(
+    let store = StoreTask::spawn(
         raft_cfg,
         engines.clone(),
         snap_mgr.clone(),
         transport,
-        NoScheduler,
         &logger,
         tx.clone(),
         rx,
@@ -289,10 +288,8 @@ pub async fn run(
         "data_dir" => %cfg.data_dir.display());
     let served = serve(svc, incoming, shutdown, &logger).await;
     info!(logger, "stopping the store"; "store_id" => cfg.store_id);
-    // Joins the poller and worker threads; every acknowledged write is already synced.
-    tokio::task::spawn_blocking(move || handle.stop())
-        .await
-        .ok();
+    // Waits for the store's task and worker threads; every acknowledged write is already synced.
+    store.stop().await;
     served?;
     info!(logger, "server stopped"; "store_id" => cfg.store_id);
     Ok(())

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use crossbeam_channel::Sender;
+use crate::store_task::StoreRouter;
 use prost::Message;
 use proto::errorpb;
 use proto::kvrpcpb::{
@@ -69,7 +69,7 @@ impl<S: Storage> Clone for TinyKvService<S> {
 struct Inner<S> {
     storage: S,
     store_id: u64,
-    raft_router: Option<(Sender<StoreMsg>, SnapManager)>,
+    raft_router: Option<(StoreRouter, SnapManager)>,
     store_addrs: HashMap<u64, String>,
     max_value_size: usize,
     logger: Logger,
@@ -82,7 +82,7 @@ impl<S: Storage> TinyKvService<S> {
     pub fn new(
         storage: S,
         store_id: u64,
-        raft_router: Option<(Sender<StoreMsg>, SnapManager)>,
+        raft_router: Option<(StoreRouter, SnapManager)>,
         store_addrs: HashMap<u64, String>,
         max_value_size: usize,
         logger: Logger,

@@ -1,7 +1,7 @@
 //! The raftstore `Transport` over gRPC: one `Raft` client stream per peer store, and a `Snapshot`
 //! client stream per snapshot sent.
 //!
-//! The poller thread hands messages over without blocking: each peer store has a bounded queue,
+//! The store hands messages over without blocking: each peer store has a bounded queue,
 //! drained by a task on the server's async runtime that keeps a stream open to that store. When
 //! the store is down, or refuses the stream, the task retries with exponential back-off (50 ms up
 //! to 2 s; a stream that lived 5 s resets it) and the queue's overflow is dropped (raft resends
@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crate::store_task::StoreRouter;
 use proto::raft_serverpb::{RaftMessage, SnapshotChunk};
 use raft::SnapshotStatus;
 use raftstore::runtime::{StoreMsg, Transport};
@@ -53,7 +53,7 @@ pub struct GrpcTransport {
     queues: HashMap<u64, mpsc::Sender<RaftMessage>>,
     addrs: HashMap<u64, String>,
     snap_mgr: SnapManager,
-    store: Sender<StoreMsg>,
+    store: StoreRouter,
     rt: Handle,
     logger: Logger,
     dropped: u64,
@@ -67,7 +67,7 @@ impl GrpcTransport {
         self_id: u64,
         addrs: &HashMap<u64, String>,
         snap_mgr: SnapManager,
-        store: Sender<StoreMsg>,
+        store: StoreRouter,
         rt: &Handle,
         logger: &Logger,
     ) -> Self {
@@ -207,7 +207,7 @@ async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: L
             .keep_alive_timeout(Duration::from_secs(5)),
         Err(e) => {
             warn!(logger, "bad peer address; no raft messages will reach it"; "err" => %e);
-            // Keep draining so the poller never sees a full queue for this store.
+            // Keep draining so the store never sees a full queue for this store.
             while rx.recv().await.is_some() {}
             return;
         }

@@ -17,6 +17,13 @@
 //! Raft messages leave through a `Transport`, region heartbeats through a `SchedulerClient`;
 //! callbacks are called on the poller thread (they should only send on a channel).
 //!
+//! The poller's work between two waits for its mailbox is [`StoreDriver`]: handle a message,
+//! then a round with its effects carried out, then (when nothing else waits) the round's sync
+//! in place. `start_store` runs it on a thread of its own; a driver with an event loop of its own
+//! can run it there instead (kvserver runs it as a task of its gRPC runtime, so that a message
+//! from the network reaches the store, and the store's answer the network, without a thread
+//! switch). Its workers report through a [`Mailbox`].
+//!
 //! # Snapshots and the transport
 //!
 //! A MsgSnapshot (`snap::is_snapshot_msg`) carries only the snapshot's metadata; its data is in
@@ -190,70 +197,19 @@ where
     T: Transport,
     S: SchedulerClient,
 {
-    let tick = cfg.raft_base_tick_interval;
-    let store = Store::new(cfg, engines.clone(), snap_mgr.clone(), logger)?;
-    let store_id = store.store_id;
-    let mut workers = Vec::new();
-    let mut spawn_worker = |name: &str| -> Result<Sender<Task>> {
-        let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
-        let (engines, snap_mgr, mailbox) = (engines.clone(), snap_mgr.clone(), tx.clone());
-        let wlogger = logger.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("store-{store_id}-{name}"))
-            .spawn(move || {
-                for task in task_rx {
-                    let desc = format!("{task:?}");
-                    match run_task(&engines, &snap_mgr, task) {
-                        // The store may have stopped meanwhile; then nobody needs the result.
-                        Ok(Some(r)) => drop(mailbox.send(StoreMsg::TaskFinished(r))),
-                        Ok(None) => {}
-                        Err(e) => {
-                            error!(wlogger, "background task failed"; "task" => desc, "err" => %e)
-                        }
-                    }
-                }
-            })
-            .map_err(|e| Error::Other(format!("cannot spawn worker: {e}")))?;
-        workers.push(handle);
-        Ok(task_tx)
-    };
-    let region_tx = spawn_worker("region")?;
-    let gc_tx = spawn_worker("raftlog-gc")?;
-    let (sync_tx, sync_rx) = crossbeam_channel::unbounded::<u64>();
-    {
-        let (raft, mailbox) = (engines.raft.clone(), tx.clone());
-        let handle = std::thread::Builder::new()
-            .name(format!("store-{store_id}-raft-sync"))
-            .spawn(move || {
-                while let Ok(mut seq) = sync_rx.recv() {
-                    // Every write numbered up to the newest request is in the engine already.
-                    seq = sync_rx.try_iter().fold(seq, u64::max);
-                    let result = raft.sync().map(|()| seq).map_err(|e| e.to_string());
-                    if mailbox.send(StoreMsg::RaftSynced(result)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| Error::Other(format!("cannot spawn the raft-sync thread: {e}")))?;
-        workers.push(handle);
-    }
-    let plogger = logger.clone();
+    let (mut driver, workers) = StoreDriver::new(
+        cfg,
+        engines,
+        snap_mgr,
+        transport,
+        scheduler,
+        logger,
+        tx.clone(),
+    )?;
+    let store_id = driver.store_id();
     let poller = std::thread::Builder::new()
         .name(format!("store-{store_id}-poller"))
-        .spawn(move || {
-            let mut p = Poller {
-                store,
-                rx,
-                transport,
-                scheduler,
-                region_tx,
-                gc_tx,
-                sync_tx: Some(sync_tx),
-                tick,
-                logger: plogger,
-            };
-            p.run();
-        })
+        .spawn(move || driver.run_blocking(&rx))
         .map_err(|e| Error::Other(format!("cannot spawn poller: {e}")))?;
     info!(logger, "store running"; "store_id" => store_id);
     Ok(StoreHandle {
@@ -264,94 +220,240 @@ where
     })
 }
 
-struct Poller<K: Engine, R: Engine, T, S> {
+/// Where a store's worker threads send what they finished: the store's own mailbox, whatever
+/// channel carries it.
+pub trait Mailbox: Clone + Send + 'static {
+    /// Delivers `msg`; false when the store is gone.
+    fn deliver(&self, msg: StoreMsg) -> bool;
+}
+
+impl Mailbox for Sender<StoreMsg> {
+    fn deliver(&self, msg: StoreMsg) -> bool {
+        self.send(msg).is_ok()
+    }
+}
+
+/// A running store between two waits for its mailbox: the store, its transport and scheduler
+/// client, the senders to its worker threads, and its base tick. The loop that owns it waits for
+/// a message (at most [`StoreDriver::wait`]), hands it and whatever else is in the mailbox to
+/// [`StoreDriver::handle`], then calls [`StoreDriver::round`], and, when that returns a sync to
+/// make, [`StoreDriver::sync_inline`] (after letting the round's messages leave, if its sends
+/// only queue them on the same thread).
+pub struct StoreDriver<K: Engine, R: Engine, T, S> {
     store: Store<K, R>,
-    rx: Receiver<StoreMsg>,
+    ctx: StoreContext,
     transport: T,
     scheduler: S,
     /// The region worker (snapshot generation and application).
     region_tx: Sender<Task>,
     /// The log-GC worker.
     gc_tx: Sender<Task>,
-    /// The raft-sync thread (dropped when the poller stops, which ends that thread).
+    /// The raft-sync thread (dropped when the driver stops, which ends that thread).
     sync_tx: Option<Sender<u64>>,
     tick: Duration,
+    next_tick: Instant,
     logger: Logger,
 }
 
-impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> {
-    fn run(&mut self) {
-        let mut ctx = StoreContext::default();
-        let mut next_tick = Instant::now() + self.tick;
-        loop {
-            let wait = if self.store.has_ready() {
-                Duration::ZERO
-            } else {
-                next_tick.saturating_duration_since(Instant::now())
-            };
-            let mut stop = false;
-            match self.rx.recv_timeout(wait) {
-                Ok(msg) => {
-                    stop |= self.handle(&mut ctx, msg);
-                    let mut n = 1;
-                    while !stop && n < MAX_BATCH {
-                        let Ok(msg) = self.rx.try_recv() else {
-                            break;
-                        };
-                        stop |= self.handle(&mut ctx, msg);
-                        n += 1;
+impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T, S> {
+    /// Opens the store on bootstrapped `engines` and starts its worker threads (region worker,
+    /// log-GC worker, raft-sync thread), which report to `mailbox`. Returns the driver and the
+    /// threads' handles: they end once the driver is dropped.
+    pub fn new<M: Mailbox>(
+        cfg: Config,
+        engines: Engines<K, R>,
+        snap_mgr: SnapManager,
+        transport: T,
+        scheduler: S,
+        logger: &Logger,
+        mailbox: M,
+    ) -> Result<(Self, Vec<JoinHandle<()>>)> {
+        let tick = cfg.raft_base_tick_interval;
+        let store = Store::new(cfg, engines.clone(), snap_mgr.clone(), logger)?;
+        let store_id = store.store_id;
+        let mut workers = Vec::new();
+        let mut spawn_worker = |name: &str| -> Result<Sender<Task>> {
+            let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
+            let (engines, snap_mgr, mailbox) = (engines.clone(), snap_mgr.clone(), mailbox.clone());
+            let wlogger = logger.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("store-{store_id}-{name}"))
+                .spawn(move || {
+                    for task in task_rx {
+                        let desc = format!("{task:?}");
+                        match run_task(&engines, &snap_mgr, task) {
+                            // The store may have stopped meanwhile; then nobody needs the result.
+                            Ok(Some(r)) => drop(mailbox.deliver(StoreMsg::TaskFinished(r))),
+                            Ok(None) => {}
+                            Err(e) => {
+                                error!(wlogger, "background task failed"; "task" => desc, "err" => %e)
+                            }
+                        }
                     }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = true,
-            }
-            if stop {
-                info!(self.logger, "store stopping"; "store_id" => self.store.store_id);
-                self.sync_tx = None;
-                break;
-            }
-            let now = Instant::now();
-            if now >= next_tick {
-                self.store.on_tick(&mut ctx);
-                next_tick += self.tick;
-                if next_tick < now {
-                    // Far behind (a long round or a paused process): do not tick in a burst.
-                    next_tick = now + self.tick;
-                }
-            }
-            // Leaders' appends and the answers that need no fsync of this round leave between
-            // the two halves, while the raft write of the round is under way elsewhere.
-            let round = self
-                .store
-                .begin_round(&mut ctx)
-                .and_then(|()| {
-                    self.carry_out(&mut ctx);
-                    self.store.finish_round(&mut ctx)
                 })
-                .and_then(|()| self.sync_now_if_idle(&mut ctx));
-            if let Err(e) = round {
-                // An engine failure: the store cannot keep its promises any more.
-                error!(self.logger, "store round failed; stopping the store"; "err" => %e);
-                self.fail_all(&mut ctx);
-                self.sync_tx = None;
-                break;
-            }
-            self.carry_out(&mut ctx);
+                .map_err(|e| Error::Other(format!("cannot spawn worker: {e}")))?;
+            workers.push(handle);
+            Ok(task_tx)
+        };
+        let region_tx = spawn_worker("region")?;
+        let gc_tx = spawn_worker("raftlog-gc")?;
+        let (sync_tx, sync_rx) = crossbeam_channel::unbounded::<u64>();
+        {
+            let raft = engines.raft.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("store-{store_id}-raft-sync"))
+                .spawn(move || {
+                    while let Ok(mut seq) = sync_rx.recv() {
+                        // Every write numbered up to the newest request is in the engine already.
+                        seq = sync_rx.try_iter().fold(seq, u64::max);
+                        let result = raft.sync().map(|()| seq).map_err(|e| e.to_string());
+                        if !mailbox.deliver(StoreMsg::RaftSynced(result)) {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| Error::Other(format!("cannot spawn the raft-sync thread: {e}")))?;
+            workers.push(handle);
+        }
+        let driver = StoreDriver {
+            store,
+            ctx: StoreContext::default(),
+            transport,
+            scheduler,
+            region_tx,
+            gc_tx,
+            sync_tx: Some(sync_tx),
+            tick,
+            next_tick: Instant::now() + tick,
+            logger: logger.clone(),
+        };
+        Ok((driver, workers))
+    }
+
+    /// The store's id.
+    pub fn store_id(&self) -> u64 {
+        self.store.store_id
+    }
+
+    /// How long the loop may wait for the next message: zero while a replica has work, else
+    /// until the next base tick.
+    pub fn wait(&self) -> Duration {
+        if self.store.has_ready() {
+            Duration::ZERO
+        } else {
+            self.next_tick.saturating_duration_since(Instant::now())
         }
     }
 
-    /// Handles one message; true on Stop (or when the raft engine cannot be synced).
-    fn handle(&mut self, ctx: &mut StoreContext, msg: StoreMsg) -> bool {
+    /// The loop of `start_store`'s poller thread: waits on `rx`, drains up to `MAX_BATCH`
+    /// messages at a time, runs the round, syncs in place when the mailbox is empty.
+    fn run_blocking(&mut self, rx: &Receiver<StoreMsg>) {
+        loop {
+            let step = (|| -> Result<bool> {
+                match rx.recv_timeout(self.wait()) {
+                    Ok(msg) => {
+                        if self.handle(msg)? {
+                            return Ok(true);
+                        }
+                        for msg in rx.try_iter().take(MAX_BATCH - 1) {
+                            if self.handle(msg)? {
+                                return Ok(true);
+                            }
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return Ok(true),
+                }
+                if let Some(seq) = self.round(rx.is_empty())? {
+                    self.sync_inline(seq)?;
+                }
+                Ok(false)
+            })();
+            match step {
+                Ok(false) => {}
+                Ok(true) => break,
+                Err(e) => {
+                    self.fail(e, rx.try_iter());
+                    return;
+                }
+            }
+        }
+        self.stop();
+    }
+
+    /// Stops the store: ends the raft-sync thread (the workers end when the driver is dropped).
+    pub fn stop(&mut self) {
+        info!(self.logger, "store stopping"; "store_id" => self.store.store_id);
+        self.sync_tx = None;
+    }
+
+    /// After an engine failure (from `handle`, `round` or `sync_inline`): the store cannot keep
+    /// its promises any more. Answers the round's pending responses, fails the commands still in
+    /// the mailbox (`rest`), and stops.
+    pub fn fail(&mut self, e: Error, rest: impl IntoIterator<Item = StoreMsg>) {
+        error!(self.logger, "store round failed; stopping the store"; "err" => %e);
+        for (cb, resp) in self.ctx.responses.drain(..) {
+            cb(resp);
+        }
+        for msg in rest {
+            if let StoreMsg::Command(_, cb) = msg {
+                cb(CmdResponse::error(
+                    Error::Other("the store stopped after an engine failure".into()),
+                    0,
+                ));
+            }
+        }
+        self.sync_tx = None;
+    }
+
+    /// The round after a batch of messages: the base tick when it is due, both halves of the
+    /// round with their effects carried out (the leaders' appends between them). With `idle`
+    /// (nothing else in the mailbox) a sync the round asked for is returned, for the loop to do
+    /// in place with [`StoreDriver::sync_inline`] once the round's messages have left: handing
+    /// it to the raft-sync thread would only add two thread wake-ups to the wait. Otherwise the
+    /// raft-sync thread gets it.
+    pub fn round(&mut self, idle: bool) -> Result<Option<u64>> {
+        let now = Instant::now();
+        if now >= self.next_tick {
+            self.store.on_tick(&mut self.ctx);
+            self.next_tick += self.tick;
+            if self.next_tick < now {
+                // Far behind (a long round or a paused process): do not tick in a burst.
+                self.next_tick = now + self.tick;
+            }
+        }
+        // Leaders' appends and the answers that need no fsync of this round leave between the
+        // two halves, while the raft write of the round is under way elsewhere.
+        self.store.begin_round(&mut self.ctx)?;
+        self.carry_out();
+        self.store.finish_round(&mut self.ctx)?;
+        let inline = if idle {
+            self.ctx.sync_request.take()
+        } else {
+            None
+        };
+        self.carry_out();
+        Ok(inline)
+    }
+
+    /// Syncs the raft engine here and now for the unsynced write numbered `seq` (from
+    /// [`StoreDriver::round`]), and carries out what waited for it.
+    pub fn sync_inline(&mut self, seq: u64) -> Result<()> {
+        self.store.engines().raft.sync()?;
+        self.store.on_synced(&mut self.ctx, seq)?;
+        self.carry_out();
+        Ok(())
+    }
+
+    /// Handles one message; true on Stop. An error is an engine failure: call
+    /// [`StoreDriver::fail`].
+    pub fn handle(&mut self, msg: StoreMsg) -> Result<bool> {
+        let ctx = &mut self.ctx;
         match msg {
             StoreMsg::RaftSynced(result) => {
-                let done = result
-                    .map_err(|e| Error::Other(format!("cannot sync the raft engine: {e}")))
-                    .and_then(|seq| self.store.on_synced(ctx, seq));
-                if let Err(e) = done {
-                    error!(self.logger, "store round failed; stopping the store"; "err" => %e);
-                    self.fail_all(ctx);
-                    return true;
-                }
+                let seq = result
+                    .map_err(|e| Error::Other(format!("cannot sync the raft engine: {e}")))?;
+                self.store.on_synced(ctx, seq)?;
             }
             StoreMsg::Raft(m) => self.store.on_raft_message(ctx, m),
             StoreMsg::Command(req, cb) => self.store.on_command(ctx, req, cb),
@@ -363,25 +465,13 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> 
                 .store
                 .on_snapshot_status(ctx, region_id, to_peer_id, status),
             StoreMsg::TaskFinished(r) => self.store.on_task_result(ctx, r),
-            StoreMsg::Stop => return true,
+            StoreMsg::Stop => return Ok(true),
         }
-        false
+        Ok(false)
     }
 
-    /// With nothing else in the mailbox, a round's sync is done here and now: handing it to the
-    /// raft-sync thread would only add two thread wake-ups to the wait.
-    fn sync_now_if_idle(&mut self, ctx: &mut StoreContext) -> Result<()> {
-        if ctx.sync_request.is_none() || !self.rx.is_empty() {
-            return Ok(());
-        }
-        let seq = ctx.sync_request.take().expect("checked");
-        // This round's messages (a leader's appends) leave before the fsync.
-        self.carry_out(ctx);
-        self.store.engines().raft.sync()?;
-        self.store.on_synced(ctx, seq)
-    }
-
-    fn carry_out(&mut self, ctx: &mut StoreContext) {
+    fn carry_out(&mut self) {
+        let ctx = &mut self.ctx;
         for m in ctx.messages.drain(..) {
             if let Err(e) = self.transport.send(m) {
                 warn!(self.logger, "cannot send raft message"; "err" => %e);
@@ -403,20 +493,6 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> Poller<K, R, T, S> 
         }
         for (cb, resp) in ctx.responses.drain(..) {
             cb(resp);
-        }
-    }
-
-    fn fail_all(&mut self, ctx: &mut StoreContext) {
-        for (cb, resp) in ctx.responses.drain(..) {
-            cb(resp);
-        }
-        for msg in self.rx.try_iter() {
-            if let StoreMsg::Command(_, cb) = msg {
-                cb(CmdResponse::error(
-                    Error::Other("the store stopped after an engine failure".into()),
-                    0,
-                ));
-            }
         }
     }
 }

@@ -8,16 +8,16 @@
 //! the kv engine, finds the one holding the key and addresses its local peer; when the region
 //! changed under it (epoch, range), it reloads and tries once more.
 //!
-//! Answers come back from the raftstore's poller thread through one channel to one responder task,
-//! not through a wake-up per request: the poller answers a round's commands in a burst, the
-//! responder takes the whole burst at once and completes the requests one after another from
-//! inside the async runtime, so their gRPC answers leave together in one write on each
-//! connection instead of one system call (and one thread wake-up) each.
+//! Answers come back from the store (a task of this runtime, `crate::store_task`) through one
+//! channel to one responder task, not through a wake-up per request: the store answers a round's
+//! commands in a burst, the responder takes the whole burst at once and completes the requests
+//! one after another, so their gRPC answers leave together in one write on each connection
+//! instead of one system call each.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crate::store_task::StoreRouter;
 use proto::errorpb;
 use proto::kvrpcpb::Context;
 use proto::metapb::Region;
@@ -45,7 +45,7 @@ type Answer = (oneshot::Sender<CmdResponse>, CmdResponse);
 
 struct Inner {
     store_id: u64,
-    router: Sender<StoreMsg>,
+    router: StoreRouter,
     /// To the responder task.
     answers: mpsc::UnboundedSender<Answer>,
     kv: RocksEngine,
@@ -59,7 +59,7 @@ impl RaftStorage {
     /// the async runtime (it starts the responder task there).
     pub fn new(
         store_id: u64,
-        router: Sender<StoreMsg>,
+        router: StoreRouter,
         kv: RocksEngine,
         timeout: Duration,
     ) -> Result<Self, StorageError> {
