@@ -1,4 +1,6 @@
-//! The threaded runtime: the production driver of the store's handlers.
+//! The threaded runtime: the store's handlers driven by threads of their own (the cluster test
+//! harness and the benchmarks run stores this way; `tinykv-server` runs the same
+//! [`StoreDriver`] as a task of its gRPC runtime, with the same worker threads).
 //!
 //! - a **poller** thread owns the `Store`; it blocks on a crossbeam-channel mailbox, drains up to
 //!   `MAX_BATCH` messages at a time, runs the handlers, then the round for the whole batch in two
