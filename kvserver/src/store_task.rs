@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use raftstore::engine::{Engine, Engines};
-use raftstore::runtime::{Mailbox, NoScheduler, StoreDriver, StoreMsg, Transport, MAX_BATCH};
+use raftstore::runtime::{Mailbox, NoScheduler, StoreDriver, StoreMsg, Transport};
 use raftstore::{Config, SnapManager};
 use slog::Logger;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -68,7 +68,6 @@ impl StoreTask {
             logger,
             TaskMailbox(router.clone()),
         )?;
-        slog::info!(logger, "store running"; "store_id" => driver.store_id());
         let task = tokio::spawn(run(driver, rx));
         Ok(StoreTask {
             router,
@@ -115,16 +114,8 @@ async fn run<K: Engine, R: Engine, T: Transport>(
                 }
             };
             if let Some(msg) = first {
-                if driver.handle(msg)? {
+                if driver.handle_batch(msg, std::iter::from_fn(|| rx.try_recv().ok()))? {
                     return Ok(true);
-                }
-                for _ in 1..MAX_BATCH {
-                    let Ok(msg) = rx.try_recv() else {
-                        break;
-                    };
-                    if driver.handle(msg)? {
-                        return Ok(true);
-                    }
                 }
             }
             if let Some(seq) = driver.round(rx.is_empty())? {

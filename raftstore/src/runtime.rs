@@ -213,7 +213,6 @@ where
         .name(format!("store-{store_id}-poller"))
         .spawn(move || driver.run_blocking(&rx))
         .map_err(|e| Error::Other(format!("cannot spawn poller: {e}")))?;
-    info!(logger, "store running"; "store_id" => store_id);
     Ok(StoreHandle {
         store_id,
         sender: tx,
@@ -238,7 +237,7 @@ impl Mailbox for Sender<StoreMsg> {
 /// A running store between two waits for its mailbox: the store, its transport and scheduler
 /// client, the senders to its worker threads, and its base tick. The loop that owns it waits for
 /// a message (at most [`StoreDriver::wait`]), hands it and whatever else is in the mailbox to
-/// [`StoreDriver::handle`], then calls [`StoreDriver::round`], and, when that returns a sync to
+/// [`StoreDriver::handle_batch`], then calls [`StoreDriver::round`], and, when that returns a sync to
 /// make, [`StoreDriver::sync_inline`] (after letting the round's messages leave, if its sends
 /// only queue them on the same thread).
 pub struct StoreDriver<K: Engine, R: Engine, T, S> {
@@ -317,6 +316,7 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
                 .map_err(|e| Error::Other(format!("cannot spawn the raft-sync thread: {e}")))?;
             workers.push(handle);
         }
+        info!(logger, "store running"; "store_id" => store_id);
         let driver = StoreDriver {
             store,
             ctx: StoreContext::default(),
@@ -354,13 +354,8 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
             let step = (|| -> Result<bool> {
                 match rx.recv_timeout(self.wait()) {
                     Ok(msg) => {
-                        if self.handle(msg)? {
+                        if self.handle_batch(msg, rx.try_iter())? {
                             return Ok(true);
-                        }
-                        for msg in rx.try_iter().take(MAX_BATCH - 1) {
-                            if self.handle(msg)? {
-                                return Ok(true);
-                            }
                         }
                     }
                     Err(RecvTimeoutError::Timeout) => {}
@@ -447,9 +442,24 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
         Ok(())
     }
 
-    /// Handles one message; true on Stop. An error is an engine failure: call
+    /// Handles `first` and then what `more` yields (what else is in the mailbox), `MAX_BATCH`
+    /// messages at most, for one round; true on Stop. An error is an engine failure: call
     /// [`StoreDriver::fail`].
-    pub fn handle(&mut self, msg: StoreMsg) -> Result<bool> {
+    pub fn handle_batch(
+        &mut self,
+        first: StoreMsg,
+        more: impl Iterator<Item = StoreMsg>,
+    ) -> Result<bool> {
+        for msg in std::iter::once(first).chain(more.take(MAX_BATCH - 1)) {
+            if self.handle(msg)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Handles one message; true on Stop.
+    fn handle(&mut self, msg: StoreMsg) -> Result<bool> {
         let ctx = &mut self.ctx;
         match msg {
             StoreMsg::RaftSynced(result) => {
