@@ -1,5 +1,6 @@
 //! TinyKV's `rawnode_test.go`, ported to the Rust API: starting and restarting a `RawNode` (stage
-//! 2AC), restarting from a snapshot (2C), and proposing conf changes through it (3A).
+//! 2AC), restarting from a snapshot (2C), and proposing conf changes through it (3A). Tests of our
+//! own carry no stage suffix (the stage sets hold TinyKV's tests only).
 
 #[path = "common/network.rs"]
 mod network;
@@ -239,9 +240,10 @@ fn test_raw_node_restart_from_snapshot_2c() {
 }
 
 /// `propose_batch` appends its entries together, in order, and sends each follower in the
-/// replicate state one MsgAppend with all of them, where `propose` sends one per entry.
+/// replicate state one MsgAppend with all of them, where `propose` sends one per entry. (Our own
+/// test, for our own API: no stage suffix.)
 #[test]
-fn test_raw_node_propose_batch_2ac() {
+fn test_raw_node_propose_batch() {
     let storage = MemStorage::new();
     let mut rn = new_raw_node(1, vec![1, 2, 3], &storage);
     rn.raft.become_candidate();
