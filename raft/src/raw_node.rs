@@ -6,8 +6,9 @@
 //! 1. calls `tick()` on a timer and `step()` for each message from a peer, `propose()` for writes,
 //!    `read_index()` for linearizable reads;
 //! 2. when `has_ready()`, takes `ready()`, and in this order:
-//!    - persists `snapshot` (if any), `entries` and `hard_state` (if any) to stable storage — synced
-//!      when `must_sync` — because the messages may promise that they are durable;
+//!    - persists `snapshot` (if any), `entries` and `hard_state` (if any) to stable storage, and
+//!      when `must_sync` syncs them: the messages may promise that they are durable (a vote, an
+//!      acknowledgement of entries or of a snapshot);
 //!    - sends `messages`;
 //!    - applies `snapshot` and then `committed_entries` to the state machine (a conf-change entry
 //!      is applied with `apply_conf_change`);
@@ -37,20 +38,26 @@ use crate::util::{is_local_msg, is_response_msg, INVALID_ID};
 pub struct Ready {
     /// The new soft state, when it changed (no need to persist it).
     pub soft_state: Option<SoftState>,
-    /// The new hard state, when it changed: persist it before sending messages.
+    /// The new hard state, when it changed: persist it before sending messages (synced when
+    /// `must_sync`; when only its commit index moved, it may be written without a sync).
     pub hard_state: Option<HardState>,
     /// Reads confirmed by the leader: serve each once applied up to its index.
     pub read_states: Vec<ReadState>,
-    /// Entries to persist before sending messages.
+    /// Entries to persist, synced, before sending messages.
     pub entries: Vec<Entry>,
-    /// A snapshot to persist and apply.
+    /// A snapshot to persist, synced, before sending messages (they acknowledge it), then apply.
     pub snapshot: Option<Snapshot>,
     /// Committed entries to apply (they were persisted earlier, or are in `entries`).
     pub committed_entries: Vec<Entry>,
-    /// Messages to send once the entries and hard state are persisted.
+    /// Messages to send once the snapshot, entries and hard state are persisted (and synced when
+    /// `must_sync`).
     pub messages: Vec<Message>,
-    /// Whether the persisting must be synced to disk: new entries, or a changed term or vote. A
-    /// change of the commit index alone can be written lazily.
+    /// Whether everything this Ready persists must be synced to disk before any of its messages is
+    /// sent. True when it holds a snapshot or new entries, or the term or vote changed: its
+    /// messages may then grant a vote or acknowledge the entries or the snapshot, and a crash that
+    /// lost them would break that promise. When false, the only thing to persist (if anything) is
+    /// a hard state whose commit index alone moved; it may be written without a sync, since a
+    /// node that loses it learns the commit index again from the leader.
     pub must_sync: bool,
 }
 
@@ -198,14 +205,19 @@ impl<T: Storage> RawNode<T> {
         let ss = r.soft_state();
         let hs = r.hard_state();
         let entries = r.raft_log.unstable_entries().to_vec();
-        let must_sync =
-            !entries.is_empty() || hs.term != self.prev_hs.term || hs.vote != self.prev_hs.vote;
+        let snapshot = r.raft_log.unstable.snapshot.clone();
+        // A snapshot counts even when term, vote and entries are unchanged: this Ready's messages
+        // acknowledge it, and the leader takes its index as matched.
+        let must_sync = snapshot.is_some()
+            || !entries.is_empty()
+            || hs.term != self.prev_hs.term
+            || hs.vote != self.prev_hs.vote;
         Ready {
             soft_state: (ss != self.prev_ss).then_some(ss),
             hard_state: (hs != self.prev_hs).then_some(hs),
             read_states: std::mem::take(&mut r.read_states),
             entries,
-            snapshot: r.raft_log.unstable.snapshot.clone(),
+            snapshot,
             committed_entries: r.raft_log.next_entries(),
             messages: std::mem::take(&mut r.msgs),
             must_sync,

@@ -1,6 +1,7 @@
 //! TinyKV's `rawnode_test.go`, ported to the Rust API: starting and restarting a `RawNode` (stage
-//! 2AC), restarting from a snapshot (2C), and proposing conf changes through it (3A). Tests of our
-//! own carry no stage suffix (the stage sets hold TinyKV's tests only).
+//! 2AC), restarting from a snapshot (2C), and proposing conf changes through it (3A). Two tests of
+//! our own carry no stage suffix (the stage sets hold TinyKV's tests only): `propose_batch`, and
+//! the `must_sync` of a Ready that installs a snapshot.
 
 #[path = "common/network.rs"]
 mod network;
@@ -300,4 +301,61 @@ fn test_raw_node_propose_batch() {
 
     assert!(rn.propose_batch(Vec::new()).is_err(), "an empty batch");
     assert_eq!(rn.raft.raft_log.last_index(), noop + 5);
+}
+
+/// A Ready that installs a snapshot must be synced before its messages leave, even when term,
+/// vote and entries are unchanged: its messages carry the follower's acknowledgement of the
+/// snapshot, and the leader counts that index as matched. Were the snapshot lost in a crash, the
+/// follower could restart with an older, uncommitted entry at that index and be told it is
+/// committed. (Our own test, not one of TinyKV's: no stage suffix.)
+#[test]
+fn test_raw_node_snapshot_ready_must_sync() {
+    let s = MemStorage::new_with_conf_state(vec![1, 2]);
+    // A follower that voted for 2 in term 2 and already holds an uncommitted entry at index 2.
+    s.wl()
+        .append(&[new_entry(1, 1), entry_with_data(2, 1, b"old")])
+        .unwrap();
+    s.wl().set_hard_state(HardState {
+        term: 2,
+        vote: 2,
+        commit: 1,
+    });
+    let mut raw_node = new_raw_node(1, vec![], &s);
+    // The restarted node applies its committed entry 1.
+    let rd = raw_node.ready();
+    assert_eq!(rd.committed_entries, vec![new_entry(1, 1)]);
+    raw_node.advance(rd);
+    assert!(!raw_node.has_ready());
+
+    // The leader of term 2 sends a snapshot at index 5.
+    let mut m = new_message(2, 1, MessageType::MsgSnapshot);
+    m.term = 2;
+    m.snapshot = Some(Snapshot {
+        metadata: Some(SnapshotMetadata {
+            conf_state: Some(ConfState { nodes: vec![1, 2] }),
+            index: 5,
+            term: 2,
+        }),
+        ..Default::default()
+    });
+    raw_node.step(m).unwrap();
+
+    let rd = raw_node.ready();
+    assert!(rd.snapshot.is_some(), "the Ready installs the snapshot");
+    assert!(rd.entries.is_empty(), "no new entries");
+    let hs = rd
+        .hard_state
+        .expect("the commit index moved to the snapshot");
+    assert_eq!((hs.term, hs.vote, hs.commit), (2, 2, 5));
+    let ack = rd
+        .messages
+        .iter()
+        .find(|m| m.msg_type() == MessageType::MsgAppendResponse && m.to == 2)
+        .expect("the Ready acknowledges the snapshot");
+    assert!(!ack.reject);
+    assert_eq!(ack.index, 5, "the ack claims index 5 as matched");
+    assert!(
+        rd.must_sync,
+        "a Ready with a snapshot must be synced before its acknowledgement is sent"
+    );
 }
