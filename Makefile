@@ -45,10 +45,10 @@ project2c: setup
 project3a: setup
 	@scripts/stage.sh 3a
 
-## raft-stress: the seeded raft safety checker over many seeds (TINYKV_SEEDS, default 10000), or
-## one seed (TINYKV_SEED=n).
+## raft-stress: the seeded raft safety checker over many seeds (TINYKV_RAFT_SEEDS, default 10000),
+## or one seed (TINYKV_RAFT_SEED=n).
 raft-stress: setup
-	TINYKV_SEEDS=$${TINYKV_SEEDS:-10000} $(CARGO) test --release -p raft --test safety \
+	TINYKV_RAFT_SEEDS=$${TINYKV_RAFT_SEEDS:-10000} $(CARGO) test --release -p raft --test safety \
 		test_raft_safety_randomized -- --nocapture
 
 ## bench: criterion benchmarks of the raft core.

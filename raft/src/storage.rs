@@ -42,7 +42,7 @@ pub trait Storage {
 }
 
 /// The state behind a `MemStorage`. Its methods are TinyKV's `MemoryStorage` methods.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct MemStorageCore {
     hard_state: HardState,
     snapshot: Snapshot,
