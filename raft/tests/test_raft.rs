@@ -529,8 +529,9 @@ fn test_handle_msg_append_2ab() {
     };
     let tests = vec![
         // Ensure 1
-        (app(2, 3, 2, 3, vec![]), 2, 0, true), // previous log mismatch
-        (app(2, 3, 3, 3, vec![]), 2, 0, true), // previous log non-exist
+        // (The leader's term is at least its log term: TinyKV PR #323 raised these from term 2.)
+        (app(3, 3, 2, 3, vec![]), 2, 0, true), // previous log mismatch
+        (app(3, 3, 3, 3, vec![]), 2, 0, true), // previous log non-exist
         // Ensure 2
         (app(2, 1, 1, 1, vec![]), 2, 1, false),
         (app(2, 0, 0, 1, vec![new_entry(1, 2)]), 1, 1, false),
@@ -569,7 +570,8 @@ fn test_handle_msg_append_2ab() {
 
 /// A voter grants a vote only to a candidate whose log is at least as up-to-date as its own, and
 /// only once per term; a leader or candidate that voted for itself rejects.
-/// (Named `...2AA` in some TinyKV versions; SPEC 3.4 files it under 2AB.)
+/// (TinyKV's `raft/raft_test.go` names it `TestRecvMessageType_MsgRequestVote2AB`; before TinyKV
+/// PR #294 it was suffixed 2AA.)
 #[test]
 fn test_recv_msg_request_vote_2ab() {
     let msg_type = MessageType::MsgRequestVote;

@@ -539,12 +539,16 @@ fn test_follower_check_msg_append_2ab() {
 /// appends the new entries (which become unstable, to be persisted). Reference: section 5.3
 #[test]
 fn test_follower_append_entries_2ab() {
-    // (index, term, ents, wents, wunstable)
-    type Case = (u64, u64, Vec<Entry>, Vec<Entry>, Vec<Entry>);
+    // (index, term, lterm, ents, wents, wunstable): the MsgAppend's previous entry (index, term),
+    // the leader's own term `lterm` (never below the terms of the entries it sends; TinyKV PR #299
+    // replaced a fixed term 2 by these), the entries sent, then the log and the unstable entries
+    // wanted.
+    type Case = (u64, u64, u64, Vec<Entry>, Vec<Entry>, Vec<Entry>);
     let tests: Vec<Case> = vec![
         (
             2,
             2,
+            3,
             vec![new_entry(3, 3)],
             vec![new_entry(1, 1), new_entry(2, 2), new_entry(3, 3)],
             vec![new_entry(3, 3)],
@@ -552,6 +556,7 @@ fn test_follower_append_entries_2ab() {
         (
             1,
             1,
+            4,
             vec![new_entry(2, 3), new_entry(3, 4)],
             vec![new_entry(1, 1), new_entry(2, 3), new_entry(3, 4)],
             vec![new_entry(2, 3), new_entry(3, 4)],
@@ -559,6 +564,7 @@ fn test_follower_append_entries_2ab() {
         (
             0,
             0,
+            2,
             vec![new_entry(1, 1)],
             vec![new_entry(1, 1), new_entry(2, 2)],
             vec![],
@@ -566,12 +572,13 @@ fn test_follower_append_entries_2ab() {
         (
             0,
             0,
+            3,
             vec![new_entry(1, 3)],
             vec![new_entry(1, 3)],
             vec![new_entry(1, 3)],
         ),
     ];
-    for (i, (index, term, ents, wents, wunstable)) in tests.into_iter().enumerate() {
+    for (i, (index, term, lterm, ents, wents, wunstable)) in tests.into_iter().enumerate() {
         let storage = MemStorage::new();
         storage
             .wl()
@@ -580,12 +587,13 @@ fn test_follower_append_entries_2ab() {
         let mut r = new_test_raft(1, vec![1, 2, 3], 10, 1, storage);
         r.become_follower(2, 2);
 
-        let mut m = msg(2, 1, MessageType::MsgAppend, 2);
+        let mut m = msg(2, 1, MessageType::MsgAppend, lterm);
         m.log_term = term;
         m.index = index;
         m.entries = ents;
         let _ = r.step(m);
 
+        assert_eq!(r.term, lterm, "#{i}: term");
         assert_eq!(r.raft_log.all_entries(), wents, "#{i}: ents");
         assert_eq!(
             r.raft_log.unstable_entries(),
@@ -692,8 +700,9 @@ fn test_vote_request_2ab() {
     }
 }
 
-/// A voter denies its vote when its own log is more up to date than the candidate's. (Named 2AB
-/// as in the SPEC and the course stage tables; some TinyKV versions suffix it 2AA.)
+/// A voter denies its vote when its own log is more up to date than the candidate's. (TinyKV's
+/// `raft/raft_paper_test.go` names it `TestVoter2AB`; before TinyKV PR
+/// #294 it was suffixed 2AA.)
 /// Reference: section 5.4.1
 #[test]
 fn test_voter_2ab() {
