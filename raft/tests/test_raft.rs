@@ -804,8 +804,8 @@ fn test_heartbeat_update_commit_2ab() {
     let tests = [(1, 1), (5, 3), (5, 10)];
     for (i, &(fail_cnt, success_cnt)) in tests.iter().enumerate() {
         let sm1 = new_test_raft(1, vec![1, 2, 3], 10, 1, MemStorage::new());
-        let sm2 = new_test_raft(1, vec![1, 2, 3], 10, 1, MemStorage::new());
-        let sm3 = new_test_raft(1, vec![1, 2, 3], 10, 1, MemStorage::new());
+        let sm2 = new_test_raft(2, vec![1, 2, 3], 10, 1, MemStorage::new());
+        let sm3 = new_test_raft(3, vec![1, 2, 3], 10, 1, MemStorage::new());
         let mut nt = Network::new(vec![peer(sm1), peer(sm2), peer(sm3)]);
         nt.send(vec![msg(1, 1, MessageType::MsgHup)]);
         nt.isolate(1);

@@ -78,7 +78,8 @@ pub struct Network {
 
 impl Network {
     /// Nodes 1..=n by position: `None` is a new node with a fresh storage (election 10, heartbeat
-    /// 1), otherwise the given node (its id is overwritten) or black hole.
+    /// 1) whose peers are all n nodes, otherwise the given black hole or node. A given node gets
+    /// its position as id and is otherwise left as built: its peers, term and log are its own.
     pub fn new(peers: Vec<Option<Interface>>) -> Network {
         Network::new_with_config(None, peers)
     }
@@ -105,14 +106,10 @@ impl Network {
                     npeers.insert(id, Interface::new(r));
                 }
                 Some(mut iface) => {
+                    // Only the id is set, as TinyKV's `newNetworkWithConfig` does: the raft keeps
+                    // the peers, term and log it was built with.
                     if let Some(r) = &mut iface.raft {
                         r.id = id;
-                        r.prs = ids
-                            .iter()
-                            .map(|&pid| (pid, raft::Progress::new(1, 256)))
-                            .collect();
-                        let term = r.term;
-                        r.reset(term);
                         nstorage.insert(id, r.raft_log.store.clone());
                     }
                     npeers.insert(id, iface);
@@ -291,8 +288,7 @@ pub fn ents_with_config(
         f(&mut c);
     }
     let mut r = Raft::new(&c, s, &default_logger()).expect("new raft");
-    let term = terms.last().copied().unwrap_or(0);
-    r.reset(term);
+    r.term = terms.last().copied().unwrap_or(0);
     r
 }
 
@@ -314,7 +310,7 @@ pub fn voted_with_config(
         f(&mut c);
     }
     let mut r = Raft::new(&c, s, &default_logger()).expect("new raft");
-    r.reset(term);
+    r.term = term;
     r
 }
 
