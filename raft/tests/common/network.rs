@@ -77,9 +77,10 @@ pub struct Network {
 }
 
 impl Network {
-    /// Nodes 1..=n by position: `None` is a new node with a fresh storage (election 10, heartbeat
-    /// 1) whose peers are all n nodes, otherwise the given black hole or node. A given node gets
-    /// its position as id and is otherwise left as built: its peers, term and log are its own.
+    /// Nodes 1..=n by position: `None` is a new node with a fresh storage, election tick 10 and
+    /// heartbeat tick 1, whose peers are all n nodes; otherwise the given black hole or node. A
+    /// given node gets its position as id and is otherwise left as built: its peers, term and log
+    /// are its own.
     pub fn new(peers: Vec<Option<Interface>>) -> Network {
         Network::new_with_config(None, peers)
     }
