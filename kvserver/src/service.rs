@@ -3,7 +3,7 @@
 //! (verified before the message reaches the store).
 //!
 //! Bad input is refused with `INVALID_ARGUMENT` and a message (empty key, key over
-//! [`MAX_KEY_SIZE`](crate::limits::MAX_KEY_SIZE), value over the configured limit, unknown column family); region errors go in
+//! [`MAX_KEY_SIZE`], value over the configured limit, unknown column family); region errors go in
 //! the response's `region_error`, so TinyKV clients can retry elsewhere. A scan whose answer
 //! would outgrow one gRPC message is refused with `OUT_OF_RANGE`. Every raw response carries
 //! the metadata `x-tinykv-store-id`; a NotLeader answer whose leader is known also carries
