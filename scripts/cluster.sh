@@ -2,6 +2,7 @@
 # Runs a local 3-store TinyKV cluster from release binaries: stores 1-3 on 127.0.0.1:20160-20162,
 # data under ./data/store-N, logs in ./data/store-N.log. Ctrl-C (or SIGTERM) stops all three
 # cleanly; running it again resumes from the same data. Usage: scripts/cluster.sh [BIN_DIR]
+# Needs bash 5.1 or later (`wait -n -p`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-${CARGO_TARGET_DIR:-target}/release}"
@@ -21,26 +22,36 @@ for i in 1 2 3; do
   fi
 done
 
-pids=()
+# pids[i]: store i's process; code[i]: its exit status once reaped (unset while it runs).
+pids=(); code=(); declare -A store_of
 stop() {
   trap - INT TERM
   echo; echo "stopping the cluster..."
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  status=0
-  for p in "${pids[@]}"; do wait "$p" || status=1; done
-  if [ "$status" -eq 0 ]; then echo "all stores stopped cleanly"; else echo "a store did not stop cleanly; see $data/store-N.log" >&2; fi
-  exit "$status"
+  local i bad=""
+  for i in 1 2 3; do
+    [ -n "${code[$i]:-}" ] || kill -TERM "${pids[$i]}" 2>/dev/null
+  done
+  for i in 1 2 3; do
+    if [ -z "${code[$i]:-}" ]; then wait "${pids[$i]}"; code[$i]=$?; fi
+    [ "${code[$i]}" -eq 0 ] || bad+=" store $i (exit ${code[$i]})"
+  done
+  if [ -z "$bad" ]; then
+    echo "all stores stopped cleanly"; exit 0
+  fi
+  echo "not stopped cleanly:$bad; see $data/store-N.log" >&2
+  exit 1
 }
 trap stop INT TERM
 
 for i in 1 2 3; do
   "$bin/tinykv-server" --store-id "$i" --addr "${addrs[$i]}" --data-dir "$data/store-$i" \
     --initial-cluster "$initial" >>"$data/store-$i.log" 2>&1 &
-  pids+=($!)
+  pids[$i]=$!; store_of[$!]=$i
 done
 sleep 1
 for i in 1 2 3; do
-  if ! kill -0 "${pids[$((i-1))]}" 2>/dev/null; then
+  if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+    wait "${pids[$i]}"; code[$i]=$?
     echo "store $i failed to start:" >&2; tail -n 3 "$data/store-$i.log" >&2
     stop
   fi
@@ -57,13 +68,20 @@ Try, in another terminal:
 (tinykv-ctl and tinykv-bench default to --endpoints $eps.)
 Press Ctrl-C to stop the cluster.
 MSG
-# Wait until a store exits on its own (then stop the rest) or a signal arrives.
+# Wait until a store exits (then stop the rest) or a signal reaches the script (the trap stops
+# them all). Ctrl-C in a terminal sends SIGINT to the whole foreground process group, the stores
+# included: they exit cleanly on it, and bash, seeing a child that handled SIGINT itself, may
+# return from `wait` with that child's status instead of running the trap. So a store that exits
+# with status 0 was stopped by a signal, which is expected; any other exit is unexpected.
 while :; do
-  for p in "${pids[@]}"; do
-    if ! kill -0 "$p" 2>/dev/null; then
-      echo "a store exited unexpectedly; see $data/store-N.log" >&2
-      stop
-    fi
-  done
-  sleep 1
+  gone=""
+  wait -n -p gone "${pids[@]}"; st=$?
+  [ -n "$gone" ] || continue
+  i="${store_of[$gone]}"; code[$i]=$st
+  if [ "$st" -eq 0 ]; then
+    echo "store $i stopped cleanly (on SIGINT or SIGTERM); stopping the others"
+  else
+    echo "store $i exited unexpectedly (exit $st); see $data/store-$i.log" >&2
+  fi
+  stop
 done

@@ -25,7 +25,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
-use crate::service::{LEADER_ADDR_HEADER, MAX_BATCH_BYTES};
+use crate::limits::{MAX_BATCH_BYTES, MAX_GRPC_MESSAGE};
+use crate::service::LEADER_ADDR_HEADER;
 use crate::tinykvpb::tiny_kv_client::TinyKvClient;
 use crate::tinykvpb::{raw_request, raw_response, BatchRawRequest, RawRequest, RawResponse};
 
@@ -159,8 +160,8 @@ impl Client {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
         let unary = TinyKvClient::new(ep.connect_lazy())
-            .max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE)
-            .max_encoding_message_size(crate::server::MAX_GRPC_MESSAGE);
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE);
         let conn = Conn {
             batch: self.batched.then(|| {
                 Arc::new(BatchConn {

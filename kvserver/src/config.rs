@@ -29,8 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-/// Room left in a gRPC message for a raft message's envelope around its entries.
-const RAFT_ENVELOPE_ROOM: usize = 64 * 1024;
+use crate::limits::{MAX_GRPC_MESSAGE, RAFT_ENVELOPE_ROOM};
 
 /// A configuration problem, described in one line.
 #[derive(Debug, Error)]
@@ -163,8 +162,8 @@ pub struct ServerConfig {
     /// With 1 (the default) every connection and request task and the store run on one thread,
     /// in order of wake-up, so the answers a raft round completes together leave together, one
     /// write per connection, and nothing crosses a thread between the network and the store;
-    /// measured on 2 cores that is 5x fewer `writev` calls and about a fifth less CPU per put on
-    /// the leader than with 2 threads. More threads pay off only with spare cores.
+    /// on 2 cores that is far fewer `writev` calls and less CPU per put on the leader than with 2
+    /// threads (see docs/PERFORMANCE.md). More threads pay off only with spare cores.
     pub grpc_threads: usize,
     /// Bytes of each of two raft-engine WAL files written out when the store starts, so that
     /// its synced appends overwrite blocks on disk from the first write instead of growing a new
@@ -214,7 +213,7 @@ impl ServerConfig {
             .map_err(|e| ConfigError(format!("bad raft settings: {e}")))?;
         // A raft message carrying the largest entry, or the most entries one message may carry,
         // must fit in a gRPC message with room for its envelope; past that it could never arrive.
-        let most = (crate::server::MAX_GRPC_MESSAGE - RAFT_ENVELOPE_ROOM) as u64;
+        let most = (MAX_GRPC_MESSAGE - RAFT_ENVELOPE_ROOM) as u64;
         if !(64 * 1024..=most).contains(&raft.raft_entry_max_size) {
             return Err(ConfigError(format!(
                 "raft-entry-max-size must be from 65536 to {most} bytes (under the gRPC message limit)"

@@ -3,10 +3,11 @@
 //! server's configuration and start-up, and the client the CLI, the load generator and the tests
 //! share.
 //!
-//! - [`storage`]: the storage interface of SPEC 5 and its two implementations;
+//! - [`storage`]: the storage interface (TinyKV's `kv/storage/storage.go`) and its two implementations;
 //! - [`service`]: the `TinyKv` service (raw API, `Raft` stream);
 //! - [`transport`]: the raftstore `Transport` over gRPC streams;
 //! - [`config`] and [`server`]: flags and TOML, bootstrap or resume, serve, stop;
+//! - [`limits`]: the size limits (gRPC message, key, value room, BatchRaw bounds) the others share;
 //! - [`client`]: a raw-API client that finds the leader and retries within a deadline;
 //! - [`logging`]: the slog logger of the binaries.
 
@@ -14,6 +15,7 @@
 
 pub mod client;
 pub mod config;
+pub mod limits;
 pub mod logging;
 pub mod server;
 pub mod service;

@@ -26,7 +26,8 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServerConfig;
-use crate::service::{TinyKvService, ENTRY_OVERHEAD};
+use crate::limits::{ENTRY_OVERHEAD, MAX_GRPC_MESSAGE};
+use crate::service::TinyKvService;
 use crate::storage::raft::RaftStorage;
 use crate::storage::standalone::StandaloneStorage;
 use crate::storage::{Storage, StorageError};
@@ -34,8 +35,6 @@ use crate::store_task::StoreTask;
 use crate::tinykvpb::tiny_kv_server::TinyKvServer;
 use crate::transport::GrpcTransport;
 
-/// Largest gRPC message the server decodes (a value at the raft entry limit fits, with room).
-pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 /// HTTP/2 flow-control window of each stream the server receives (4 MiB).
 const STREAM_WINDOW: u32 = 4 << 20;
 /// HTTP/2 flow-control window of each connection the server receives (16 MiB).

@@ -33,25 +33,20 @@ use tokio_stream::Stream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::server::MAX_GRPC_MESSAGE;
+use crate::limits::{
+    ENTRY_OVERHEAD, MAX_BATCH_ANSWERS, MAX_BATCH_BYTES, MAX_BATCH_INFLIGHT, MAX_GRPC_MESSAGE,
+    MAX_KEY_SIZE,
+};
 use crate::storage::{check_cf, Modify, Storage, StorageError};
 use crate::tinykvpb::tiny_kv_server::TinyKv;
 use crate::tinykvpb::{
     raw_request, raw_response, BatchRawRequest, BatchRawResponse, RawRequest, RawResponse,
 };
 
-/// Largest accepted key, in bytes.
-pub const MAX_KEY_SIZE: usize = 4096;
-/// Room kept in a raft entry for everything but the value (key, header, encoding).
-pub const ENTRY_OVERHEAD: usize = 8 * 1024;
 /// Metadata key: the id of the store that answered.
 pub const STORE_ID_HEADER: &str = "x-tinykv-store-id";
 /// Metadata key: the address of the region's leader, on a NotLeader answer.
 pub const LEADER_ADDR_HEADER: &str = "x-tinykv-leader-addr";
-
-/// Most requests of one BatchRaw stream in progress at once; the stream's next message is read
-/// only when one finishes, so a client cannot queue unbounded work on the server.
-pub const MAX_BATCH_INFLIGHT: usize = 4096;
 
 /// The TinyKv service over storage `S`. Clones share everything.
 pub struct TinyKvService<S: Storage> {
@@ -313,13 +308,6 @@ struct BatchAnswers {
 
 /// The answer stream type of `BatchRaw` (what tonic's generated trait asks for).
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Most answers in one BatchRaw response message.
-pub const MAX_BATCH_ANSWERS: usize = 256;
-/// A BatchRaw message (either way) takes no more requests or answers than fit in this many
-/// bytes (one larger than that goes alone), so one big scan answer does not hold up the small
-/// ones behind it for long, and no message outgrows the gRPC message limit by batching.
-pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 impl Stream for BatchAnswers {
     type Item = Result<BatchRawResponse, Status>;

@@ -5,9 +5,9 @@
 //! request, and the store's answers and outgoing messages are encoded and written there too.
 //! With the store on that same thread, none of them crosses a thread: on a machine of a few cores
 //! shared by several processes a thread switch is dear (a woken thread often waits for a core),
-//! and a put at one client crossed six. Measured on 3 stores and 2 cores against the poller
-//! thread: one client 0.62-0.64 against 0.68-0.69 ms per put, 0.16 against 0.39 ms per get; 64
-//! clients 36.7k against 32.7k puts/s and 92k against 69k gets/s.
+//! and a put at one client crossed six. Against the poller thread it lowered the latency of one
+//! client's puts and gets and raised the throughput at 64 clients (paired figures in
+//! docs/PERFORMANCE.md, "The store on the gRPC runtime").
 //!
 //! The task handles the mailbox's messages in batches and runs a round after each batch, as the
 //! poller thread does. A round's raft write is synced on the store's raft-sync thread while other

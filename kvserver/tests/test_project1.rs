@@ -1,6 +1,6 @@
-//! Project 1: the raw API over standalone storage (SPEC 5), TinyKV's `server_test.go` tests with
-//! the `_1` suffix. Each test opens a fresh RocksDB in a temp dir and calls the service's handlers
-//! directly (no network), reading and writing the storage underneath to check them.
+//! Project 1: the raw API over standalone storage, TinyKV's `kv/server/server_test.go` tests
+//! with the `_1` suffix. Each test opens a fresh RocksDB in a temp dir and calls the service's
+//! handlers directly (no network), reading and writing the storage underneath to check them.
 
 use std::collections::HashMap;
 

@@ -13,9 +13,9 @@
 //!
 //! Reads of the log hit an entry cache of the newest entries first: raft reads back entries
 //! written a round earlier (a leader sends and applies them, a follower applies them), and
-//! serving those from memory saves a RocksDB scan and a decode per round on every replica (9% of a
-//! follower's CPU under load before the cache). Older entries, for a lagging follower, are read
-//! from the raft engine.
+//! serving those from memory saves a RocksDB scan and a decode per round on every replica (a
+//! visible share of a follower's CPU under load: see docs/PERFORMANCE.md). Older entries, for a
+//! lagging follower, are read from the raft engine.
 //!
 //! Snapshots: [`Storage::snapshot`] never builds one itself. It answers
 //! `SnapshotTemporarilyUnavailable` and raises `snapshot_requested`, which the peer turns into a

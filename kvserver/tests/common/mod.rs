@@ -181,10 +181,29 @@ pub fn run(cmd: &str, args: &[&str]) -> Output {
 
 /// Sends SIG`signal` to `child` and waits for it to exit; kills it and panics after 30 s.
 pub fn signal_and_wait(child: &mut Child, signal: &str, what: &str) -> ExitStatus {
-    Command::new("kill")
-        .args([format!("-{signal}"), child.id().to_string()])
+    signal_target_and_wait(child, child.id().to_string(), signal, what)
+}
+
+/// Sends SIG`signal` to every process of `child`'s process group (`child` must lead its own
+/// group), as a terminal's Ctrl-C does to its foreground group, and waits for `child` to exit;
+/// kills it and panics after 30 s.
+pub fn signal_group_and_wait(child: &mut Child, signal: &str, what: &str) -> ExitStatus {
+    signal_target_and_wait(child, format!("-{}", child.id()), signal, what)
+}
+
+/// Sends SIG`signal` to `target` (a pid, or a negated process group id) and waits for `child` to
+/// exit; kills it and panics after 30 s.
+fn signal_target_and_wait(
+    child: &mut Child,
+    target: String,
+    signal: &str,
+    what: &str,
+) -> ExitStatus {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), "--".to_string(), target])
         .status()
         .expect("run kill");
+    assert!(sent.success(), "kill -{signal} found no process for {what}");
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {

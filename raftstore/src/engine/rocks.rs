@@ -19,16 +19,16 @@
 //! - at most 4 info LOG files of 8 MiB;
 //! - `recycle_log_file_num = 4`: obsolete WAL files are overwritten instead of new ones created,
 //!   so a synced append usually does not grow the file and its fdatasync has no inode (size) to
-//!   journal. Measured here: 145 us instead of 223 us per fdatasync alone, 333 us instead of 490 us
-//!   with three stores syncing at once (RocksDB's default WAL recovery mode, point-in-time, reads
-//!   the recyclable record format correctly);
+//!   journal, which makes it markedly cheaper, alone and with three stores syncing at once (figures
+//!   in docs/PERFORMANCE.md; RocksDB's default WAL recovery mode, point-in-time, reads the
+//!   recyclable record format correctly);
 //! - RocksDB's flush and compaction threads run at the lowest CPU priority (nice 19; the threads
 //!   of the process-wide default `Env`, shared by every engine of the process): a flush of a full
-//!   16 MiB memtable takes 70-100 ms of CPU, and on a machine whose cores the stores share it
-//!   would take them from the pollers in the middle of their rounds. At the lowest priority it runs
-//!   in the time they leave (and when writes outrun it, RocksDB's memtable limit slows them down
-//!   until it catches up). Measured with 3 stores on 2 cores, 64 writing clients: p99 10.5-11.5 ms
-//!   instead of 13.0-13.9 ms, throughput about the same.
+//!   16 MiB memtable takes tens of milliseconds of CPU, and on a machine whose cores the stores
+//!   share it would take them from the pollers in the middle of their rounds. At the lowest
+//!   priority it runs in the time they leave (and when writes outrun it, RocksDB's memtable limit
+//!   slows them down until it catches up). With 3 stores on 2 cores and 64 writing clients this
+//!   lowered p99 at the same throughput (see docs/PERFORMANCE.md, "Background work").
 //!
 //! Synced appends are cheap by default: a synced write is one WAL append plus one fsync, and RocksDB
 //! groups concurrent writers into one fsync. The store additionally group-commits a whole poll round
@@ -108,9 +108,8 @@ impl RocksEngine {
     /// Makes the write-ahead log run in files that are already written to their full size, so
     /// that a synced append overwrites blocks on disk instead of growing the file: an
     /// `fdatasync` that extends a file must also write its inode, one that overwrites need not
-    /// (measured on this project's machines: 256 against 307 us p50 with three stores syncing at
-    /// once at one client; 160 against 250 us for one writer alone). PostgreSQL zero-fills new WAL segments for the same
-    /// reason. RocksDB does it by itself only once obsolete WAL files come back through
+    /// (the figures, alone and with three stores syncing at once, are in docs/PERFORMANCE.md).
+    /// PostgreSQL zero-fills new WAL segments for the same reason. RocksDB does it by itself only once obsolete WAL files come back through
     /// `recycle_log_file_num`, which at a low write rate takes a minute or more after each start.
     ///
     /// Until `files` WAL files of at least `bytes` bytes exist and the newest (the one in use) is
