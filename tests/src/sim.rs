@@ -13,7 +13,8 @@
 //! receiver's checksum catches.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -107,6 +108,30 @@ enum Event {
     },
 }
 
+/// An event in the queue, ordered by (virtual time, sequence number) alone; boxed so that the
+/// heap moves a pointer, not a message.
+struct Queued(Duration, u64, Box<Event>);
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.0, self.1) == (other.0, other.1)
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(other.0, other.1))
+    }
+}
+
 struct SimStore {
     engines: MemEngines,
     snap_mgr: SnapManager,
@@ -120,7 +145,7 @@ struct SimStore {
 struct Inner {
     now: Duration,
     seq: u64,
-    events: BTreeMap<(Duration, u64), Event>,
+    events: BinaryHeap<Reverse<Queued>>,
     rng: ChaCha8Rng,
     stores: BTreeMap<u64, SimStore>,
     filters: Vec<Box<dyn Filter>>,
@@ -144,7 +169,8 @@ pub struct SimEnv {
 impl Inner {
     fn schedule(&mut self, at: Duration, ev: Event) {
         self.seq += 1;
-        self.events.insert((at, self.seq), ev);
+        self.events
+            .push(Reverse(Queued(at, self.seq, Box::new(ev))));
     }
 
     fn schedule_round(&mut self, store: u64) {
@@ -194,7 +220,7 @@ impl SimEnv {
             inner: RefCell::new(Inner {
                 now: Duration::ZERO,
                 seq: 0,
-                events: BTreeMap::new(),
+                events: BinaryHeap::new(),
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 stores,
                 filters: Vec::new(),
@@ -229,7 +255,7 @@ impl SimEnv {
     /// Processes the next event; false when none is left.
     fn step(&self) -> bool {
         let mut inner = self.inner.borrow_mut();
-        let Some(((at, _), ev)) = inner.events.pop_first() else {
+        let Some(Reverse(Queued(at, _, ev))) = inner.events.pop() else {
             return false;
         };
         inner.now = at;
@@ -238,7 +264,7 @@ impl SimEnv {
             "simulation ran past {MAX_VIRTUAL_TIME:?} of virtual time"
         );
         let inner = &mut *inner;
-        match ev {
+        match *ev {
             Event::Timer(w) => w.wake(),
             Event::Tick { store, inc } => {
                 let tick = self.cfg.raft_base_tick_interval;
@@ -666,7 +692,8 @@ impl Env for SimEnv {
 }
 
 /// Runs `test` on a simulated cluster of `count` stores for every seed (`TINYKV_SEEDS`, default
-/// 10, or just `TINYKV_SEED`). Prints `seed=<n> digest=<hex>` for each run, and for a failing run
+/// 10, or just `TINYKV_SEED`). Prints `seed=<n> digest=<hex>` for each run with the virtual time it
+/// simulated and its ratio to wall time (`virtual=25.1s x40`), and for a failing run
 /// the command that replays it; panics if any seed failed.
 pub fn run<F, Fut>(name: &str, count: u64, cfg: Config, test: F)
 where
@@ -685,11 +712,16 @@ where
 {
     let mut failed = Vec::new();
     for seed in seeds(default_seeds) {
+        let wall = std::time::Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             run_seed(seed, count, cfg.clone(), &test)
         }));
         match result {
-            Ok(digest) => println!("{name}: seed={seed} digest={digest:016x}"),
+            Ok((digest, virt)) => println!(
+                "{name}: seed={seed} digest={digest:016x} virtual={:.1}s x{:.0}",
+                virt.as_secs_f64(),
+                virt.as_secs_f64() / wall.elapsed().as_secs_f64().max(1e-9)
+            ),
             Err(_) => {
                 println!(
                     "{name}: seed={seed} FAILED; replay: TINYKV_SEED={seed} cargo test -p test_raftstore -- {name} --exact --nocapture"
@@ -701,8 +733,8 @@ where
     assert!(failed.is_empty(), "{name}: failing seeds {failed:?}");
 }
 
-/// Runs one seed and returns its digest.
-pub fn run_seed<F, Fut>(seed: u64, count: u64, cfg: Config, test: &F) -> u64
+/// Runs one seed and returns its digest and the virtual time it simulated.
+pub fn run_seed<F, Fut>(seed: u64, count: u64, cfg: Config, test: &F) -> (u64, Duration)
 where
     F: Fn(Cluster) -> Fut,
     Fut: Future<Output = ()>,
@@ -720,5 +752,5 @@ where
     }
     let _clear = Clear(exec.clone());
     exec.block_on(test(cluster), || e2.step());
-    env.digest()
+    (env.digest(), env.now())
 }

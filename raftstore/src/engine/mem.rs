@@ -34,21 +34,52 @@ fn cf_index(names: &[String], cf: &str) -> Result<usize> {
         .ok_or_else(|| EngineError::Other(format!("unknown column family {cf:?}")))
 }
 
-/// Applies the writes of `wb` in order to `maps`. `idx[i]` is the map of the `i`-th write.
-fn apply(maps: &mut [CfMap], wb: &WriteBatch, idx: &[usize]) {
-    for (op, &i) in wb.ops().iter().zip(idx) {
-        let map = &mut maps[i];
+/// One write of a batch, resolved for the maps: the index of its column family, and its key and
+/// value already in the shared form the maps hold. A batch is converted once, then applied to the
+/// current view and later (on a sync) to the durable view without copying any byte again.
+enum MemOp {
+    Put(usize, Bytes, Bytes),
+    Delete(usize, Bytes),
+    DeleteRange(usize, Vec<u8>, Vec<u8>),
+}
+
+/// Converts `wb` for the maps; fails on the first unknown column family, before anything changed.
+fn resolve(names: &[String], wb: &WriteBatch) -> Result<Vec<MemOp>> {
+    wb.ops()
+        .iter()
+        .map(|op| {
+            let i = cf_index(names, op.cf())?;
+            Ok(match op {
+                WriteOp::Put { key, value, .. } => MemOp::Put(
+                    i,
+                    Bytes::from(key.as_slice()),
+                    Bytes::from(value.as_slice()),
+                ),
+                WriteOp::Delete { key, .. } => MemOp::Delete(i, Bytes::from(key.as_slice())),
+                WriteOp::DeleteRange { start, end, .. } => {
+                    MemOp::DeleteRange(i, start.clone(), end.clone())
+                }
+            })
+        })
+        .collect()
+}
+
+/// Applies the writes of `batch` in order to `maps`.
+fn apply(maps: &mut [CfMap], batch: &[MemOp]) {
+    for op in batch {
         match op {
-            WriteOp::Put { key, value, .. } => {
-                map.insert(Bytes::from(key.as_slice()), Bytes::from(value.as_slice()));
+            MemOp::Put(i, key, value) => {
+                maps[*i].insert(key.clone(), value.clone());
             }
-            WriteOp::Delete { key, .. } => {
+            MemOp::Delete(i, key) => {
+                let map = &mut maps[*i];
                 // Do not copy nodes shared with a snapshot for a key that is not there.
-                if map.contains_key(key.as_slice()) {
-                    map.remove(key.as_slice());
+                if map.contains_key(&**key) {
+                    map.remove(&**key);
                 }
             }
-            WriteOp::DeleteRange { start, end, .. } => {
+            MemOp::DeleteRange(i, start, end) => {
+                let map = &mut maps[*i];
                 let doomed: Vec<Bytes> = range(map, start, end).map(|(k, _)| k.clone()).collect();
                 for k in &doomed {
                     map.remove(k);
@@ -93,25 +124,19 @@ struct State {
     /// What survives a crash.
     durable: Vec<CfMap>,
     /// Batches applied to `current` but not yet to `durable`, oldest first.
-    unsynced: Vec<WriteBatch>,
+    unsynced: Vec<Vec<MemOp>>,
     /// Number of syncs: synced writes plus calls to [`Engine::sync`].
     sync_count: u64,
 }
 
 impl State {
     /// Replays the unsynced batches onto the durable view and counts one sync.
-    fn sync(&mut self, names: &[String]) {
-        for wb in std::mem::take(&mut self.unsynced) {
-            let idx = resolve(names, &wb).expect("column families were checked when written");
-            apply(&mut self.durable, &wb, &idx);
+    fn sync(&mut self) {
+        for batch in std::mem::take(&mut self.unsynced) {
+            apply(&mut self.durable, &batch);
         }
         self.sync_count += 1;
     }
-}
-
-/// The column family index of every write of `wb`; fails on the first unknown column family.
-fn resolve(names: &[String], wb: &WriteBatch) -> Result<Vec<usize>> {
-    wb.ops().iter().map(|op| cf_index(names, op.cf())).collect()
 }
 
 /// An in-memory [`Engine`] that loses unsynced writes on [`MemEngine::crash`].
@@ -181,15 +206,15 @@ impl Engine for MemEngine {
 
     fn write(&self, wb: &WriteBatch, sync: bool) -> Result<()> {
         // Check every column family before changing anything: the batch is all or nothing.
-        let idx = resolve(&self.names, wb)?;
+        let batch = resolve(&self.names, wb)?;
         let mut st = self.lock();
-        apply(&mut st.current, wb, &idx);
+        apply(&mut st.current, &batch);
         if sync {
             // Earlier unsynced batches first, then this one: the durable view sees the same order.
-            st.sync(&self.names);
-            apply(&mut st.durable, wb, &idx);
-        } else if !wb.is_empty() {
-            st.unsynced.push(wb.clone());
+            st.sync();
+            apply(&mut st.durable, &batch);
+        } else if !batch.is_empty() {
+            st.unsynced.push(batch);
         }
         Ok(())
     }
@@ -209,7 +234,7 @@ impl Engine for MemEngine {
     }
 
     fn sync(&self) -> Result<()> {
-        self.lock().sync(&self.names);
+        self.lock().sync();
         Ok(())
     }
 }
