@@ -38,7 +38,7 @@ use slog::Logger;
 use crate::cluster::Cluster;
 use crate::env::Env;
 use crate::exec::Executor;
-use crate::filter::Filter;
+use crate::filter::{self, Filter};
 use crate::scheduler::MockScheduler;
 use crate::seeds::{seeds, Digest};
 
@@ -370,20 +370,15 @@ impl SimEnv {
     ) {
         let key = SnapKey::from_msg(&msg).expect("a snapshot message");
         let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
-        let roll = inner.rng.random_range(0..1000u32);
-        let corrupt_roll = inner.rng.random_range(0..1000u32);
         let offset = inner.rng.random::<u64>() as usize;
         let alive = inner
             .stores
             .get(&to)
             .is_some_and(|s| s.inc == to_inc && s.store.is_some());
-        let passes = inner.filters.iter().all(|f| f.allow(&msg, roll));
+        let passes = filter::passes(&inner.filters, &msg, &mut inner.rng);
         let mut outcome = Err("the receiver is down or cut off".to_string());
         if alive && passes {
-            let corrupt = inner
-                .filters
-                .iter()
-                .any(|f| f.corrupts_snapshot(corrupt_roll));
+            let corrupt = filter::corrupts(&inner.filters, &mut inner.rng);
             let (src, dst) = (
                 inner.stores[&from].snap_mgr.clone(),
                 inner.stores[&to].snap_mgr.clone(),
@@ -462,14 +457,13 @@ impl SimEnv {
             inner.schedule(now + took, Event::Synced { store, inc, seq });
         }
         for msg in ctx.messages {
-            let roll = inner.rng.random_range(0..1000u32);
             let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
             // 0.1 to 2 ms: enough spread to reorder messages between stores.
             let latency = Duration::from_micros(inner.rng.random_range(100..2000));
             if let Some(key) = SnapKey::from_msg(&msg) {
                 let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
                 let to_inc = inner.stores.get(&to).map(|s| s.inc);
-                if !inner.filters.iter().all(|f| f.allow(&msg, roll)) || to_inc.is_none() {
+                if !filter::passes(&inner.filters, &msg, &mut inner.rng) || to_inc.is_none() {
                     inner.dropped += 1;
                     inner.snapshots_failed += 1;
                     inner.schedule(
@@ -502,7 +496,7 @@ impl SimEnv {
                 );
                 continue;
             }
-            if !inner.filters.iter().all(|f| f.allow(&msg, roll)) {
+            if !filter::passes(&inner.filters, &msg, &mut inner.rng) {
                 inner.dropped += 1;
                 continue;
             }
