@@ -722,6 +722,16 @@ fn replay_command(name: &str, seed: u64) -> String {
     format!("TINYKV_SEED={seed} cargo test -p test_raftstore{test} -- {name} --exact --nocapture")
 }
 
+/// Prints one line of a scenario's report straight to the process's stdout, past the test
+/// runner's capture, so that every run's seed, digest and counts show in the log of a passing
+/// suite too (`cargo test` shows captured output only for a failing test).
+fn report(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line);
+    let _ = out.write_all(b"\n");
+}
+
 /// Like [`run_seeds`], and then checks what `snapshots` asks of the runs' snapshot counts.
 pub fn run_scenario<F, Fut>(
     name: &str,
@@ -743,19 +753,19 @@ pub fn run_scenario<F, Fut>(
         }));
         match result {
             Ok(st) => {
-                println!(
+                report(format_args!(
                     "{name}: seed={seed} digest={:016x} ops={} snapshots sent={} installed={}",
                     st.digest, st.ops, st.snapshots_sent, st.snapshots_installed
-                );
+                ));
                 if st.snapshots_sent == 0 || st.snapshots_installed == 0 {
                     without_snapshot.push(seed);
                 }
             }
             Err(_) => {
-                println!(
+                report(format_args!(
                     "{name}: seed={seed} FAILED; replay: {}",
                     replay_command(name, seed)
-                );
+                ));
                 failed.push(seed);
             }
         }
@@ -765,10 +775,10 @@ pub fn run_scenario<F, Fut>(
         Snapshots::Any => {}
         Snapshots::EverySeed => {
             for &seed in &without_snapshot {
-                println!(
+                report(format_args!(
                     "{name}: seed={seed} sent or installed no snapshot; replay: {}",
                     replay_command(name, seed)
-                );
+                ));
             }
             assert!(
                 without_snapshot.is_empty(),
