@@ -224,7 +224,9 @@ impl Cluster {
         None
     }
 
-    /// Runs requests on the region holding `key`, retrying until a clean response or `timeout`.
+    /// Runs requests on the region holding `key`, retrying until a clean response: at least 10
+    /// tries and until `timeout` has passed, each try following the leader for up to `timeout`
+    /// (TinyKV's `Cluster.Request` in `kv/test_raftstore/cluster.go`).
     pub async fn request(&self, key: &[u8], reqs: Vec<Request>, timeout: Duration) -> CmdResponse {
         let start = self.env.now();
         let mut tries = 0;
@@ -232,10 +234,9 @@ impl Cluster {
             tries += 1;
             let region = self.get_region(key).await;
             let req = new_request(&region, None, reqs.clone());
-            match self
-                .call_command_on_leader(req, Duration::from_secs(1))
-                .await
-            {
+            // Each try follows the leader for up to `timeout` (1 s per call), as TinyKV's
+            // `Cluster.Request` gives `CallCommandOnLeader` the whole timeout.
+            match self.call_command_on_leader(req, timeout).await {
                 Some(resp) if resp.region_error().is_none() => {
                     self.ops.set(self.ops.get() + 1);
                     return resp;

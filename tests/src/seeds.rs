@@ -25,7 +25,14 @@ pub const CI_SEEDS: u64 = 3;
 
 /// Seeds that once failed, by scenario (the name its run prints, e.g. `sim::test_basic_2b`):
 /// CI's mode runs each of them again after the fresh seeds. Each entry says what it caught.
-pub const REGRESSIONS: &[(&str, u64)] = &[];
+pub const REGRESSIONS: &[(&str, u64)] = &[
+    // Once drop filters compounded as TinyKV's do (each filter its own roll, ~57% lost late in an
+    // iteration), a client's put timed out ("request timeout", generic.rs's client) on 49 of
+    // seeds 0..50: the cluster made no progress for the request's whole retry budget.
+    ("sim::test_persist_concurrent_unreliable_2b", 0),
+    // The same request timeout on every seed 0..28 of the 2C unreliable scenario.
+    ("sim::test_snapshot_unreliable_2c", 0),
+];
 
 /// The seeds `scenario` runs (see the module documentation); `default_count` seeds from 0 when
 /// no variable is set.

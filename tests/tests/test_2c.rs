@@ -1,9 +1,10 @@
 //! The 2C suite, TinyKV's 2C tests of `kv/test_raftstore/test_test.go`: raft-log GC and
 //! snapshots. Every scenario runs on the deterministic simulator over seeds (`sim::`) and once on
 //! the threaded runtime with RocksDB and real time (`threaded::`), as the 2B suite does. On the
-//! simulator each scenario also shows that snapshots were sent and installed: on every seed for
+//! simulator the scenarios also show that snapshots were sent and installed: on every seed for
 //! TestOneSnapshot2C (its follower cannot catch up otherwise), on some seed of the set for the
-//! generic scenarios (TinyKV's workload needs one only when a follower falls behind the GC).
+//! unreliable generic scenarios (TinyKV's workload needs one only when a follower falls behind
+//! the GC); the restart-only ones never need one (`RESTARTS_ONLY`).
 
 use std::time::Duration;
 
@@ -17,6 +18,11 @@ use test_raftstore::sim::Snapshots;
 
 /// The log-GC limit of the generic 2C scenarios (TinyKV's `maxraftlog` of 100).
 const MAX_RAFT_LOG: u64 = 100;
+/// What the restart-only scenarios (no drops, no partitions) show about snapshots: nothing. All
+/// five stores stop and start together, so no follower falls behind the log GC and TinyKV's
+/// workload never needs a snapshot there (measured: none sent on seeds 0..50 of
+/// TestSnapshotRecover2C, none on seed 0 of TestSnapshotRecoverManyClients2C).
+const RESTARTS_ONLY: Snapshots = Snapshots::Any;
 /// The log-GC limit of TestOneSnapshot2C.
 const ONE_SNAPSHOT_GC_LIMIT: u64 = 10;
 /// Simulated seeds per scenario unless `TINYKV_SEEDS` says otherwise.
@@ -130,7 +136,7 @@ macro_rules! suite {
                     "test_snapshot_recover_2c",
                     5,
                     SEEDS,
-                    Snapshots::SomeSeed,
+                    RESTARTS_ONLY,
                     gc_config(),
                     |c| generic_test(c, params(1, false, true, false)),
                 );
@@ -142,7 +148,7 @@ macro_rules! suite {
                     "test_snapshot_recover_many_clients_2c",
                     5,
                     MANY_CLIENTS_SEEDS,
-                    Snapshots::SomeSeed,
+                    RESTARTS_ONLY,
                     gc_config(),
                     |c| generic_test(c, params(20, false, true, false)),
                 );
