@@ -1,7 +1,9 @@
-//! `Cluster`: the harness API of SPEC 7.1 as async functions over an `Env` — requests routed to
+//! `Cluster`: the harness API of TinyKV's `kv/test_raftstore/cluster.go` as async functions over
+//! an `Env` — requests routed to
 //! region leaders with retries across leader changes, key-value helpers on any column family,
 //! scans across regions, engine-level assertions, and store start/stop and filters.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -27,6 +29,8 @@ pub fn election_timeout(env: &Rc<dyn Env>) -> Duration {
 pub struct Cluster {
     /// The driver.
     pub env: Rc<dyn Env>,
+    /// Requests that completed (shared by the clones a test hands its clients).
+    ops: Rc<Cell<u64>>,
 }
 
 /// A Put request on `cf`.
@@ -92,7 +96,16 @@ pub fn new_request(region: &Region, peer: Option<Peer>, requests: Vec<Request>) 
 impl Cluster {
     /// A cluster over `env`.
     pub fn new(env: Rc<dyn Env>) -> Self {
-        Cluster { env }
+        Cluster {
+            env,
+            ops: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// How many requests (puts, gets, deletes, region snapshots for scans) have completed on
+    /// this cluster, by every clone of it.
+    pub fn ops(&self) -> u64 {
+        self.ops.get()
     }
 
     /// Sleeps for `d`.
@@ -120,9 +133,10 @@ impl Cluster {
         self.env.clear_filters()
     }
 
-    /// The region holding `key` (waits until the scheduler knows one).
+    /// The region holding `key`, waiting up to 2 s until the scheduler knows one (as TinyKV's
+    /// `Cluster.GetRegion` in `kv/test_raftstore/cluster.go` does: 100 tries 20 ms apart).
     pub async fn get_region(&self, key: &[u8]) -> Region {
-        for _ in 0..500 {
+        for _ in 0..100 {
             if let Some((r, _)) = self.env.scheduler().lock().unwrap().get_region(key) {
                 return r;
             }
@@ -210,7 +224,9 @@ impl Cluster {
         None
     }
 
-    /// Runs requests on the region holding `key`, retrying until a clean response or `timeout`.
+    /// Runs requests on the region holding `key`, retrying until a clean response: at least 10
+    /// tries and until `timeout` has passed, each try following the leader for up to `timeout`
+    /// (TinyKV's `Cluster.Request` in `kv/test_raftstore/cluster.go`).
     pub async fn request(&self, key: &[u8], reqs: Vec<Request>, timeout: Duration) -> CmdResponse {
         let start = self.env.now();
         let mut tries = 0;
@@ -218,11 +234,13 @@ impl Cluster {
             tries += 1;
             let region = self.get_region(key).await;
             let req = new_request(&region, None, reqs.clone());
-            match self
-                .call_command_on_leader(req, Duration::from_secs(1))
-                .await
-            {
-                Some(resp) if resp.region_error().is_none() => return resp,
+            // Each try follows the leader for up to `timeout` (1 s per call), as TinyKV's
+            // `Cluster.Request` gives `CallCommandOnLeader` the whole timeout.
+            match self.call_command_on_leader(req, timeout).await {
+                Some(resp) if resp.region_error().is_none() => {
+                    self.ops.set(self.ops.get() + 1);
+                    return resp;
+                }
                 _ => self.sleep(Duration::from_millis(100)).await,
             }
         }

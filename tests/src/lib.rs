@@ -2,13 +2,15 @@
 //!
 //! - `sim`: the deterministic simulator — one thread, virtual time, in-memory engines that lose
 //!   unsynced writes on a crash, a seeded RNG for latency, drops and partitions; every run prints
-//!   `seed=<n> digest=<hex>` and replays exactly from its seed;
+//!   `seed=<n> digest=<hex>` with its operation and snapshot counts, and replays exactly from its
+//!   seed (which seeds run: [`seeds`]);
 //! - `threaded`: the production runtime — real threads, RocksDB in temp directories, real time.
 //!
-//! Tests are async functions over a [`cluster::Cluster`] (SPEC 7.1's API: requests routed to
-//! leaders with retries, key-value helpers, scans, engine assertions, filters, store stop/start),
-//! so one test body runs on both drivers. `generic::generic_test` is SPEC 7.2's randomized
-//! workload with clients, chaos and crashes.
+//! Tests are async functions over a [`cluster::Cluster`] (the API of TinyKV's
+//! `kv/test_raftstore/cluster.go`: requests routed to leaders with retries, key-value helpers,
+//! scans, engine assertions, filters, store stop/start), so one test body runs on both drivers.
+//! `generic::generic_test` is TinyKV's randomized `GenericTest` (`kv/test_raftstore/test_test.go`)
+//! with clients, chaos and crashes.
 
 pub mod cluster;
 pub mod env;

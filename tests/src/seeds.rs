@@ -1,5 +1,15 @@
-//! Seeds and digests for the simulated suites: `TINYKV_SEED=n` replays one seed,
-//! `TINYKV_SEEDS=n` runs seeds `0..n`; a digest is a stable hash (FNV-1a) of the delivered events.
+//! Seeds and digests for the simulated suites. A simulated run is a function of its seed; which
+//! seeds a scenario runs is decided here, from the environment:
+//!
+//! - `TINYKV_SEED=n` replays seed `n` alone (the command a failure prints);
+//! - `TINYKV_SEED_BASE=b` is CI's mode (`make test` sets it from the clock and prints it): the
+//!   scenario runs the seeds `b, b+1, ...` (`TINYKV_SEEDS` of them, default [`CI_SEEDS`]), so
+//!   every CI run explores fresh schedules, and then the seeds of [`REGRESSIONS`] listed for it;
+//! - otherwise `TINYKV_SEEDS=n` runs seeds `0..n` (a student's reproducible run), and with
+//!   neither variable set the scenario's own default count of seeds from 0.
+//!
+//! A digest is a stable hash (FNV-1a) of the delivered events, printed per run to show that a
+//! seed replays bit for bit.
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
@@ -10,10 +20,35 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// The seeds to run: `TINYKV_SEED` alone, else `0..TINYKV_SEEDS` (default `default_count`).
-pub fn seeds(default_count: u64) -> Vec<u64> {
+/// Fresh seeds per scenario in CI's mode (`TINYKV_SEED_BASE` set, `TINYKV_SEEDS` not).
+pub const CI_SEEDS: u64 = 3;
+
+/// Seeds that once failed, by scenario (the name its run prints, e.g. `sim::test_basic_2b`):
+/// CI's mode runs each of them again after the fresh seeds. Each entry says what it caught.
+pub const REGRESSIONS: &[(&str, u64)] = &[
+    // Once drop filters compounded as TinyKV's do (each filter its own roll, ~57% lost late in an
+    // iteration), a client's put timed out ("request timeout", generic.rs's client) on 49 of
+    // seeds 0..50: the cluster made no progress for the request's whole retry budget.
+    ("sim::test_persist_concurrent_unreliable_2b", 0),
+    // The same request timeout on every seed 0..28 of the 2C unreliable scenario.
+    ("sim::test_snapshot_unreliable_2c", 0),
+];
+
+/// The seeds `scenario` runs (see the module documentation); `default_count` seeds from 0 when
+/// no variable is set.
+pub fn seeds(scenario: &str, default_count: u64) -> Vec<u64> {
     if let Some(s) = env_u64("TINYKV_SEED") {
         return vec![s];
+    }
+    if let Some(base) = env_u64("TINYKV_SEED_BASE") {
+        let count = env_u64("TINYKV_SEEDS").unwrap_or(CI_SEEDS);
+        let mut out: Vec<u64> = (0..count).map(|i| base.wrapping_add(i)).collect();
+        for &(name, seed) in REGRESSIONS {
+            if name == scenario && !out.contains(&seed) {
+                out.push(seed);
+            }
+        }
+        return out;
     }
     (0..env_u64("TINYKV_SEEDS").unwrap_or(default_count)).collect()
 }

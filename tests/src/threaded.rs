@@ -33,7 +33,7 @@ use slog::Logger;
 use crate::cluster::Cluster;
 use crate::env::Env;
 use crate::exec::Executor;
-use crate::filter::Filter;
+use crate::filter::{self, Filter};
 use crate::scheduler::MockScheduler;
 
 /// How to reach a running store: its mailbox and its snapshot directory.
@@ -72,14 +72,11 @@ impl ChannelTransport {
 
 impl Transport for ChannelTransport {
     fn send(&mut self, msg: RaftMessage) -> raftstore::Result<()> {
-        let roll = self.rng.random_range(0..1000u32);
-        let corrupt_roll = self.rng.random_range(0..1000u32);
         let (passes, corrupt) = {
             let filters = self.filters.lock().unwrap();
-            (
-                filters.iter().all(|f| f.allow(&msg, roll)),
-                filters.iter().any(|f| f.corrupts_snapshot(corrupt_roll)),
-            )
+            // Every filter rolls its own die, so stacked drop filters compound.
+            let passes = filter::passes(&filters, &msg, &mut self.rng);
+            (passes, passes && filter::corrupts(&filters, &mut self.rng))
         };
         let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
         if let Some(key) = SnapKey::from_msg(&msg) {
