@@ -25,20 +25,25 @@
 pub mod bootstrap;
 pub mod callback;
 pub mod config;
+pub mod context;
 pub mod engine;
 pub mod errors;
 pub mod keys;
 pub mod peer;
 pub mod peer_storage;
-mod read;
+mod read_queue;
 pub mod runtime;
 pub mod snap;
 pub mod store;
+pub mod task;
 pub mod util;
 pub mod worker;
 
-pub use crate::callback::{Callback, CmdResponse, KvSnapshot, RegionSnapshot};
+pub use crate::callback::{Callback, CmdResponse, RegionSnapshot};
 pub use crate::config::Config;
+pub use crate::context::{RegionHeartbeat, StoreContext};
+pub use crate::engine::KvSnapshot;
 pub use crate::errors::{Error, Result};
 pub use crate::snap::{SnapKey, SnapManager};
-pub use crate::store::{RegionHeartbeat, Store, StoreContext, StoreStats, Task, TaskResult};
+pub use crate::store::{Store, StoreStats};
+pub use crate::task::{Task, TaskResult};

@@ -56,7 +56,9 @@ use crate::config::Config;
 use crate::engine::{Engine, Engines};
 use crate::errors::{Error, Result};
 use crate::snap::SnapManager;
-use crate::store::{RegionHeartbeat, Store, StoreContext, Task, TaskResult};
+use crate::context::{RegionHeartbeat, StoreContext};
+use crate::store::Store;
+use crate::task::{Task, TaskResult};
 use crate::worker::run_task;
 
 /// Most messages handled in one round.

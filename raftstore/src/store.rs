@@ -34,125 +34,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use proto::eraftpb::Snapshot;
-use proto::metapb::{self, Region};
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use raft::{Ready, SnapshotStatus};
 use slog::{debug, info, o, warn, Logger};
 
-use crate::callback::{Callback, CmdResponse, KvSnapshot};
+use crate::callback::{Callback, CmdResponse};
 use crate::config::Config;
+use crate::context::StoreContext;
 use crate::engine::{Engine, Engines, WriteBatch, CF_RAFT};
 use crate::errors::{Error, Result};
 use crate::keys;
 use crate::peer::Peer;
 use crate::snap::{SnapKey, SnapManager};
+use crate::task::TaskResult;
 use crate::util::is_initial_msg;
-use raft::{Ready, SnapshotStatus};
-
-/// Background work a handler asks for; a driver runs it off the handler thread
-/// (`worker::run_task`) and hands any [`TaskResult`] back to the store.
-#[derive(Clone)]
-pub enum Task {
-    /// Delete the raft-log entries `[start_idx, end_idx)` of a region from the raft engine.
-    RaftLogGc {
-        /// The region.
-        region_id: u64,
-        /// First index to delete.
-        start_idx: u64,
-        /// One past the last index to delete.
-        end_idx: u64,
-    },
-    /// Write the snapshot `key` of `region` from `snap`, a view of the kv engine taken on the
-    /// poller exactly at the applied index `key.index`.
-    GenSnapshot {
-        /// The snapshot to make.
-        key: SnapKey,
-        /// The region as of that index.
-        region: Region,
-        /// The kv engine at that index.
-        snap: Arc<dyn KvSnapshot>,
-    },
-    /// Install the received snapshot `key`: clear `clear` in every data CF, write the files, then
-    /// the final apply and region (`region`, `Normal`) states.
-    ApplySnapshot {
-        /// The snapshot.
-        key: SnapKey,
-        /// The region the snapshot carries.
-        region: Region,
-        /// Key ranges `[start, end)` (empty end: unbounded) whose old data is deleted first.
-        clear: Vec<(Vec<u8>, Vec<u8>)>,
-    },
-}
-
-impl std::fmt::Debug for Task {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Task::RaftLogGc {
-                region_id,
-                start_idx,
-                end_idx,
-            } => write!(f, "RaftLogGc({region_id}, [{start_idx}, {end_idx}))"),
-            Task::GenSnapshot { key, .. } => write!(f, "GenSnapshot({key})"),
-            Task::ApplySnapshot { key, .. } => write!(f, "ApplySnapshot({key})"),
-        }
-    }
-}
-
-/// What a finished background task reports to its store.
-#[derive(Debug)]
-pub enum TaskResult {
-    /// A snapshot generation finished: the raft snapshot to send, or why there is none.
-    SnapshotGenerated {
-        /// The snapshot.
-        key: SnapKey,
-        /// The raft snapshot (metadata and `RaftSnapshotData`), or the error.
-        result: std::result::Result<Snapshot, String>,
-    },
-    /// A snapshot application finished.
-    SnapshotApplied {
-        /// The snapshot.
-        key: SnapKey,
-        /// Whether the data and the final states are written.
-        result: std::result::Result<(), String>,
-    },
-}
-
-/// A region heartbeat for the scheduler: a leader reports its region.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RegionHeartbeat {
-    /// The region as the leader knows it.
-    pub region: Region,
-    /// The leader.
-    pub leader: metapb::Peer,
-}
-
-/// The effects of a round of handlers, for the driver to carry out.
-#[derive(Default)]
-pub struct StoreContext {
-    /// Raft messages to send to other stores.
-    pub messages: Vec<RaftMessage>,
-    /// Callbacks to call with their responses.
-    pub responses: Vec<(Callback, CmdResponse)>,
-    /// Background tasks to run.
-    pub tasks: Vec<Task>,
-    /// Region heartbeats for the scheduler.
-    pub heartbeats: Vec<RegionHeartbeat>,
-    /// With `Config::async_raft_sync`: the raft engine must be synced, then
-    /// `Store::on_synced` called with this number (or a later one).
-    pub sync_request: Option<u64>,
-}
-
-impl StoreContext {
-    /// Whether there is nothing to carry out.
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-            && self.responses.is_empty()
-            && self.tasks.is_empty()
-            && self.heartbeats.is_empty()
-            && self.sync_request.is_none()
-    }
-}
 
 /// Counters of what a store did (for tests and benchmarks).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -646,7 +542,9 @@ mod tests {
     use crate::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
     use crate::engine::{MemEngine, ALL_CFS, CF_DEFAULT, CF_LOCK};
     use crate::snap::copy_snapshot;
+    use crate::task::Task;
     use crate::worker::run_task;
+    use proto::metapb::Region;
     use proto::eraftpb::{Message, MessageType};
     use proto::raft_serverpb::{RaftApplyState, RaftLocalState, RaftTruncatedState};
 
