@@ -1,4 +1,5 @@
-//! The storage engine abstraction shared by both engines of a store (ARCHITECTURE rule 3, SPEC 6.2).
+//! The storage engine abstraction shared by both engines of a store (TinyKV's
+//! `kv/util/engine_util/engines.go` bundles the same two), with durability explicit.
 //!
 //! A store owns two engines, bundled as [`Engines`]:
 //! - the **kv engine** uses every column family of [`ALL_CFS`]: the data CFs [`CF_DEFAULT`],
@@ -99,13 +100,7 @@ pub trait KvSnapshot: Send + Sync {
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Visits the keys of `cf` in `[start, end)` in order (empty `end`: unbounded) until `f`
     /// returns false.
-    fn scan(
-        &self,
-        cf: &str,
-        start: &[u8],
-        end: &[u8],
-        f: &mut ScanCallback<'_>,
-    ) -> Result<()>;
+    fn scan(&self, cf: &str, start: &[u8], end: &[u8], f: &mut ScanCallback<'_>) -> Result<()>;
 }
 
 impl<S: EngineSnapshot> KvSnapshot for S {
@@ -113,19 +108,13 @@ impl<S: EngineSnapshot> KvSnapshot for S {
         self.get_cf(cf, key)
     }
 
-    fn scan(
-        &self,
-        cf: &str,
-        start: &[u8],
-        end: &[u8],
-        f: &mut ScanCallback<'_>,
-    ) -> Result<()> {
+    fn scan(&self, cf: &str, start: &[u8], end: &[u8], f: &mut ScanCallback<'_>) -> Result<()> {
         self.scan_cf(cf, start, end, f)
     }
 }
 
 /// The two engines of a store: `kv` (data CFs and region/apply state) and `raft` (raft log and
-/// raft state). See SPEC section 6.2.
+/// raft state), as TinyKV's `kv/util/engine_util/engines.go`.
 #[derive(Debug, Clone)]
 pub struct Engines<K: Engine, R: Engine> {
     /// The kv engine: [`ALL_CFS`].

@@ -34,12 +34,12 @@ use slog::{debug, info, o, Logger};
 
 use crate::callback::Callback;
 use crate::config::Config;
+use crate::context::{RegionHeartbeat, StoreContext};
 use crate::engine::{Engine, Engines};
 use crate::errors::{Error, Result};
 use crate::peer_storage::PeerStorage;
 use crate::read_queue::ReadQueue;
 use crate::snap::{SnapKey, SnapManager};
-use crate::context::{RegionHeartbeat, StoreContext};
 use crate::task::Task;
 use crate::util::find_peer;
 

@@ -14,10 +14,10 @@ use slog::debug;
 
 use super::{Peer, Proposal};
 use crate::callback::{Callback, CmdResponse};
+use crate::context::StoreContext;
 use crate::engine::{Engine, DATA_CFS};
 use crate::errors::{Error, Result};
 use crate::read_queue::is_read_only;
-use crate::context::StoreContext;
 use crate::util::{check_key_in_region, check_region_epoch};
 
 impl<K: Engine, R: Engine> Peer<K, R> {
@@ -186,7 +186,12 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     /// Answers every proposal whose entry was overtaken before `index` (or at `index` by an entry
     /// of another term) with StaleCommand; returns the callback of the proposal at
     /// (`index`, `term`), if any.
-    pub(super) fn take_proposal(&mut self, ctx: &mut StoreContext, index: u64, term: u64) -> Option<Callback> {
+    pub(super) fn take_proposal(
+        &mut self,
+        ctx: &mut StoreContext,
+        index: u64,
+        term: u64,
+    ) -> Option<Callback> {
         let current = self.term();
         while let Some(p) = self.proposals.front() {
             if p.index > index {

@@ -13,9 +13,9 @@ use proto::raft_cmdpb::{
 
 use super::Peer;
 use crate::callback::{CmdResponse, RegionSnapshot};
+use crate::context::StoreContext;
 use crate::engine::Engine;
 use crate::errors::{Error, Result};
-use crate::context::StoreContext;
 use crate::util::{check_key_in_region, check_region_epoch};
 
 impl<K: Engine, R: Engine> Peer<K, R> {

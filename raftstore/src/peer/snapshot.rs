@@ -10,10 +10,10 @@ use proto::metapb::Region;
 use slog::{error, info, warn};
 
 use super::{Install, KeyRanges, Peer};
+use crate::context::StoreContext;
 use crate::engine::Engine;
 use crate::errors::{Error, Result};
 use crate::snap::{snapshot_data, SnapKey};
-use crate::context::StoreContext;
 use crate::task::Task;
 
 impl<K: Engine, R: Engine> Peer<K, R> {
