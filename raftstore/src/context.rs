@@ -1,11 +1,14 @@
-//! What the store's handlers hand to their driver: the `StoreContext` that collects a round's
-//! effects (messages to send, callbacks to answer, tasks to run, scheduler heartbeats, a sync to
-//! make), which each driver carries out its own way.
+//! The contexts a store's handlers work in: the `StoreContext` that collects a round's effects
+//! for the driver (messages to send, callbacks to answer, tasks to run, scheduler heartbeats, a
+//! sync to make), which each driver carries out its own way; and the `ApplyContext` that collects
+//! the store's applies for one kv-engine write.
 
 use proto::metapb::{self, Region};
 use proto::raft_serverpb::RaftMessage;
 
 use crate::callback::{Callback, CmdResponse};
+use crate::engine::{Engine, Engines, WriteBatch};
+use crate::errors::Result;
 use crate::task::Task;
 
 /// A region heartbeat for the scheduler: a leader reports its region.
@@ -41,5 +44,49 @@ impl StoreContext {
             && self.tasks.is_empty()
             && self.heartbeats.is_empty()
             && self.sync_request.is_none()
+    }
+}
+
+/// The applies of committed entries waiting for their kv-engine write: the write batch, and
+/// whether the write must be synced. The store keeps one and reuses it for every kv write of
+/// applies (each write empties it).
+#[derive(Default)]
+pub struct ApplyContext {
+    /// The data and apply states written by the applies so far.
+    pub wb: WriteBatch,
+    /// Whether the write must be synced: a log compaction's truncated state must be durable
+    /// before the log GC deletes the entries.
+    pub sync: bool,
+}
+
+impl ApplyContext {
+    /// Makes the writes so far visible to reads of the kv engine (an unsynced write), for a read
+    /// inside a command that also writes.
+    pub fn flush<K: Engine>(&mut self, kv: &K) -> Result<()> {
+        if !self.wb.is_empty() {
+            kv.write(&self.wb, false)?;
+            self.wb.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the applies to the kv engine and empties the context. A synced apply state must
+    /// never get ahead of the durable commit index: a commit index alone is written to the raft
+    /// engine without a sync, so the raft engine is synced first unless the round's raft write
+    /// is (`raft_synced`).
+    pub fn write<K: Engine, R: Engine>(
+        &mut self,
+        engines: &Engines<K, R>,
+        raft_synced: bool,
+    ) -> Result<()> {
+        if self.sync && !raft_synced {
+            engines.raft.sync()?;
+        }
+        if !self.wb.is_empty() || self.sync {
+            engines.kv.write(&self.wb, self.sync)?;
+        }
+        self.wb.clear();
+        self.sync = false;
+        Ok(())
     }
 }

@@ -7,9 +7,13 @@
 //!   [`keys`]: TinyKV's encodings of the local keys (raft log, raft/apply/region states, store
 //!   ident).
 //! - [`peer_storage`]: a replica's raft log and states as `raft::Storage`.
-//! - [`peer`]: a replica's handlers (raft messages, proposals, ticks, apply).
-//! - [`store`]: the store's handlers over all its replicas, and `end_round`, where one round's
-//!   writes are made (one synced raft-engine write for every replica: group commit).
+//! - [`peer`]: a replica's handlers, a file per operation (propose, read, ready, apply,
+//!   snapshot) beside the peer itself, its ticks and log GC.
+//! - [`store`]: the store's handlers over all its replicas, and `Store::round`, where one round's
+//!   writes are made (one synced raft-engine write for every replica: group commit), the same
+//!   steps for both drivers; [`context`]: what the handlers hand to the driver
+//!   ([`StoreContext`]) and the applies' kv write ([`context::ApplyContext`]); [`task`]: the
+//!   background tasks they ask for.
 //! - [`snap`]: snapshot files — generation, chunked transfer with checksums, reading them back;
 //!   [`worker`]: background tasks (log GC, snapshot generation and application).
 //! - [`bootstrap`]: the store ident and the first region.

@@ -13,22 +13,21 @@ use slog::{debug, warn};
 
 use super::Peer;
 use crate::callback::{CmdResponse, RegionSnapshot};
-use crate::engine::{Engine, WriteBatch, CF_RAFT};
+use crate::context::{ApplyContext, StoreContext};
+use crate::engine::{Engine, CF_RAFT};
 use crate::errors::{Error, Result};
 use crate::keys;
-use crate::context::StoreContext;
 use crate::task::Task;
 use crate::util::{check_key_in_region, check_region_epoch};
 
 impl<K: Engine, R: Engine> Peer<K, R> {
-    /// Applies the queued committed entries not applied yet, up to index `upto`, into `kv_wb`
+    /// Applies the queued committed entries not applied yet, up to index `upto`, into `apply`
     /// with the new apply state.
     pub(super) fn apply_committed(
         &mut self,
         ctx: &mut StoreContext,
         upto: u64,
-        kv_wb: &mut WriteBatch,
-        sync_kv: &mut bool,
+        apply: &mut ApplyContext,
     ) -> Result<()> {
         let applied = self.storage().applied_index();
         let mut last = None;
@@ -37,14 +36,16 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         }
         while self.committed.front().is_some_and(|e| e.index <= upto) {
             let e = self.committed.pop_front().expect("checked");
-            self.apply_entry(ctx, &e, kv_wb, sync_kv)?;
+            self.apply_entry(ctx, &e, apply)?;
             last = Some(e.index);
         }
         if let Some(last_index) = last {
             let region_id = self.region_id;
             let state = &mut self.storage_mut().apply_state;
             state.applied_index = last_index;
-            kv_wb.put_msg_cf(CF_RAFT, keys::apply_state_key(region_id), &*state);
+            apply
+                .wb
+                .put_msg_cf(CF_RAFT, keys::apply_state_key(region_id), &*state);
         }
         Ok(())
     }
@@ -53,8 +54,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         &mut self,
         ctx: &mut StoreContext,
         e: &eraftpb::Entry,
-        kv_wb: &mut WriteBatch,
-        sync_kv: &mut bool,
+        apply: &mut ApplyContext,
     ) -> Result<()> {
         if e.data.is_empty() {
             // A new leader's no-op: proposals at this index lost their place.
@@ -70,7 +70,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             return Ok(());
         }
         let req = RaftCmdRequest::decode(e.data.as_slice())?;
-        let resp = self.apply_cmd(ctx, req, kv_wb, sync_kv);
+        let resp = self.apply_cmd(ctx, req, apply);
         if let Some(cb) = self.take_proposal(ctx, e.index, e.term) {
             ctx.responses.push((cb, resp));
         }
@@ -81,8 +81,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         &mut self,
         ctx: &mut StoreContext,
         req: RaftCmdRequest,
-        kv_wb: &mut WriteBatch,
-        sync_kv: &mut bool,
+        apply: &mut ApplyContext,
     ) -> CmdResponse {
         let term = self.term();
         if let Err(e) = check_region_epoch(&req, self.region(), true) {
@@ -93,7 +92,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             ..Default::default()
         });
         if let Some(admin) = &req.admin_request {
-            return match self.apply_admin(ctx, admin, sync_kv) {
+            return match self.apply_admin(ctx, admin, apply) {
                 Ok(admin_response) => CmdResponse {
                     resp: RaftCmdResponse {
                         header,
@@ -108,7 +107,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         let mut responses = Vec::with_capacity(req.requests.len());
         let mut snap = None;
         for r in &req.requests {
-            match self.apply_request(r, kv_wb) {
+            match self.apply_request(r, apply) {
                 Ok((resp, s)) => {
                     responses.push(resp);
                     if s.is_some() {
@@ -128,19 +127,10 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         }
     }
 
-    /// Makes the round's writes so far visible to reads of the kv engine.
-    fn flush(&self, kv_wb: &mut WriteBatch) -> Result<()> {
-        if !kv_wb.is_empty() {
-            self.engines().kv.write(kv_wb, false)?;
-            kv_wb.clear();
-        }
-        Ok(())
-    }
-
     fn apply_request(
         &mut self,
         r: &Request,
-        kv_wb: &mut WriteBatch,
+        apply: &mut ApplyContext,
     ) -> Result<(Response, Option<RegionSnapshot>)> {
         let mut resp = Response {
             cmd_type: r.cmd_type,
@@ -150,19 +140,19 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         match r.cmd_type() {
             CmdType::Get | CmdType::Snap => {
                 // Reads inside a command that also writes: they see the writes before them.
-                self.flush(kv_wb)?;
+                apply.flush(&self.engines().kv)?;
                 return self.read_request(r);
             }
             CmdType::Put => {
                 let p = r.put.as_ref().ok_or_else(missing)?;
                 check_key_in_region(&p.key, self.region())?;
-                kv_wb.put_cf(&p.cf, p.key.as_slice(), p.value.as_slice());
+                apply.wb.put_cf(&p.cf, p.key.as_slice(), p.value.as_slice());
                 resp.put = Some(Default::default());
             }
             CmdType::Delete => {
                 let d = r.delete.as_ref().ok_or_else(missing)?;
                 check_key_in_region(&d.key, self.region())?;
-                kv_wb.delete_cf(&d.cf, d.key.as_slice());
+                apply.wb.delete_cf(&d.cf, d.key.as_slice());
                 resp.delete = Some(Default::default());
             }
             CmdType::Invalid => return Err(Error::InvalidRequest("invalid command".into())),
@@ -174,7 +164,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         &mut self,
         ctx: &mut StoreContext,
         admin: &AdminRequest,
-        sync_kv: &mut bool,
+        apply: &mut ApplyContext,
     ) -> Result<AdminResponse> {
         match admin.cmd_type() {
             AdminCmdType::CompactLog => {
@@ -190,7 +180,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     self.storage_mut()
                         .compact_to(c.compact_index, c.compact_term);
                     // The truncated state must be durable before the log GC deletes the entries.
-                    *sync_kv = true;
+                    apply.sync = true;
                     ctx.tasks.push(Task::RaftLogGc {
                         region_id: self.region_id,
                         start_idx: self.last_compacted_idx,

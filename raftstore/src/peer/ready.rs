@@ -11,10 +11,10 @@ use raft::{Ready, StateRole};
 use slog::{debug, info, warn};
 
 use super::Peer;
+use crate::context::{ApplyContext, StoreContext};
 use crate::engine::{Engine, WriteBatch};
 use crate::errors::{Error, Result};
 use crate::snap::SnapKey;
-use crate::context::StoreContext;
 use crate::util::is_initial_msg;
 
 impl<K: Engine, R: Engine> Peer<K, R> {
@@ -144,8 +144,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         ctx: &mut StoreContext,
         rd: &mut Ready,
         persisted: &RaftLocalState,
-        kv_wb: &mut WriteBatch,
-        sync_kv: &mut bool,
+        apply: &mut ApplyContext,
     ) -> Result<()> {
         if !self.is_leader() {
             return Ok(());
@@ -161,11 +160,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             }
         }
         let upto = persisted.last_index.min(self.synced_index());
-        self.apply_committed(ctx, upto, kv_wb, sync_kv)
+        self.apply_committed(ctx, upto, apply)
     }
 
     /// Phase two, after the round's raft write batch is synced: sends the remaining messages,
-    /// applies the remaining committed entries into the round's kv write batch, and advances raft.
+    /// applies the remaining committed entries into the store's apply context, and advances raft.
     ///
     /// With `deferred` (the number of this round's raft write, left unsynced), the messages wait
     /// for that write's sync, and only entries synced before are applied (`on_synced` does the
@@ -175,8 +174,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         ctx: &mut StoreContext,
         mut rd: Ready,
         deferred: Option<u64>,
-        kv_wb: &mut WriteBatch,
-        sync_kv: &mut bool,
+        apply: &mut ApplyContext,
     ) -> Result<()> {
         if let Some(ss) = &rd.soft_state {
             if ss.raft_state == StateRole::Leader {
@@ -205,7 +203,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             self.fail_lost_reads(ctx);
         }
         let upto = self.synced_index();
-        self.apply_committed(ctx, upto, kv_wb, sync_kv)?;
+        self.apply_committed(ctx, upto, apply)?;
         self.raft_group.advance(rd);
         Ok(())
     }
@@ -254,8 +252,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         &mut self,
         ctx: &mut StoreContext,
         seq: u64,
-        kv_wb: &mut WriteBatch,
-        sync_kv: &mut bool,
+        apply: &mut ApplyContext,
     ) -> Result<()> {
         while self.unsynced.front().is_some_and(|&(s, _)| s <= seq) {
             self.unsynced.pop_front();
@@ -268,7 +265,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             self.send_raft_message(ctx, m);
         }
         if !self.is_frozen() {
-            self.apply_committed(ctx, self.synced_index(), kv_wb, sync_kv)?;
+            self.apply_committed(ctx, self.synced_index(), apply)?;
         }
         let synced = self.synced_index();
         for m in std::mem::take(&mut self.held_acks) {
