@@ -1,5 +1,6 @@
 //! Bootstrapping: the store ident, and the first region with its initial raft, apply and region
-//! states (term 5, index 5, as TinyKV; SPEC 6.3). A store bootstraps once; a second attempt fails.
+//! states (term 5, index 5, as TinyKV's `kv/raftstore/bootstrap.go` and `kv/raftstore/meta/keys.go`).
+//! A store bootstraps once; a second attempt fails.
 
 use proto::eraftpb::HardState;
 use proto::metapb::{Peer, Region, RegionEpoch};
@@ -28,8 +29,8 @@ pub fn bootstrap_store<K: Engine, R: Engine>(
     store_id: u64,
 ) -> Result<()> {
     if let Some(ident) = load_store_ident(&engines.kv)? {
-        return Err(Error::Other(format!(
-            "store is already bootstrapped (cluster {}, store {})",
+        return Err(Error::AlreadyBootstrapped(format!(
+            "the kv engine holds the ident of cluster {}, store {}",
             ident.cluster_id, ident.store_id
         )));
     }
@@ -44,8 +45,8 @@ pub fn bootstrap_store<K: Engine, R: Engine>(
         },
     )?;
     if any_region {
-        return Err(Error::Other(
-            "cannot bootstrap: the kv engine already holds regions".into(),
+        return Err(Error::AlreadyBootstrapped(
+            "the kv engine already holds regions".into(),
         ));
     }
     let mut wb = WriteBatch::default();

@@ -7,39 +7,8 @@ use std::sync::Arc;
 use proto::metapb::Region;
 use proto::raft_cmdpb::{RaftCmdResponse, RaftResponseHeader};
 
-use crate::engine::{EngineError, EngineSnapshot, ScanCallback};
+use crate::engine::KvSnapshot;
 use crate::errors::Error;
-
-/// A consistent read view of the kv engine, object-safe so callbacks need no engine type.
-pub trait KvSnapshot: Send + Sync {
-    /// The value of `key` in `cf`, if any.
-    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
-    /// Visits the keys of `cf` in `[start, end)` in order (empty `end`: unbounded) until `f`
-    /// returns false.
-    fn scan(
-        &self,
-        cf: &str,
-        start: &[u8],
-        end: &[u8],
-        f: &mut ScanCallback<'_>,
-    ) -> Result<(), EngineError>;
-}
-
-impl<S: EngineSnapshot> KvSnapshot for S {
-    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        self.get_cf(cf, key)
-    }
-
-    fn scan(
-        &self,
-        cf: &str,
-        start: &[u8],
-        end: &[u8],
-        f: &mut ScanCallback<'_>,
-    ) -> Result<(), EngineError> {
-        self.scan_cf(cf, start, end, f)
-    }
-}
 
 /// The answer to a Snap request: the region as of the read, and a view of the data at that point.
 #[derive(Clone)]

@@ -85,18 +85,18 @@ impl Config {
             ("scheduler_heartbeat_ticks", self.scheduler_heartbeat_ticks),
         ];
         if let Some((name, n)) = ticks.iter().find(|(_, n)| !(1..=MAX_TICKS).contains(n)) {
-            return Err(Error::Other(format!(
+            return Err(Error::InvalidConfig(format!(
                 "{name} ({n}) must be from 1 to {MAX_TICKS}"
             )));
         }
         if self.raft_election_timeout_ticks <= self.raft_heartbeat_ticks {
-            return Err(Error::Other(format!(
+            return Err(Error::InvalidConfig(format!(
                 "raft_election_timeout_ticks ({}) must be greater than raft_heartbeat_ticks ({})",
                 self.raft_election_timeout_ticks, self.raft_heartbeat_ticks
             )));
         }
         if self.raft_base_tick_interval.is_zero() || self.raft_base_tick_interval > MAX_BASE_TICK {
-            return Err(Error::Other(format!(
+            return Err(Error::InvalidConfig(format!(
                 "raft_base_tick_interval ({:?}) must be more than 0 and at most {MAX_BASE_TICK:?}",
                 self.raft_base_tick_interval
             )));

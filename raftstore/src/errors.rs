@@ -68,7 +68,27 @@ pub enum Error {
     /// A stored or received message does not decode.
     #[error("codec: {0}")]
     Codec(#[from] prost::DecodeError),
-    /// The store is already bootstrapped, or state on disk is inconsistent.
+    /// The store is stopped: its mailbox is closed, or it stopped after an engine failure.
+    #[error("store {0} is stopped")]
+    StoreStopped(u64),
+    /// The engines hold no store ident: the store must be bootstrapped before it is opened.
+    #[error("the store is not bootstrapped")]
+    NotBootstrapped,
+    /// The engines already hold a store ident or regions: a store bootstraps once.
+    #[error("already bootstrapped: {0}")]
+    AlreadyBootstrapped(String),
+    /// A thread of the store (its poller or a worker) could not be started.
+    #[error("cannot spawn the {thread} thread: {source}")]
+    Spawn {
+        /// Which thread.
+        thread: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is not valid.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// Anything else: state on disk that is inconsistent, a snapshot that cannot be used, ...
     #[error("{0}")]
     Other(String),
 }

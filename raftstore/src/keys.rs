@@ -1,4 +1,4 @@
-//! Encodings of the store's local (meta) keys, exactly as TinyKV's `meta/keys.go` (SPEC section 6.3).
+//! Encodings of the store's local (meta) keys, exactly as TinyKV's `kv/raftstore/meta/keys.go`.
 //!
 //! Every local key starts with [`LOCAL_PREFIX`] (`0x01`), and every number in a key is a big-endian
 //! `u64`, so the byte order of keys is the numeric order of region ids and log indexes: the raft log

@@ -7,9 +7,13 @@
 //!   [`keys`]: TinyKV's encodings of the local keys (raft log, raft/apply/region states, store
 //!   ident).
 //! - [`peer_storage`]: a replica's raft log and states as `raft::Storage`.
-//! - [`peer`]: a replica's handlers (raft messages, proposals, ticks, apply).
-//! - [`store`]: the store's handlers over all its replicas, and `end_round`, where one round's
-//!   writes are made (one synced raft-engine write for every replica: group commit).
+//! - [`peer`]: a replica's handlers, a file per operation (propose, read, ready, apply,
+//!   snapshot) beside the peer itself, its ticks and log GC.
+//! - [`store`]: the store's handlers over all its replicas, and `Store::round`, where one round's
+//!   writes are made (one synced raft-engine write for every replica: group commit), the same
+//!   steps for both drivers; [`context`]: what the handlers hand to the driver
+//!   ([`StoreContext`]) and the applies' kv write ([`context::ApplyContext`]); [`task`]: the
+//!   background tasks they ask for.
 //! - [`snap`]: snapshot files — generation, chunked transfer with checksums, reading them back;
 //!   [`worker`]: background tasks (log GC, snapshot generation and application).
 //! - [`bootstrap`]: the store ident and the first region.
@@ -25,20 +29,25 @@
 pub mod bootstrap;
 pub mod callback;
 pub mod config;
+pub mod context;
 pub mod engine;
 pub mod errors;
 pub mod keys;
 pub mod peer;
 pub mod peer_storage;
-mod read;
+mod read_queue;
 pub mod runtime;
 pub mod snap;
 pub mod store;
+pub mod task;
 pub mod util;
 pub mod worker;
 
-pub use crate::callback::{Callback, CmdResponse, KvSnapshot, RegionSnapshot};
+pub use crate::callback::{Callback, CmdResponse, RegionSnapshot};
 pub use crate::config::Config;
+pub use crate::context::{RegionHeartbeat, StoreContext};
+pub use crate::engine::KvSnapshot;
 pub use crate::errors::{Error, Result};
 pub use crate::snap::{SnapKey, SnapManager};
-pub use crate::store::{RegionHeartbeat, Store, StoreContext, StoreStats, Task, TaskResult};
+pub use crate::store::{Store, StoreStats};
+pub use crate::task::{Task, TaskResult};

@@ -1,5 +1,5 @@
 //! `PeerStorage`: a region replica's raft log and states on the store's two engines, seen by raft
-//! through the `raft::Storage` trait (SPEC 6.4).
+//! through the `raft::Storage` trait (TinyKV's `kv/raftstore/peer_storage.go`).
 //!
 //! - raft engine: the log entries (`raft_log_key`) and `RaftLocalState` (hard state, last index
 //!   and term);

@@ -3,9 +3,10 @@
 //! [`StoreDriver`] as a task of its gRPC runtime, with the same worker threads).
 //!
 //! - a **poller** thread owns the `Store`; it blocks on a crossbeam-channel mailbox, drains up to
-//!   `MAX_BATCH` messages at a time, runs the handlers, then the round for the whole batch in two
-//!   halves (`begin_round`; carry out leaders' appends and early answers; `finish_round`, with
-//!   one synced raft write per round: group commit), and carries out the round's effects;
+//!   `MAX_BATCH` messages at a time, runs the handlers, then the round for the whole batch
+//!   (`Store::round`: its first half; leaders' appends and early answers carried out; its second
+//!   half, with one synced raft write per round: group commit), and carries out the round's
+//!   effects;
 //! - the poller also keeps the base tick, from the wall clock (the handlers never read it);
 //! - with `Config::async_raft_sync`, a **raft-sync** thread syncs the raft engine after the
 //!   rounds that left their write unsynced (one sync for every request queued meanwhile: group
@@ -53,10 +54,12 @@ use slog::{error, info, warn, Logger};
 
 use crate::callback::{Callback, CmdResponse};
 use crate::config::Config;
-use crate::engine::{Engine, Engines};
+use crate::context::{RegionHeartbeat, StoreContext};
+use crate::engine::{Engine, EngineError, Engines};
 use crate::errors::{Error, Result};
 use crate::snap::SnapManager;
-use crate::store::{RegionHeartbeat, Store, StoreContext, Task, TaskResult};
+use crate::store::Store;
+use crate::task::{Task, TaskResult};
 use crate::worker::run_task;
 
 /// Most messages handled in one round.
@@ -104,7 +107,7 @@ pub enum StoreMsg {
     TaskFinished(TaskResult),
     /// The raft-sync thread synced the raft engine after the unsynced write with this number,
     /// or failed to.
-    RaftSynced(std::result::Result<u64, String>),
+    RaftSynced(std::result::Result<u64, EngineError>),
     /// Stop the store.
     Stop,
 }
@@ -128,14 +131,14 @@ impl StoreHandle {
     pub fn send_raft_message(&self, msg: RaftMessage) -> Result<()> {
         self.sender
             .send(StoreMsg::Raft(msg))
-            .map_err(|_| Error::Other(format!("store {} is stopped", self.store_id)))
+            .map_err(|_| Error::StoreStopped(self.store_id))
     }
 
     /// Sends a command; `cb` gets the result (or is dropped if the store stops first).
     pub fn send_command(&self, req: RaftCmdRequest, cb: Callback) -> Result<()> {
         self.sender
             .send(StoreMsg::Command(req, cb))
-            .map_err(|_| Error::Other(format!("store {} is stopped", self.store_id)))
+            .map_err(|_| Error::StoreStopped(self.store_id))
     }
 
     /// Stops the store and waits for its threads.
@@ -212,7 +215,10 @@ where
     let poller = std::thread::Builder::new()
         .name(format!("store-{store_id}-poller"))
         .spawn(move || driver.run_blocking(&rx))
-        .map_err(|e| Error::Other(format!("cannot spawn poller: {e}")))?;
+        .map_err(|source| Error::Spawn {
+            thread: "poller",
+            source,
+        })?;
     Ok(StoreHandle {
         store_id,
         sender: tx,
@@ -243,6 +249,15 @@ impl Mailbox for Sender<StoreMsg> {
 pub struct StoreDriver<K: Engine, R: Engine, T, S> {
     store: Store<K, R>,
     ctx: StoreContext,
+    out: Outlets<T, S>,
+    tick: Duration,
+    next_tick: Instant,
+    logger: Logger,
+}
+
+/// Where a running store's effects go: its transport, scheduler client and the senders to its
+/// worker threads.
+struct Outlets<T, S> {
     transport: T,
     scheduler: S,
     /// The region worker (snapshot generation and application).
@@ -251,8 +266,6 @@ pub struct StoreDriver<K: Engine, R: Engine, T, S> {
     gc_tx: Sender<Task>,
     /// The raft-sync thread (dropped when the driver stops, which ends that thread).
     sync_tx: Option<Sender<u64>>,
-    tick: Duration,
-    next_tick: Instant,
     logger: Logger,
 }
 
@@ -273,7 +286,7 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
         let store = Store::new(cfg, engines.clone(), snap_mgr.clone(), logger)?;
         let store_id = store.store_id;
         let mut workers = Vec::new();
-        let mut spawn_worker = |name: &str| -> Result<Sender<Task>> {
+        let mut spawn_worker = |name: &'static str| -> Result<Sender<Task>> {
             let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task>();
             let (engines, snap_mgr, mailbox) = (engines.clone(), snap_mgr.clone(), mailbox.clone());
             let wlogger = logger.clone();
@@ -292,7 +305,10 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
                         }
                     }
                 })
-                .map_err(|e| Error::Other(format!("cannot spawn worker: {e}")))?;
+                .map_err(|source| Error::Spawn {
+                    thread: name,
+                    source,
+                })?;
             workers.push(handle);
             Ok(task_tx)
         };
@@ -307,24 +323,30 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
                     while let Ok(mut seq) = sync_rx.recv() {
                         // Every write numbered up to the newest request is in the engine already.
                         seq = sync_rx.try_iter().fold(seq, u64::max);
-                        let result = raft.sync().map(|()| seq).map_err(|e| e.to_string());
+                        let result = raft.sync().map(|()| seq);
                         if !mailbox.deliver(StoreMsg::RaftSynced(result)) {
                             break;
                         }
                     }
                 })
-                .map_err(|e| Error::Other(format!("cannot spawn the raft-sync thread: {e}")))?;
+                .map_err(|source| Error::Spawn {
+                    thread: "raft-sync",
+                    source,
+                })?;
             workers.push(handle);
         }
         info!(logger, "store running"; "store_id" => store_id);
         let driver = StoreDriver {
             store,
             ctx: StoreContext::default(),
-            transport,
-            scheduler,
-            region_tx,
-            gc_tx,
-            sync_tx: Some(sync_tx),
+            out: Outlets {
+                transport,
+                scheduler,
+                region_tx,
+                gc_tx,
+                sync_tx: Some(sync_tx),
+                logger: logger.clone(),
+            },
             tick,
             next_tick: Instant::now() + tick,
             logger: logger.clone(),
@@ -381,7 +403,7 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
     /// Stops the store: ends the raft-sync thread (the workers end when the driver is dropped).
     pub fn stop(&mut self) {
         info!(self.logger, "store stopping"; "store_id" => self.store.store_id);
-        self.sync_tx = None;
+        self.out.sync_tx = None;
     }
 
     /// After an engine failure (from `handle`, `round` or `sync_inline`): the store cannot keep
@@ -395,12 +417,12 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
         for msg in rest {
             if let StoreMsg::Command(_, cb) = msg {
                 cb(CmdResponse::error(
-                    Error::Other("the store stopped after an engine failure".into()),
+                    Error::StoreStopped(self.store.store_id),
                     0,
                 ));
             }
         }
-        self.sync_tx = None;
+        self.out.sync_tx = None;
     }
 
     /// The round after a batch of messages: the base tick when it is due, both halves of the
@@ -421,9 +443,8 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
         }
         // Leaders' appends and the answers that need no fsync of this round leave between the
         // two halves, while the raft write of the round is under way elsewhere.
-        self.store.begin_round(&mut self.ctx)?;
-        self.carry_out();
-        self.store.finish_round(&mut self.ctx)?;
+        let out = &mut self.out;
+        self.store.round(&mut self.ctx, |ctx| out.carry_out(ctx))?;
         let inline = if idle {
             self.ctx.sync_request.take()
         } else {
@@ -436,8 +457,7 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
     /// Syncs the raft engine here and now for the unsynced write numbered `seq` (from
     /// [`StoreDriver::round`]), and carries out what waited for it.
     pub fn sync_inline(&mut self, seq: u64) -> Result<()> {
-        self.store.engines().raft.sync()?;
-        self.store.on_synced(&mut self.ctx, seq)?;
+        self.store.sync_raft(&mut self.ctx, seq)?;
         self.carry_out();
         Ok(())
     }
@@ -463,8 +483,7 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
         let ctx = &mut self.ctx;
         match msg {
             StoreMsg::RaftSynced(result) => {
-                let seq = result
-                    .map_err(|e| Error::Other(format!("cannot sync the raft engine: {e}")))?;
+                let seq = result?;
                 self.store.on_synced(ctx, seq)?;
             }
             StoreMsg::Raft(m) => self.store.on_raft_message(ctx, m),
@@ -483,7 +502,13 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
     }
 
     fn carry_out(&mut self) {
-        let ctx = &mut self.ctx;
+        self.out.carry_out(&mut self.ctx);
+    }
+}
+
+impl<T: Transport, S: SchedulerClient> Outlets<T, S> {
+    /// Carries out what `ctx` holds: sends, the sync request, tasks, heartbeats, answers.
+    fn carry_out(&mut self, ctx: &mut StoreContext) {
         for m in ctx.messages.drain(..) {
             if let Err(e) = self.transport.send(m) {
                 warn!(self.logger, "cannot send raft message"; "err" => %e);

@@ -33,8 +33,7 @@ use proto::metapb::Region;
 use proto::raft_serverpb::{RaftMessage, RaftSnapshotData, SnapshotCfFile, SnapshotMeta};
 use thiserror::Error;
 
-use crate::callback::KvSnapshot;
-use crate::engine::{EngineError, DATA_CFS};
+use crate::engine::{EngineError, KvSnapshot, DATA_CFS};
 
 /// Largest chunk a [`SnapChunkReader`] yields (the unit of transfer).
 pub const SNAP_CHUNK_SIZE: usize = 1024 * 1024;

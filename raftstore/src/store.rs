@@ -1,9 +1,10 @@
 //! `Store`: the event handlers of one store — every peer it hosts, keyed by region id — and the
-//! `StoreContext` through which they hand their effects to a driver.
+//! round, in which they hand their effects to a driver through a `StoreContext`.
 //!
 //! A driver (the threaded runtime, or the simulator) feeds events in — raft messages, commands,
-//! ticks — and then runs the round, which does the round's I/O in the order durability needs.
-//! `begin_round`:
+//! ticks — and then runs the round, `Store::round`, which does the round's I/O in the order
+//! durability needs. Both drivers call the same steps; they differ only in how they carry out
+//! the context. `begin_round`:
 //! 1. every touched peer's `Ready` goes into one raft-engine write batch;
 //! 2. leaders' messages are queued at once: a leader's appends may leave before its own write
 //!    (Raft thesis 10.2.1), so the leader's fsync and the followers' overlap; a commit that
@@ -13,13 +14,17 @@
 //!    kv write) and queue their callbacks: a committed entry is durable on a quorum, and the
 //!    local kv state never runs ahead of the local raft log.
 //!
-//! The driver carries out the context (sends, answers), then `finish_round`:
+//! The driver carries out the context (sends, answers: the `early` step of `Store::round`), then
+//! `finish_round`:
 //! 4. the raft write batch is written, synced once for the whole round when any Ready needs it
 //!    (group commit: one fsync however many regions and proposals it carries);
 //! 5. the other messages are queued (after the sync: votes and acks promise durability);
 //! 6. the remaining committed entries are applied into one kv-engine write batch with the new
 //!    apply states, and reads confirmed by ReadIndex are served;
 //! 7. callbacks and background tasks are queued.
+//!
+//! The driver then carries out the rest of the context, and makes the sync it asks for, if any:
+//! in place (`Store::sync_raft`), or elsewhere and then reports it (`Store::on_synced`).
 //!
 //! With `Config::async_raft_sync`, step 4 leaves the write unsynced and asks the driver for a
 //! sync (`StoreContext::sync_request`); until the driver reports it (`on_synced`), the round's
@@ -28,131 +33,26 @@
 //! never commits by counting the leader's unsynced entries. Rounds with a snapshot or a synced kv
 //! write still sync in place.
 //!
-//! `end_round` runs both halves for a driver that carries out effects once per round. Nothing
-//! here reads a clock, sleeps or spawns a thread.
+//! Nothing here reads a clock, sleeps or spawns a thread.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use proto::eraftpb::Snapshot;
-use proto::metapb::{self, Region};
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use raft::{Ready, SnapshotStatus};
 use slog::{debug, info, o, warn, Logger};
 
-use crate::callback::{Callback, CmdResponse, KvSnapshot};
+use crate::callback::{Callback, CmdResponse};
 use crate::config::Config;
+use crate::context::{ApplyContext, StoreContext};
 use crate::engine::{Engine, Engines, WriteBatch, CF_RAFT};
 use crate::errors::{Error, Result};
 use crate::keys;
 use crate::peer::Peer;
 use crate::snap::{SnapKey, SnapManager};
+use crate::task::TaskResult;
 use crate::util::is_initial_msg;
-use raft::{Ready, SnapshotStatus};
-
-/// Background work a handler asks for; a driver runs it off the handler thread
-/// (`worker::run_task`) and hands any [`TaskResult`] back to the store.
-#[derive(Clone)]
-pub enum Task {
-    /// Delete the raft-log entries `[start_idx, end_idx)` of a region from the raft engine.
-    RaftLogGc {
-        /// The region.
-        region_id: u64,
-        /// First index to delete.
-        start_idx: u64,
-        /// One past the last index to delete.
-        end_idx: u64,
-    },
-    /// Write the snapshot `key` of `region` from `snap`, a view of the kv engine taken on the
-    /// poller exactly at the applied index `key.index`.
-    GenSnapshot {
-        /// The snapshot to make.
-        key: SnapKey,
-        /// The region as of that index.
-        region: Region,
-        /// The kv engine at that index.
-        snap: Arc<dyn KvSnapshot>,
-    },
-    /// Install the received snapshot `key`: clear `clear` in every data CF, write the files, then
-    /// the final apply and region (`region`, `Normal`) states.
-    ApplySnapshot {
-        /// The snapshot.
-        key: SnapKey,
-        /// The region the snapshot carries.
-        region: Region,
-        /// Key ranges `[start, end)` (empty end: unbounded) whose old data is deleted first.
-        clear: Vec<(Vec<u8>, Vec<u8>)>,
-    },
-}
-
-impl std::fmt::Debug for Task {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Task::RaftLogGc {
-                region_id,
-                start_idx,
-                end_idx,
-            } => write!(f, "RaftLogGc({region_id}, [{start_idx}, {end_idx}))"),
-            Task::GenSnapshot { key, .. } => write!(f, "GenSnapshot({key})"),
-            Task::ApplySnapshot { key, .. } => write!(f, "ApplySnapshot({key})"),
-        }
-    }
-}
-
-/// What a finished background task reports to its store.
-#[derive(Debug)]
-pub enum TaskResult {
-    /// A snapshot generation finished: the raft snapshot to send, or why there is none.
-    SnapshotGenerated {
-        /// The snapshot.
-        key: SnapKey,
-        /// The raft snapshot (metadata and `RaftSnapshotData`), or the error.
-        result: std::result::Result<Snapshot, String>,
-    },
-    /// A snapshot application finished.
-    SnapshotApplied {
-        /// The snapshot.
-        key: SnapKey,
-        /// Whether the data and the final states are written.
-        result: std::result::Result<(), String>,
-    },
-}
-
-/// A region heartbeat for the scheduler: a leader reports its region.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RegionHeartbeat {
-    /// The region as the leader knows it.
-    pub region: Region,
-    /// The leader.
-    pub leader: metapb::Peer,
-}
-
-/// The effects of a round of handlers, for the driver to carry out.
-#[derive(Default)]
-pub struct StoreContext {
-    /// Raft messages to send to other stores.
-    pub messages: Vec<RaftMessage>,
-    /// Callbacks to call with their responses.
-    pub responses: Vec<(Callback, CmdResponse)>,
-    /// Background tasks to run.
-    pub tasks: Vec<Task>,
-    /// Region heartbeats for the scheduler.
-    pub heartbeats: Vec<RegionHeartbeat>,
-    /// With `Config::async_raft_sync`: the raft engine must be synced, then
-    /// `Store::on_synced` called with this number (or a later one).
-    pub sync_request: Option<u64>,
-}
-
-impl StoreContext {
-    /// Whether there is nothing to carry out.
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-            && self.responses.is_empty()
-            && self.tasks.is_empty()
-            && self.heartbeats.is_empty()
-            && self.sync_request.is_none()
-    }
-}
 
 /// Counters of what a store did (for tests and benchmarks).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -176,12 +76,12 @@ pub struct Store<K: Engine, R: Engine> {
     snap_mgr: SnapManager,
     /// The replicas hosted here, by region id (ordered: rounds visit them in a fixed order).
     peers: BTreeMap<u64, Peer<K, R>>,
-    /// Regions with work for the next `end_round`.
+    /// Regions with work for the next round.
     touched: BTreeSet<u64>,
     /// What the store did so far.
     pub stats: StoreStats,
-    /// The round begun and not finished yet.
-    round: Option<Round>,
+    /// The applies waiting for their kv write (one context, reused by every round).
+    apply: ApplyContext,
     /// Raft writes left unsynced for the driver to sync (`Config::async_raft_sync`), numbered.
     written_seq: u64,
     /// The newest of those known synced.
@@ -202,8 +102,8 @@ impl<K: Engine, R: Engine> Store<K, R> {
         logger: &Logger,
     ) -> Result<Self> {
         cfg.validate()?;
-        let ident = crate::bootstrap::load_store_ident(&engines.kv)?
-            .ok_or_else(|| Error::Other("the store is not bootstrapped".into()))?;
+        let ident =
+            crate::bootstrap::load_store_ident(&engines.kv)?.ok_or(Error::NotBootstrapped)?;
         let store_id = ident.store_id;
         let logger = logger.new(o!("store_id" => store_id));
         let cfg = Arc::new(cfg);
@@ -215,7 +115,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
             peers: BTreeMap::new(),
             touched: BTreeSet::new(),
             stats: StoreStats::default(),
-            round: None,
+            apply: ApplyContext::default(),
             written_seq: 0,
             synced_seq: 0,
             waiting_sync: BTreeSet::new(),
@@ -303,7 +203,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
         self.peers.keys().copied().collect()
     }
 
-    /// Whether `end_round` has work.
+    /// Whether the next round has work.
     pub fn has_ready(&self) -> bool {
         !self.touched.is_empty()
     }
@@ -463,24 +363,34 @@ impl<K: Engine, R: Engine> Store<K, R> {
         }
     }
 
-    /// Carries out the whole round in one go: `begin_round` then `finish_round`, for a driver
-    /// that carries out the effects only at the end (the simulator).
-    pub fn end_round(&mut self, ctx: &mut StoreContext) -> Result<()> {
-        self.begin_round(ctx)?;
-        self.finish_round(ctx)
+    /// One round, the same steps for every driver (see the module documentation):
+    /// `begin_round`; then `early`, where the driver carries out what may precede the round's
+    /// raft write (leaders' appends, early answers); then `finish_round`. The driver carries out
+    /// the rest of `ctx` afterwards, with the sync it asks for.
+    pub fn round(
+        &mut self,
+        ctx: &mut StoreContext,
+        early: impl FnOnce(&mut StoreContext),
+    ) -> Result<()> {
+        let round = self.begin_round(ctx)?;
+        early(ctx);
+        self.finish_round(ctx, round)
+    }
+
+    /// The sync a round asked for (`StoreContext::sync_request`), made in place: syncs the raft
+    /// engine, then goes on as `on_synced` does.
+    pub fn sync_raft(&mut self, ctx: &mut StoreContext, seq: u64) -> Result<()> {
+        self.engines.raft.sync()?;
+        self.on_synced(ctx, seq)
     }
 
     /// The first half of a round: takes every touched replica's `Ready` into the round's raft
     /// write batch, and does what may precede the raft write: leaders' messages, and the
     /// entries leaders had committed and written before this round, applied (unsynced kv write)
-    /// with their callbacks answered. The driver carries out the context, then calls
-    /// `finish_round`.
-    pub fn begin_round(&mut self, ctx: &mut StoreContext) -> Result<()> {
-        debug_assert!(self.round.is_none(), "begin_round twice");
+    /// with their callbacks answered.
+    fn begin_round(&mut self, ctx: &mut StoreContext) -> Result<Round> {
         let touched = std::mem::take(&mut self.touched);
         let mut round = Round::default();
-        let mut kv_wb = WriteBatch::default();
-        let mut sync_kv = false;
         for &id in &touched {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
@@ -497,7 +407,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
                 self.stats.entries_persisted += rd.entries.len() as u64;
                 self.stats.entries_applied += rd.committed_entries.len() as u64;
                 peer.queue_committed(&mut rd);
-                peer.handle_ready_early(ctx, &mut rd, &persisted, &mut kv_wb, &mut sync_kv)?;
+                peer.handle_ready_early(ctx, &mut rd, &persisted, &mut self.apply)?;
                 round.readies.push((id, rd));
             }
         }
@@ -506,34 +416,17 @@ impl<K: Engine, R: Engine> Store<K, R> {
             && round.must_sync
             && !round.has_snapshot
             && round.snap_wb.is_empty()
-            && !sync_kv;
+            && !self.apply.sync;
         let raft_will_sync = !round.raft_wb.is_empty() && round.must_sync && !round.deferred;
-        self.write_kv(&kv_wb, sync_kv, raft_will_sync)?;
+        self.apply.write(&self.engines, raft_will_sync)?;
         round.touched = touched;
-        self.round = Some(round);
-        Ok(())
-    }
-
-    /// Writes a round's applies to the kv engine. A synced apply state must never get ahead of
-    /// the durable commit index: a commit index alone is written to the raft engine without a
-    /// sync, so the raft engine is synced first unless the round's raft write is (`raft_synced`).
-    fn write_kv(&self, kv_wb: &WriteBatch, sync_kv: bool, raft_synced: bool) -> Result<()> {
-        if sync_kv && !raft_synced {
-            self.engines.raft.sync()?;
-        }
-        if !kv_wb.is_empty() || sync_kv {
-            self.engines.kv.write(kv_wb, sync_kv)?;
-        }
-        Ok(())
+        Ok(round)
     }
 
     /// The second half of a round: the raft write (synced once for all replicas when any needs
     /// it), then the remaining messages, the remaining applies (one kv write) and the reads
     /// confirmed by ReadIndex. See the module documentation for why this order.
-    pub fn finish_round(&mut self, ctx: &mut StoreContext) -> Result<()> {
-        let Some(mut round) = self.round.take() else {
-            return Ok(());
-        };
+    fn finish_round(&mut self, ctx: &mut StoreContext, mut round: Round) -> Result<()> {
         if !round.snap_wb.is_empty() {
             // The `Applying` region states of snapshots to install, with their apply states,
             // synced before the raft state that points past the old log: after a crash the
@@ -553,15 +446,13 @@ impl<K: Engine, R: Engine> Store<K, R> {
             ctx.sync_request = Some(self.written_seq);
             self.written_seq
         });
-        let mut kv_wb = WriteBatch::default();
-        let mut sync_kv = false;
         let newest = self.written_seq;
         for (id, rd) in std::mem::take(&mut round.readies) {
             let peer = self.peers.get_mut(&id).expect("peer of a ready");
             // Raft answers from its log in memory: an ack or a repeated vote from a Ready that
             // needed no sync may still speak for an earlier unsynced write, so it waits too.
             let wait_for = deferred.or_else(|| (!synced && peer.has_unsynced()).then_some(newest));
-            peer.post_ready(ctx, rd, wait_for, &mut kv_wb, &mut sync_kv)?;
+            peer.post_ready(ctx, rd, wait_for, &mut self.apply)?;
             if peer.raft_group.has_ready() {
                 self.touched.insert(id);
             }
@@ -571,8 +462,9 @@ impl<K: Engine, R: Engine> Store<K, R> {
         }
         // Unsynced writes of earlier rounds are durable once anything syncs the raft engine.
         let raft_synced = synced && !round.raft_wb.is_empty();
-        self.write_kv(&kv_wb, sync_kv, raft_synced)?;
-        if raft_synced || sync_kv {
+        let kv_synced = self.apply.sync;
+        self.apply.write(&self.engines, raft_synced)?;
+        if raft_synced || kv_synced {
             self.release_synced(ctx, self.written_seq)?;
         }
         self.after_applies(ctx, &round.touched);
@@ -595,20 +487,18 @@ impl<K: Engine, R: Engine> Store<K, R> {
             return Ok(());
         }
         self.synced_seq = self.synced_seq.max(seq);
-        let mut kv_wb = WriteBatch::default();
-        let mut sync_kv = false;
         let released = std::mem::take(&mut self.waiting_sync);
         for &id in &released {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
-            peer.on_synced(ctx, self.synced_seq, &mut kv_wb, &mut sync_kv)?;
+            peer.on_synced(ctx, self.synced_seq, &mut self.apply)?;
             if peer.waits_for_sync() {
                 self.waiting_sync.insert(id);
             }
             self.touched.insert(id);
         }
-        self.write_kv(&kv_wb, sync_kv, false)?;
+        self.apply.write(&self.engines, false)?;
         self.after_applies(ctx, &released);
         Ok(())
     }
@@ -625,7 +515,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
     }
 }
 
-/// A round between `begin_round` and `finish_round`.
+/// A round between `begin_round` and `finish_round`: what the second half writes and hands on.
 #[derive(Default)]
 struct Round {
     touched: BTreeSet<u64>,
@@ -646,8 +536,10 @@ mod tests {
     use crate::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
     use crate::engine::{MemEngine, ALL_CFS, CF_DEFAULT, CF_LOCK};
     use crate::snap::copy_snapshot;
+    use crate::task::Task;
     use crate::worker::run_task;
     use proto::eraftpb::{Message, MessageType};
+    use proto::metapb::Region;
     use proto::raft_serverpb::{RaftApplyState, RaftLocalState, RaftTruncatedState};
 
     fn mem_engines() -> Engines<MemEngine, MemEngine> {
@@ -755,10 +647,10 @@ mod tests {
         let mut ctx = StoreContext::default();
         for _ in 0..100 {
             store.on_tick(&mut ctx);
-            store.end_round(&mut ctx).unwrap();
+            store.round(&mut ctx, |_| {}).unwrap();
             for _ in 0..2 {
                 reply_as_followers(&mut store, &mut ctx);
-                store.end_round(&mut ctx).unwrap();
+                store.round(&mut ctx, |_| {}).unwrap();
             }
             if store.peer(1).unwrap().is_leader() && ctx.messages.is_empty() {
                 break;
@@ -783,7 +675,7 @@ mod tests {
             store.on_command(&mut ctx, req, record_answer(&answers, i));
         }
         for _ in 0..4 {
-            store.end_round(&mut ctx).unwrap();
+            store.round(&mut ctx, |_| {}).unwrap();
             reply_as_followers(&mut store, &mut ctx);
         }
         for (cb, resp) in std::mem::take(&mut ctx.responses) {
@@ -903,13 +795,13 @@ mod tests {
 
         // The install is queued; while it runs, the peer takes no tick and steps nothing.
         let mut ctx = StoreContext::default();
-        store.end_round(&mut ctx).unwrap();
+        store.round(&mut ctx, |_| {}).unwrap();
         let tasks = std::mem::take(&mut ctx.tasks);
         assert_eq!(tasks.len(), 1, "{tasks:?}");
         assert!(matches!(tasks[0], Task::ApplySnapshot { key: k, .. } if k == key));
         for _ in 0..50 {
             store.on_tick(&mut ctx);
-            store.end_round(&mut ctx).unwrap();
+            store.round(&mut ctx, |_| {}).unwrap();
         }
         assert!(
             ctx.messages.is_empty(),
@@ -926,12 +818,12 @@ mod tests {
                 result: Err("injected disk failure".into()),
             };
             store.on_task_result(ctx, failed);
-            store.end_round(ctx).unwrap();
+            store.round(ctx, |_| {}).unwrap();
             assert_eq!(store.peer(1).unwrap().applying_snapshot(), Some(key));
             let (mut waited, mut retried) = (0, Vec::new());
             while retried.is_empty() && waited < 100 * crate::peer::INSTALL_RETRY_MIN_TICKS {
                 store.on_tick(ctx);
-                store.end_round(ctx).unwrap();
+                store.round(ctx, |_| {}).unwrap();
                 retried.append(&mut ctx.tasks);
                 waited += 1;
             }
@@ -947,7 +839,7 @@ mod tests {
 
         let result = run_task(&engines, &snaps, retry).unwrap().unwrap();
         store.on_task_result(&mut ctx, result);
-        store.end_round(&mut ctx).unwrap();
+        store.round(&mut ctx, |_| {}).unwrap();
         assert_eq!(store.peer(1).unwrap().applying_snapshot(), None);
         assert_eq!(
             engines.kv.get_cf(CF_LOCK, b"k1").unwrap(),
@@ -963,7 +855,7 @@ mod tests {
         // Thawed, the peer ticks again and eventually campaigns.
         for _ in 0..50 {
             store.on_tick(&mut ctx);
-            store.end_round(&mut ctx).unwrap();
+            store.round(&mut ctx, |_| {}).unwrap();
         }
         assert!(!ctx.messages.is_empty());
     }
@@ -975,14 +867,14 @@ mod tests {
         let (mut store, mut ctx, engines, region, _dir) = leader_of_three();
         let answer = |store: &mut Store<MemEngine, MemEngine>, ctx: &mut StoreContext| {
             reply_as_followers(store, ctx);
-            store.end_round(ctx).unwrap();
+            store.round(ctx, |_| {}).unwrap();
         };
 
         let answers = Answers::default();
         for i in 0..3u8 {
             store.on_command(&mut ctx, put_cmd(&region, i), record_answer(&answers, i));
         }
-        store.end_round(&mut ctx).unwrap();
+        store.round(&mut ctx, |_| {}).unwrap();
         let appends: Vec<(u64, usize)> = ctx
             .messages
             .iter()
@@ -1032,10 +924,10 @@ mod tests {
         };
         for _ in 0..200 {
             store.on_tick(&mut ctx);
-            store.end_round(&mut ctx).unwrap();
+            store.round(&mut ctx, |_| {}).unwrap();
             sync(&mut store, &mut ctx);
             reply_all(&mut store, &mut ctx);
-            store.end_round(&mut ctx).unwrap();
+            store.round(&mut ctx, |_| {}).unwrap();
             sync(&mut store, &mut ctx);
             if store.peer(1).unwrap().is_leader() && ctx.messages.is_empty() {
                 break;
@@ -1051,7 +943,7 @@ mod tests {
             put(1),
             Box::new(move |r| a.lock().unwrap().push(r)),
         );
-        store.end_round(&mut ctx).unwrap();
+        store.round(&mut ctx, |_| {}).unwrap();
         let seq = ctx
             .sync_request
             .take()
@@ -1064,7 +956,7 @@ mod tests {
         );
         // Both followers ack; without the leader's own sync nothing may commit.
         reply_all(&mut store, &mut ctx);
-        store.end_round(&mut ctx).unwrap();
+        store.round(&mut ctx, |_| {}).unwrap();
         assert!(
             answers.lock().unwrap().is_empty(),
             "answered before the sync"
@@ -1079,7 +971,7 @@ mod tests {
         engines.raft.sync().unwrap();
         store.on_synced(&mut ctx, seq).unwrap();
         for _ in 0..3 {
-            store.end_round(&mut ctx).unwrap();
+            store.round(&mut ctx, |_| {}).unwrap();
             sync(&mut store, &mut ctx);
             for (cb, resp) in std::mem::take(&mut ctx.responses) {
                 cb(resp);
@@ -1102,14 +994,14 @@ mod tests {
         // A second write, written and never synced, then a crash.
         ctx.messages.clear();
         store.on_command(&mut ctx, put(2), Box::new(|_| {}));
-        store.end_round(&mut ctx).unwrap();
+        store.round(&mut ctx, |_| {}).unwrap();
         assert!(ctx.sync_request.is_some());
         assert_eq!(
             store.peer(1).unwrap().storage().raft_state.last_index,
             last + 1
         );
         reply_all(&mut store, &mut ctx);
-        store.end_round(&mut ctx).unwrap();
+        store.round(&mut ctx, |_| {}).unwrap();
         drop(store);
         engines.raft.crash();
         engines.kv.crash();
@@ -1175,7 +1067,7 @@ mod tests {
             ..Default::default()
         };
         store.on_raft_message(&mut ctx, append(init_index, init_term, vec![entry]));
-        store.end_round(&mut ctx).unwrap();
+        store.round(&mut ctx, |_| {}).unwrap();
         let seq = ctx
             .sync_request
             .take()
@@ -1183,7 +1075,7 @@ mod tests {
         assert_eq!(acks(&ctx), 0, "acked before the sync");
         // The leader's commit update: an empty append at the new last index.
         store.on_raft_message(&mut ctx, append(init_index + 1, init_term + 1, vec![]));
-        store.end_round(&mut ctx).unwrap();
+        store.round(&mut ctx, |_| {}).unwrap();
         assert_eq!(acks(&ctx), 0, "the empty append was acked before the sync");
         engines.raft.sync().unwrap();
         store.on_synced(&mut ctx, seq).unwrap();

@@ -20,7 +20,7 @@ use crate::engine::{Engine, Engines, WriteBatch, CF_DEFAULT, CF_RAFT, DATA_CFS};
 use crate::errors::Result;
 use crate::keys;
 use crate::snap::{SnapError, SnapKey, SnapManager};
-use crate::store::{Task, TaskResult};
+use crate::task::{Task, TaskResult};
 use crate::util::conf_state_from_region;
 
 /// Bytes of snapshot data per write batch when a snapshot is applied.

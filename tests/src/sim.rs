@@ -77,7 +77,8 @@ enum Event {
         req: RaftCmdRequest,
         cb: Callback,
     },
-    EndRound {
+    /// The store's round (`Store::round`), after the events of one instant.
+    Round {
         store: u64,
         inc: u64,
     },
@@ -185,7 +186,7 @@ impl Inner {
         let inc = s.inc;
         // Same virtual time, after every event already queued for now: one round per store
         // covers everything that arrived at the same instant (group commit).
-        self.schedule(now, Event::EndRound { store, inc });
+        self.schedule(now, Event::Round { store, inc });
     }
 }
 
@@ -305,7 +306,7 @@ impl SimEnv {
                 st.on_command(&mut s.ctx, req, cb);
                 inner.schedule_round(store);
             }
-            Event::EndRound { store, inc } => self.end_round(inner, store, inc),
+            Event::Round { store, inc } => self.round(inner, store, inc),
             Event::Synced { store, inc, seq } => {
                 let s = inner.stores.get_mut(&store).expect("known store");
                 if s.inc != inc || s.store.is_none() {
@@ -314,13 +315,9 @@ impl SimEnv {
                 }
                 inner.digest.add(&[5, store as u8]);
                 inner.digest.add(&seq.to_le_bytes());
-                s.engines
-                    .raft
-                    .sync()
-                    .expect("sync the in-memory raft engine");
                 let st = s.store.as_mut().unwrap();
-                if let Err(e) = st.on_synced(&mut s.ctx, seq) {
-                    panic!("store {store}: handling a sync failed: {e}");
+                if let Err(e) = st.sync_raft(&mut s.ctx, seq) {
+                    panic!("store {store}: the sync failed: {e}");
                 }
                 inner.schedule_round(store);
             }
@@ -468,7 +465,9 @@ fn task_bytes(s: &SimStore, task: &Task) -> u64 {
 }
 
 impl SimEnv {
-    fn end_round(&self, inner: &mut Inner, store: u64, inc: u64) {
+    /// The store's round, as the production driver runs it (`Store::round`), then its effects
+    /// carried out.
+    fn round(&self, inner: &mut Inner, store: u64, inc: u64) {
         let s = inner.stores.get_mut(&store).expect("known store");
         if s.inc != inc {
             return;
@@ -477,7 +476,9 @@ impl SimEnv {
         let Some(st) = s.store.as_mut() else {
             return;
         };
-        if let Err(e) = st.end_round(&mut s.ctx) {
+        // A round takes no virtual time: what production carries out between the round's halves
+        // (leaders' appends, early answers) leaves here at the same instant, with the rest.
+        if let Err(e) = st.round(&mut s.ctx, |_| {}) {
             panic!("store {store}: round failed: {e}");
         }
         let again = st.has_ready();

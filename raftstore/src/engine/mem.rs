@@ -5,8 +5,8 @@
 //! current view and is remembered; a synced write (or [`Engine::sync`]) replays the remembered
 //! batches onto the durable view, in order, so syncing costs the size of what was written since the
 //! last sync, not a copy of the whole store. [`MemEngine::crash`] throws away every unsynced write.
-//! This is how the simulator proves that the store syncs whatever must survive a crash
-//! (ARCHITECTURE rule 3).
+//! This is how the simulator proves that the store syncs whatever must survive a crash: nothing is
+//! durable unless it was written synced or synced afterwards.
 //!
 //! Each column family is a persistent B-tree (`imbl::OrdMap`) of shared byte strings:
 //! [`Engine::snapshot`] clones the maps in O(1) each, and a write while a snapshot is alive copies only

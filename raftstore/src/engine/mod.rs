@@ -1,4 +1,5 @@
-//! The storage engine abstraction shared by both engines of a store (ARCHITECTURE rule 3, SPEC 6.2).
+//! The storage engine abstraction shared by both engines of a store (TinyKV's
+//! `kv/util/engine_util/engines.go` bundles the same two), with durability explicit.
 //!
 //! A store owns two engines, bundled as [`Engines`]:
 //! - the **kv engine** uses every column family of [`ALL_CFS`]: the data CFs [`CF_DEFAULT`],
@@ -13,29 +14,17 @@
 //! [`Engine::write`]; durability is explicit: a write is only guaranteed to survive a crash once it
 //! was written with `sync = true` or followed by [`Engine::sync`].
 
+mod cf;
 mod errors;
 pub mod mem;
 pub mod rocks;
 mod write_batch;
 
+pub use cf::{ALL_CFS, CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, DATA_CFS};
 pub use errors::{EngineError, Result};
 pub use mem::{MemEngine, MemSnapshot};
 pub use rocks::{RocksEngine, RocksSnapshot};
 pub use write_batch::{WriteBatch, WriteOp};
-
-/// Column family of user values (and, in the raft engine, of every key).
-pub const CF_DEFAULT: &str = "default";
-/// Column family of Percolator locks.
-pub const CF_LOCK: &str = "lock";
-/// Column family of Percolator write records.
-pub const CF_WRITE: &str = "write";
-/// Column family of the kv engine's meta keys (store ident, region and apply states).
-pub const CF_RAFT: &str = "raft";
-
-/// The column families that hold user data; a region's data lives in all three.
-pub const DATA_CFS: [&str; 3] = [CF_DEFAULT, CF_LOCK, CF_WRITE];
-/// Every column family of the kv engine: the data CFs and [`CF_RAFT`].
-pub const ALL_CFS: [&str; 4] = [CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAFT];
 
 /// Decodes a stored protobuf value; a malformed value is an [`EngineError::Codec`].
 fn decode_msg<M: prost::Message + Default>(value: Option<Vec<u8>>) -> Result<Option<M>> {
@@ -105,8 +94,27 @@ pub trait EngineSnapshot: Send + Sync + 'static {
     fn scan_cf(&self, cf: &str, start: &[u8], end: &[u8], f: &mut ScanCallback<'_>) -> Result<()>;
 }
 
+/// A consistent read view of the kv engine, object-safe so callbacks need no engine type.
+pub trait KvSnapshot: Send + Sync {
+    /// The value of `key` in `cf`, if any.
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Visits the keys of `cf` in `[start, end)` in order (empty `end`: unbounded) until `f`
+    /// returns false.
+    fn scan(&self, cf: &str, start: &[u8], end: &[u8], f: &mut ScanCallback<'_>) -> Result<()>;
+}
+
+impl<S: EngineSnapshot> KvSnapshot for S {
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_cf(cf, key)
+    }
+
+    fn scan(&self, cf: &str, start: &[u8], end: &[u8], f: &mut ScanCallback<'_>) -> Result<()> {
+        self.scan_cf(cf, start, end, f)
+    }
+}
+
 /// The two engines of a store: `kv` (data CFs and region/apply state) and `raft` (raft log and
-/// raft state). See SPEC section 6.2.
+/// raft state), as TinyKV's `kv/util/engine_util/engines.go`.
 #[derive(Debug, Clone)]
 pub struct Engines<K: Engine, R: Engine> {
     /// The kv engine: [`ALL_CFS`].

@@ -32,7 +32,7 @@
 //!
 //! Synced appends are cheap by default: a synced write is one WAL append plus one fsync, and RocksDB
 //! groups concurrent writers into one fsync. The store additionally group-commits a whole poll round
-//! into one synced batch (ARCHITECTURE rule 3).
+//! into one synced batch (the round in `store.rs`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use super::ALL_CFS;
+use super::cf::ALL_CFS;
 
 /// One write of a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]

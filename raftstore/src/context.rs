@@ -1,0 +1,92 @@
+//! The contexts a store's handlers work in: the `StoreContext` that collects a round's effects
+//! for the driver (messages to send, callbacks to answer, tasks to run, scheduler heartbeats, a
+//! sync to make), which each driver carries out its own way; and the `ApplyContext` that collects
+//! the store's applies for one kv-engine write.
+
+use proto::metapb::{self, Region};
+use proto::raft_serverpb::RaftMessage;
+
+use crate::callback::{Callback, CmdResponse};
+use crate::engine::{Engine, Engines, WriteBatch};
+use crate::errors::Result;
+use crate::task::Task;
+
+/// A region heartbeat for the scheduler: a leader reports its region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionHeartbeat {
+    /// The region as the leader knows it.
+    pub region: Region,
+    /// The leader.
+    pub leader: metapb::Peer,
+}
+
+/// The effects of a round of handlers, for the driver to carry out.
+#[derive(Default)]
+pub struct StoreContext {
+    /// Raft messages to send to other stores.
+    pub messages: Vec<RaftMessage>,
+    /// Callbacks to call with their responses.
+    pub responses: Vec<(Callback, CmdResponse)>,
+    /// Background tasks to run.
+    pub tasks: Vec<Task>,
+    /// Region heartbeats for the scheduler.
+    pub heartbeats: Vec<RegionHeartbeat>,
+    /// With `Config::async_raft_sync`: the raft engine must be synced, then
+    /// `Store::on_synced` called with this number (or a later one).
+    pub sync_request: Option<u64>,
+}
+
+impl StoreContext {
+    /// Whether there is nothing to carry out.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.responses.is_empty()
+            && self.tasks.is_empty()
+            && self.heartbeats.is_empty()
+            && self.sync_request.is_none()
+    }
+}
+
+/// The applies of committed entries waiting for their kv-engine write: the write batch, and
+/// whether the write must be synced. The store keeps one and reuses it for every kv write of
+/// applies (each write empties it).
+#[derive(Default)]
+pub struct ApplyContext {
+    /// The data and apply states written by the applies so far.
+    pub wb: WriteBatch,
+    /// Whether the write must be synced: a log compaction's truncated state must be durable
+    /// before the log GC deletes the entries.
+    pub sync: bool,
+}
+
+impl ApplyContext {
+    /// Makes the writes so far visible to reads of the kv engine (an unsynced write), for a read
+    /// inside a command that also writes.
+    pub fn flush<K: Engine>(&mut self, kv: &K) -> Result<()> {
+        if !self.wb.is_empty() {
+            kv.write(&self.wb, false)?;
+            self.wb.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the applies to the kv engine and empties the context. A synced apply state must
+    /// never get ahead of the durable commit index: a commit index alone is written to the raft
+    /// engine without a sync, so the raft engine is synced first unless the round's raft write
+    /// is (`raft_synced`).
+    pub fn write<K: Engine, R: Engine>(
+        &mut self,
+        engines: &Engines<K, R>,
+        raft_synced: bool,
+    ) -> Result<()> {
+        if self.sync && !raft_synced {
+            engines.raft.sync()?;
+        }
+        if !self.wb.is_empty() || self.sync {
+            engines.kv.write(&self.wb, self.sync)?;
+        }
+        self.wb.clear();
+        self.sync = false;
+        Ok(())
+    }
+}
