@@ -168,15 +168,17 @@ pub async fn generic_test(c: Cluster, p: Params) {
         };
         c.sleep(RUN_TIME).await;
         done.set();
+        // As TinyKV: the network heals before the clients are awaited, since a client's request in
+        // flight may need it (under compounded drops, or sent to a minority) to be answered.
+        if let Some(h) = chaos {
+            h.await;
+            c.clear_filters();
+            c.sleep(et).await;
+        }
         let mut counts = Vec::with_capacity(clients.len());
         for h in clients {
             counts.push(h.await);
         }
-        if let Some(h) = chaos {
-            h.await;
-        }
-        c.clear_filters();
-        c.sleep(et).await;
         if p.crash {
             for s in c.env.store_ids() {
                 c.stop_store(s);
