@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs exactly one stage's tests: those whose names END in the stage suffix (`2ab` selects
-# `test_..._2ab`, not `test_..._2abx` nor a test under a module named `..._2ab`), across the whole
+# Runs exactly one stage's tests: those whose names END in the stage suffix or in one of its
+# sub-stages' (`2ab` selects `test_..._2ab`; `2a` selects `_2aa`, `_2ab` and `_2ac`, as TinyKV's
+# `make project2a` does; nothing under a module named `..._2ab` nor `test_..._2ab_x`), across the whole
 # workspace, and fails when any fails or when none ran. The names are listed with `--list`,
 # filtered with an exact-end match, and run with `--exact`; the real-time `threaded::` scenarios
 # among them run after the others, one at a time (scripts/testrun.sh).
@@ -15,7 +16,7 @@ if ! cargo test --workspace "$@" -- --list >"$list"; then
     echo "project${stage}: listing the tests failed" >&2
     exit 1
 fi
-mapfile -t names < <(sed -n 's/: test$//p' "$list" | grep -E "_${stage}\$" | sort -u)
+mapfile -t names < <(sed -n 's/: test$//p' "$list" | grep -E "_${stage}[a-z]?\$" | sort -u)
 mapfile -t others < <(printf '%s\n' "${names[@]}" | grep -vF "$THREADED" | grep .)
 mapfile -t threaded < <(printf '%s\n' "${names[@]}" | grep -F "$THREADED")
 if [ "${#others[@]}" -gt 0 ]; then

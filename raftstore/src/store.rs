@@ -402,7 +402,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
             peer.start_reads(ctx);
             let persisted = peer.storage().raft_state;
             if let Some(mut rd) = peer.collect_ready(&mut round.raft_wb, &mut round.snap_wb)? {
-                round.must_sync |= rd.must_sync || rd.snapshot.is_some();
+                round.must_sync |= rd.must_sync;
                 round.has_snapshot |= rd.snapshot.is_some();
                 self.stats.entries_persisted += rd.entries.len() as u64;
                 self.stats.entries_applied += rd.committed_entries.len() as u64;

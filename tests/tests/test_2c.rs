@@ -28,7 +28,7 @@ const ONE_SNAPSHOT_GC_LIMIT: u64 = 10;
 /// Simulated seeds per scenario unless `TINYKV_SEEDS` says otherwise.
 const SEEDS: u64 = 10;
 /// TestSnapshotRecoverManyClients2C's 20 clients scanning their growing ranges make it by far the
-/// costliest scenario (about a minute of CPU per simulated seed): it runs fewer default seeds.
+/// costliest scenario (several times the CPU of any other per simulated seed): it runs fewer default seeds.
 const MANY_CLIENTS_SEEDS: u64 = 2;
 
 fn params(nclients: usize, unreliable: bool, crash: bool, partitions: bool) -> Params {
