@@ -12,6 +12,12 @@
 //! `generic::generic_test` is TinyKV's randomized `GenericTest` (`kv/test_raftstore/test_test.go`)
 //! with clients, chaos and crashes.
 
+/// The allocator of every binary built on the harness (the staged suites, the benches): the
+/// simulator allocates and frees a message, a write batch and an event at every step, and the
+/// server binaries run on the same allocator (see docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod cluster;
 pub mod env;
 pub mod exec;

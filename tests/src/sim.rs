@@ -724,7 +724,7 @@ pub enum Snapshots {
 /// a failing run the command that replays it; panics if any seed failed.
 pub fn run<F, Fut>(name: &str, count: u64, cfg: Config, test: F)
 where
-    F: Fn(Cluster) -> Fut,
+    F: Fn(Cluster) -> Fut + Sync,
     Fut: Future<Output = ()>,
 {
     run_seeds(name, 10, count, cfg, test)
@@ -734,7 +734,7 @@ where
 /// every seed is costly).
 pub fn run_seeds<F, Fut>(name: &str, default_seeds: u64, count: u64, cfg: Config, test: F)
 where
-    F: Fn(Cluster) -> Fut,
+    F: Fn(Cluster) -> Fut + Sync,
     Fut: Future<Output = ()>,
 {
     run_scenario(name, default_seeds, count, cfg, Snapshots::Any, test)
@@ -761,6 +761,15 @@ fn report(line: std::fmt::Arguments<'_>) {
     let _ = out.write_all(b"\n");
 }
 
+/// How many seeds of one scenario run at once: `TINYKV_SIM_THREADS`, else the machine's cores.
+pub fn sim_threads() -> usize {
+    std::env::var("TINYKV_SIM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Like [`run_seeds`], and then checks what `snapshots` asks of the runs' snapshot counts.
 pub fn run_scenario<F, Fut>(
     name: &str,
@@ -770,42 +779,61 @@ pub fn run_scenario<F, Fut>(
     snapshots: Snapshots,
     test: F,
 ) where
-    F: Fn(Cluster) -> Fut,
+    F: Fn(Cluster) -> Fut + Sync,
     Fut: Future<Output = ()>,
 {
-    let mut failed = Vec::new();
-    let mut without_snapshot = Vec::new();
     let seeds = seeds(name, default_seeds);
-    for &seed in &seeds {
-        let wall = std::time::Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            run_seed_stats(seed, count, cfg.clone(), &test)
-        }));
-        match result {
-            Ok(st) => {
-                let virt = st.virtual_time.as_secs_f64();
-                report(format_args!(
-                    "{name}: seed={seed} digest={:016x} ops={} snapshots sent={} installed={} \
-                     virtual={virt:.1}s x{:.0}",
-                    st.digest,
-                    st.ops,
-                    st.snapshots_sent,
-                    st.snapshots_installed,
-                    virt / wall.elapsed().as_secs_f64().max(1e-9)
-                ));
-                if st.snapshots_sent == 0 || st.snapshots_installed == 0 {
-                    without_snapshot.push(seed);
+    // Seeds are independent runs, each on one thread of its own: they run side by side on
+    // `sim_threads()` threads (a run itself stays single-threaded, so each is still a function of
+    // its seed alone), and a scenario's many seeds no longer take one core for the whole suite.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes: Mutex<Vec<(u64, Option<RunStats>)>> = Mutex::new(Vec::new());
+    let workers = sim_threads().min(seeds.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&seed) = seeds.get(i) else { break };
+                let wall = std::time::Instant::now();
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    run_seed_stats(seed, count, cfg.clone(), &test)
+                }));
+                match &result {
+                    Ok(st) => {
+                        let virt = st.virtual_time.as_secs_f64();
+                        report(format_args!(
+                            "{name}: seed={seed} digest={:016x} ops={} snapshots sent={} \
+                             installed={} virtual={virt:.1}s x{:.0}",
+                            st.digest,
+                            st.ops,
+                            st.snapshots_sent,
+                            st.snapshots_installed,
+                            virt / wall.elapsed().as_secs_f64().max(1e-9)
+                        ));
+                    }
+                    Err(_) => report(format_args!(
+                        "{name}: seed={seed} FAILED; replay: {}",
+                        replay_command(name, seed)
+                    )),
                 }
-            }
-            Err(_) => {
-                report(format_args!(
-                    "{name}: seed={seed} FAILED; replay: {}",
-                    replay_command(name, seed)
-                ));
-                failed.push(seed);
-            }
+                outcomes.lock().unwrap().push((seed, result.ok()));
+            });
         }
-    }
+    });
+    let mut outcomes = outcomes.into_inner().unwrap();
+    outcomes.sort_by_key(|&(seed, _)| seed);
+    let failed: Vec<u64> = outcomes
+        .iter()
+        .filter(|(_, st)| st.is_none())
+        .map(|&(seed, _)| seed)
+        .collect();
+    let without_snapshot: Vec<u64> = outcomes
+        .iter()
+        .filter(|(_, st)| {
+            st.is_some_and(|st| st.snapshots_sent == 0 || st.snapshots_installed == 0)
+        })
+        .map(|&(seed, _)| seed)
+        .collect();
     assert!(failed.is_empty(), "{name}: failing seeds {failed:?}");
     match snapshots {
         Snapshots::Any => {}
