@@ -149,7 +149,7 @@ macro_rules! suite {
 
 fn run_sim<F, Fut>(name: &str, test: F)
 where
-    F: Fn(Cluster) -> Fut,
+    F: Fn(Cluster) -> Fut + Sync,
     Fut: std::future::Future<Output = ()>,
 {
     test_raftstore::sim::run(&format!("sim::{name}"), 5, Config::test_config(), test);
@@ -157,7 +157,7 @@ where
 
 fn run_threaded<F, Fut>(_name: &str, test: F)
 where
-    F: Fn(Cluster) -> Fut,
+    F: Fn(Cluster) -> Fut + Sync,
     Fut: std::future::Future<Output = ()>,
 {
     test_raftstore::threaded::run(5, Config::test_config(), test);

@@ -203,7 +203,7 @@ fn gc_config() -> Config {
 
 fn run_sim<F, Fut>(name: &str, stores: u64, seeds: u64, snapshots: Snapshots, cfg: Config, test: F)
 where
-    F: Fn(Cluster) -> Fut,
+    F: Fn(Cluster) -> Fut + Sync,
     Fut: std::future::Future<Output = ()>,
 {
     test_raftstore::sim::run_scenario(&format!("sim::{name}"), seeds, stores, cfg, snapshots, test);
@@ -218,7 +218,7 @@ fn run_threaded<F, Fut>(
     cfg: Config,
     test: F,
 ) where
-    F: Fn(Cluster) -> Fut,
+    F: Fn(Cluster) -> Fut + Sync,
     Fut: std::future::Future<Output = ()>,
 {
     test_raftstore::threaded::run(stores, cfg, test);
