@@ -748,7 +748,9 @@ fn replay_command(name: &str, seed: u64) -> String {
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .and_then(|s| s.rsplit_once('-').map(|(t, _)| t.to_string()));
     let test = target.map_or(String::new(), |t| format!(" --test {t}"));
-    format!("TINYKV_SEED={seed} cargo test -p test_raftstore{test} -- {name} --exact --nocapture")
+    // `--workspace`, not `-p test_raftstore`: with `-p` cargo resolves the dependencies' features
+    // differently and rebuilds RocksDB's C++ before replaying.
+    format!("TINYKV_SEED={seed} cargo test --workspace{test} -- {name} --exact --nocapture")
 }
 
 /// Prints one line of a scenario's report straight to the process's stdout, past the test
