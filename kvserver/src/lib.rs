@@ -3,7 +3,8 @@
 //! server's configuration and start-up, and the client the CLI, the load generator and the tests
 //! share.
 //!
-//! - [`storage`]: the storage interface (TinyKV's `kv/storage/storage.go`) and its two implementations;
+//! - [`storage`]: the storage interface (TinyKV's `kv/storage/storage.go`) and its two
+//!   implementations;
 //! - [`service`]: the `TinyKv` service (raw API, `Raft` stream);
 //! - [`transport`]: the raftstore `Transport` over gRPC streams;
 //! - [`config`] and [`server`]: flags and TOML, bootstrap or resume, serve, stop;

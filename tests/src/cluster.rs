@@ -1,7 +1,7 @@
 //! `Cluster`: the harness API of TinyKV's `kv/test_raftstore/cluster.go` as async functions over
-//! an `Env` — requests routed to
-//! region leaders with retries across leader changes, key-value helpers on any column family,
-//! scans across regions, engine-level assertions, and store start/stop and filters.
+//! an `Env` — requests routed to region leaders with retries across leader changes, key-value
+//! helpers on any column family, scans across regions, engine-level assertions, and store
+//! start/stop and filters.
 
 use std::cell::Cell;
 use std::rc::Rc;

@@ -1,5 +1,5 @@
-//! Network filters between stores, as TinyKV's test harness has them (`kv/test_raftstore/filter.go`):
-//! a partition between two sets of stores, random drops, and the isolation of one store. Both
+//! Network filters between stores, as TinyKV's test harness has them
+//! (`kv/test_raftstore/filter.go`): a partition between two sets of stores, random drops, and the isolation of one store. Both
 //! drivers apply them to every raft message they carry, through [`passes`]: like TinyKV's mock
 //! transport (`kv/test_raftstore/node.go`), which asks each filter in turn and each `DropFilter`
 //! draws its own random number, every filter gets a roll of its own, so drop filters stacked by

@@ -1,5 +1,5 @@
-//! TinyKV's `GenericTest` (`kv/test_raftstore/test_test.go`): concurrent clients appending and scanning, network chaos, crashes of
-//! every store, and at the end of each iteration a check that every acknowledged append is there
+//! TinyKV's `GenericTest` (`kv/test_raftstore/test_test.go`): concurrent clients appending and
+//! scanning, network chaos, crashes of every store, and at the end of each iteration a check that every acknowledged append is there
 //! exactly once and in order.
 
 use std::collections::HashMap;

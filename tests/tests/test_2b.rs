@@ -1,5 +1,6 @@
-//! The 2B suite, TinyKV's 2B tests of `kv/test_raftstore/test_test.go`: every scenario on the deterministic simulator over seeds (`sim::`) and
-//! once on the threaded runtime with RocksDB and real time (`threaded::`).
+//! The 2B suite, TinyKV's 2B tests of `kv/test_raftstore/test_test.go`: every scenario on the
+//! deterministic simulator over seeds (`sim::`) and once on the threaded runtime with RocksDB and
+//! real time (`threaded::`).
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! The storage interface (TinyKV's `kv/storage/storage.go`) that the gRPC service serves from,
 //! and its two implementations: [`standalone::StandaloneStorage`] (one RocksDB, no replication:
-//! Project 1) and [`raft::RaftStorage`] (commands proposed through the raftstore: Project 2 onwards).
+//! Project 1) and [`raft::RaftStorage`] (commands proposed through the raftstore: Project 2
+//! onwards).
 //!
 //! Writes are batches of [`Modify`]; reads go through a [`StorageReader`], a consistent view that
 //! later writes do not change (snapshot isolation).
