@@ -34,6 +34,12 @@ pub mod kvrpcpb {
     include!(concat!(env!("OUT_DIR"), "/kvrpcpb.rs"));
 }
 
+/// The scheduler's protocol: bootstrap, id allocation, timestamps, store and region heartbeats
+/// with the operators the scheduler answers with, region lookups and split ids.
+pub mod schedulerpb {
+    include!(concat!(env!("OUT_DIR"), "/schedulerpb.rs"));
+}
+
 // `tinykvpb` (proto/tinykvpb.proto) declares only `service TinyKv`, and prost-build emits no file
 // for a package without messages or enums, so there is no `tinykvpb` module here. The service is
 // still parsed (checking that its request/response types exist); gRPC codegen will use it later.
