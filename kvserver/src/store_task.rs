@@ -92,7 +92,7 @@ impl StoreTask {
 }
 
 async fn run<K: Engine, R: Engine, T: Transport>(
-    mut driver: StoreDriver<K, R, T, NoScheduler>,
+    mut driver: StoreDriver<K, R, T>,
     mut rx: UnboundedReceiver<StoreMsg>,
 ) {
     loop {

@@ -27,6 +27,15 @@ pub struct Config {
     pub raft_log_gc_count_limit: u64,
     /// Base ticks between region heartbeats to the scheduler (leaders only).
     pub scheduler_heartbeat_ticks: usize,
+    /// Base ticks between store heartbeats to the scheduler.
+    pub scheduler_store_heartbeat_ticks: usize,
+    /// Base ticks between split checks of a leader's region.
+    pub split_region_check_ticks: usize,
+    /// A region whose data grows past this many bytes is split (TiKV's `region-max-size`).
+    pub region_max_size: u64,
+    /// Where a split cuts: the first key past this many bytes of the region (TiKV's
+    /// `region-split-size`).
+    pub region_split_size: u64,
     /// Byte limit of the entries in one MsgAppend.
     pub raft_max_size_per_msg: u64,
     /// Appends in flight to one follower.
@@ -52,6 +61,10 @@ impl Default for Config {
             raft_log_gc_tick_ticks: 10,
             raft_log_gc_count_limit: 128_000,
             scheduler_heartbeat_ticks: 10,
+            scheduler_store_heartbeat_ticks: 100,
+            split_region_check_ticks: 100,
+            region_max_size: 144 * 1024 * 1024,
+            region_split_size: 96 * 1024 * 1024,
             raft_max_size_per_msg: 1024 * 1024,
             raft_max_inflight_msgs: 256,
             raft_entry_max_size: 8 * 1024 * 1024,
@@ -63,12 +76,15 @@ impl Default for Config {
 
 impl Config {
     /// The configuration the test clusters use: 50 ms ticks, GC checked every tick, frequent
-    /// scheduler heartbeats (TinyKV's `NewTestConfig`).
+    /// scheduler heartbeats and split checks (TinyKV's `NewTestConfig`: 100 ms region and 500 ms
+    /// store heartbeats, a split check every 100 ms).
     pub fn test_config() -> Self {
         Config {
             raft_base_tick_interval: Duration::from_millis(50),
             raft_log_gc_tick_ticks: 1,
             scheduler_heartbeat_ticks: 2,
+            scheduler_store_heartbeat_ticks: 10,
+            split_region_check_ticks: 2,
             ..Default::default()
         }
     }
@@ -83,6 +99,11 @@ impl Config {
             ),
             ("raft_log_gc_tick_ticks", self.raft_log_gc_tick_ticks),
             ("scheduler_heartbeat_ticks", self.scheduler_heartbeat_ticks),
+            (
+                "scheduler_store_heartbeat_ticks",
+                self.scheduler_store_heartbeat_ticks,
+            ),
+            ("split_region_check_ticks", self.split_region_check_ticks),
         ];
         if let Some((name, n)) = ticks.iter().find(|(_, n)| !(1..=MAX_TICKS).contains(n)) {
             return Err(Error::InvalidConfig(format!(
@@ -99,6 +120,12 @@ impl Config {
             return Err(Error::InvalidConfig(format!(
                 "raft_base_tick_interval ({:?}) must be more than 0 and at most {MAX_BASE_TICK:?}",
                 self.raft_base_tick_interval
+            )));
+        }
+        if self.region_split_size == 0 || self.region_split_size > self.region_max_size {
+            return Err(Error::InvalidConfig(format!(
+                "region_split_size ({}) must be more than 0 and at most region_max_size ({})",
+                self.region_split_size, self.region_max_size
             )));
         }
         Ok(())
@@ -141,5 +168,18 @@ mod tests {
         };
         let e = zero.validate().unwrap_err().to_string();
         assert!(e.contains("scheduler_heartbeat_ticks (0)"), "{e}");
+        let no_split_check = Config {
+            split_region_check_ticks: 0,
+            ..Default::default()
+        };
+        let e = no_split_check.validate().unwrap_err().to_string();
+        assert!(e.contains("split_region_check_ticks (0)"), "{e}");
+        let inverted = Config {
+            region_max_size: 100,
+            region_split_size: 200,
+            ..Default::default()
+        };
+        let e = inverted.validate().unwrap_err().to_string();
+        assert!(e.contains("region_split_size (200)"), "{e}");
     }
 }

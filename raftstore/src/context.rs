@@ -1,24 +1,15 @@
 //! The contexts a store's handlers work in: the `StoreContext` that collects a round's effects
-//! for the driver (messages to send, callbacks to answer, tasks to run, scheduler heartbeats, a
-//! sync to make), which each driver carries out its own way; and the `ApplyContext` that collects
-//! the store's applies for one kv-engine write.
+//! for the driver (messages to send, callbacks to answer, tasks to run, what to ask of the
+//! scheduler, a sync to make), which each driver carries out its own way; and the `ApplyContext`
+//! that collects the store's applies for one kv-engine write.
 
-use proto::metapb::{self, Region};
 use proto::raft_serverpb::RaftMessage;
 
 use crate::callback::{Callback, CmdResponse};
 use crate::engine::{Engine, Engines, WriteBatch};
 use crate::errors::Result;
+use crate::scheduler::SchedulerTask;
 use crate::task::Task;
-
-/// A region heartbeat for the scheduler: a leader reports its region.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RegionHeartbeat {
-    /// The region as the leader knows it.
-    pub region: Region,
-    /// The leader.
-    pub leader: metapb::Peer,
-}
 
 /// The effects of a round of handlers, for the driver to carry out.
 #[derive(Default)]
@@ -29,8 +20,8 @@ pub struct StoreContext {
     pub responses: Vec<(Callback, CmdResponse)>,
     /// Background tasks to run.
     pub tasks: Vec<Task>,
-    /// Region heartbeats for the scheduler.
-    pub heartbeats: Vec<RegionHeartbeat>,
+    /// What to ask of the scheduler: heartbeats, split ids.
+    pub scheduler_tasks: Vec<SchedulerTask>,
     /// With `Config::async_raft_sync`: the raft engine must be synced, then
     /// `Store::on_synced` called with this number (or a later one).
     pub sync_request: Option<u64>,
@@ -42,7 +33,7 @@ impl StoreContext {
         self.messages.is_empty()
             && self.responses.is_empty()
             && self.tasks.is_empty()
-            && self.heartbeats.is_empty()
+            && self.scheduler_tasks.is_empty()
             && self.sync_request.is_none()
     }
 }

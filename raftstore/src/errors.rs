@@ -85,6 +85,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The scheduler could not be asked, or refused.
+    #[error("scheduler: {0}")]
+    Scheduler(String),
     /// The configuration is not valid.
     #[error("invalid config: {0}")]
     InvalidConfig(String),

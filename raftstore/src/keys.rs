@@ -183,6 +183,30 @@ pub fn is_raft_state_key(key: &[u8]) -> bool {
         && key[10] == RAFT_STATE_SUFFIX
 }
 
+/// The part of a data key that names its user key: a key that starts with a memcomparable-encoded
+/// byte string (an MVCC key: the encoded user key, then an 8-byte timestamp) is cut after that
+/// string, so every version of a user key falls on the same side of a split (TinyKV's
+/// `kv/raftstore/runner/split_checker.go` decodes and re-encodes it); any other key is whole.
+pub fn user_key_of(key: &[u8]) -> &[u8] {
+    const GROUP: usize = 8;
+    let mut at = 0;
+    while key.len() >= at + GROUP + 1 {
+        let marker = key[at + GROUP];
+        let pad = 0xFFusize.wrapping_sub(marker as usize);
+        if pad > GROUP {
+            return key;
+        }
+        if pad > 0 {
+            if key[at + GROUP - pad..at + GROUP].iter().any(|&b| b != 0) {
+                return key;
+            }
+            return &key[..at + GROUP + 1];
+        }
+        at += GROUP + 1;
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +314,28 @@ mod tests {
         assert!(!is_raft_state_key(&apply_state_key(9)));
         assert!(!is_raft_state_key(&region_state_key(9)));
         assert!(!is_raft_state_key(&raft_log_key(9, 1)));
+    }
+
+    #[test]
+    fn test_user_key_of() {
+        // "abc" encoded: a group of 8 bytes with 5 pad bytes, marker 0xFF - 5.
+        let mut encoded = b"abc".to_vec();
+        encoded.extend_from_slice(&[0; 5]);
+        encoded.push(0xFF - 5);
+        let mut mvcc = encoded.clone();
+        mvcc.extend_from_slice(&42u64.to_be_bytes());
+        assert_eq!(user_key_of(&mvcc), encoded.as_slice());
+        // A user key of exactly 8 bytes takes a full group and an empty one.
+        let mut long = b"abcdefgh".to_vec();
+        long.push(0xFF);
+        long.extend_from_slice(&[0; 8]);
+        long.push(0xFF - 8);
+        let mut mvcc = long.clone();
+        mvcc.extend_from_slice(&7u64.to_be_bytes());
+        assert_eq!(user_key_of(&mvcc), long.as_slice());
+        // Raw keys stay whole.
+        for raw in [&b"k100"[..], b"", b"a key longer than nine bytes"] {
+            assert_eq!(user_key_of(raw), raw);
+        }
     }
 }

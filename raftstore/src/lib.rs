@@ -17,6 +17,8 @@
 //! - [`snap`]: snapshot files — generation, chunked transfer with checksums, reading them back;
 //!   [`worker`]: background tasks (log GC, snapshot generation and application).
 //! - [`bootstrap`]: the store ident and the first region.
+//! - [`scheduler`]: what a store asks of the scheduler (heartbeats, split ids), the client trait
+//!   drivers run it with, and the admin commands the answers become.
 //! - [`runtime`]: the threaded driver (crossbeam mailboxes, a poller thread, a ticker, workers).
 //!
 //! The handlers are sans-IO beyond the engines: they never spawn, sleep or read a clock. Their
@@ -37,6 +39,7 @@ pub mod peer;
 pub mod peer_storage;
 mod read_queue;
 pub mod runtime;
+pub mod scheduler;
 pub mod snap;
 pub mod store;
 pub mod task;
@@ -45,7 +48,7 @@ pub mod worker;
 
 pub use crate::callback::{Callback, CmdResponse, RegionSnapshot};
 pub use crate::config::Config;
-pub use crate::context::{RegionHeartbeat, StoreContext};
+pub use crate::context::StoreContext;
 pub use crate::engine::KvSnapshot;
 pub use crate::errors::{Error, Result};
 pub use crate::snap::{SnapKey, SnapManager};

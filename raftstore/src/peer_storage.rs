@@ -163,19 +163,23 @@ pub struct PeerStorage<K: Engine, R: Engine> {
 /// peers) starts at term and index 5; a replica created by a message (no peers yet) starts empty and
 /// receives a snapshot.
 fn init_raft_state<R: Engine>(raft: &R, region: &Region) -> Result<RaftLocalState> {
-    if let Some(s) =
-        raft.get_msg_cf::<RaftLocalState>(CF_DEFAULT, &keys::raft_state_key(region.id))?
-    {
-        return Ok(s);
+    let stored = raft.get_msg_cf::<RaftLocalState>(CF_DEFAULT, &keys::raft_state_key(region.id))?;
+    if let Some(s) = stored {
+        if region.peers.is_empty() || s.last_index >= keys::RAFT_INIT_LOG_INDEX {
+            return Ok(s);
+        }
     }
-    let mut s = RaftLocalState::default();
+    // A split-created region may find the empty state of the replica a message created here
+    // before the split was applied (its term and vote are kept; the log starts at 5).
+    let mut s = stored.unwrap_or_default();
     if !region.peers.is_empty() {
+        let hs = s.hard_state.unwrap_or_default();
         s.last_index = keys::RAFT_INIT_LOG_INDEX;
         s.last_term = keys::RAFT_INIT_LOG_TERM;
         s.hard_state = Some(HardState {
-            term: keys::RAFT_INIT_LOG_TERM,
+            term: hs.term.max(keys::RAFT_INIT_LOG_TERM),
             commit: keys::RAFT_INIT_LOG_INDEX,
-            vote: 0,
+            vote: hs.vote,
         });
     }
     Ok(s)
@@ -407,12 +411,24 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
         let id = self.region.id;
         kv_wb.delete_cf(CF_RAFT, keys::region_state_key(id));
         kv_wb.delete_cf(CF_RAFT, keys::apply_state_key(id));
-        raft_wb.delete_cf(CF_DEFAULT, keys::raft_state_key(id));
-        raft_wb.delete_range_cf(
-            CF_DEFAULT,
-            keys::raft_log_key(id, 0),
-            keys::raft_log_key(id, u64::MAX),
-        );
+        clear_raft_meta(id, raft_wb);
+    }
+}
+
+/// Adds the deletion of a region's raft state and every log entry to `raft_wb`.
+pub fn clear_raft_meta(region_id: u64, raft_wb: &mut WriteBatch) {
+    raft_wb.delete_cf(CF_DEFAULT, keys::raft_state_key(region_id));
+    raft_wb.delete_range_cf(
+        CF_DEFAULT,
+        keys::raft_log_key(region_id, 0),
+        keys::raft_log_key(region_id, u64::MAX),
+    );
+}
+
+impl<K: Engine, R: Engine> PeerStorage<K, R> {
+    /// Replaces the region (a membership change or a split applied).
+    pub fn set_region(&mut self, region: Region) {
+        self.region = region;
     }
 }
 

@@ -49,14 +49,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::RaftMessage;
+use proto::schedulerpb::RegionHeartbeatResponse;
 use raft::SnapshotStatus;
 use slog::{error, info, warn, Logger};
 
 use crate::callback::{Callback, CmdResponse};
 use crate::config::Config;
-use crate::context::{RegionHeartbeat, StoreContext};
+use crate::context::StoreContext;
 use crate::engine::{Engine, EngineError, Engines};
 use crate::errors::{Error, Result};
+use crate::scheduler::{run_scheduler_task, SchedulerTask};
 use crate::snap::SnapManager;
 use crate::store::Store;
 use crate::task::{Task, TaskResult};
@@ -75,18 +77,7 @@ pub trait Transport: Send + 'static {
     fn flush(&mut self) {}
 }
 
-/// Where region heartbeats go.
-pub trait SchedulerClient: Send + 'static {
-    /// A leader reports its region.
-    fn region_heartbeat(&mut self, hb: RegionHeartbeat);
-}
-
-/// A scheduler client that drops heartbeats (a static cluster needs none).
-pub struct NoScheduler;
-
-impl SchedulerClient for NoScheduler {
-    fn region_heartbeat(&mut self, _hb: RegionHeartbeat) {}
-}
+pub use crate::scheduler::{NoScheduler, SchedulerClient};
 
 /// A message to a running store.
 pub enum StoreMsg {
@@ -103,6 +94,9 @@ pub enum StoreMsg {
         /// Whether it was delivered (`Finish`) or not (`Failure`).
         status: SnapshotStatus,
     },
+    /// The scheduler's answer to a region heartbeat of this store (delivered by the scheduler
+    /// client): an operator to carry out, if it holds one.
+    SchedulerResponse(RegionHeartbeatResponse),
     /// A background task of this store finished (sent by its workers).
     TaskFinished(TaskResult),
     /// The raft-sync thread synced the raft engine after the unsynced write with this number,
@@ -227,6 +221,46 @@ where
     })
 }
 
+/// Starts the scheduler worker of store `store_id`: it owns the scheduler client and runs the
+/// store's scheduler tasks with it (a call may be a network round trip, so not on the poller);
+/// the Split command an ask-split leads to goes to the store's `mailbox`.
+fn spawn_scheduler_worker<S: SchedulerClient, M: Mailbox>(
+    store_id: u64,
+    mut client: S,
+    mailbox: M,
+    logger: &Logger,
+) -> Result<(Sender<SchedulerTask>, JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::unbounded::<SchedulerTask>();
+    let logger = logger.clone();
+    let handle = std::thread::Builder::new()
+        .name(format!("store-{store_id}-scheduler"))
+        .spawn(move || {
+            for task in rx {
+                let desc = format!("{task:?}");
+                match run_scheduler_task(&mut client, task) {
+                    Ok(Some(cmd)) => {
+                        let log = logger.clone();
+                        let cb: Callback = Box::new(move |r: CmdResponse| {
+                            if let Some(e) = r.region_error() {
+                                info!(log, "split not applied"; "err" => &e.message);
+                            }
+                        });
+                        if !mailbox.deliver(StoreMsg::Command(cmd, cb)) {
+                            break;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!(logger, "scheduler task failed"; "task" => desc, "err" => %e),
+                }
+            }
+        })
+        .map_err(|source| Error::Spawn {
+            thread: "scheduler",
+            source,
+        })?;
+    Ok((tx, handle))
+}
+
 /// Where a store's worker threads send what they finished: the store's own mailbox, whatever
 /// channel carries it.
 pub trait Mailbox: Clone + Send + 'static {
@@ -246,22 +280,24 @@ impl Mailbox for Sender<StoreMsg> {
 /// [`StoreDriver::handle_batch`], then calls [`StoreDriver::round`], and, when that returns a sync to
 /// make, [`StoreDriver::sync_inline`] (after letting the round's messages leave, if its sends
 /// only queue them on the same thread).
-pub struct StoreDriver<K: Engine, R: Engine, T, S> {
+pub struct StoreDriver<K: Engine, R: Engine, T> {
     store: Store<K, R>,
     ctx: StoreContext,
-    out: Outlets<T, S>,
+    out: Outlets<T>,
     tick: Duration,
     next_tick: Instant,
     logger: Logger,
 }
 
-/// Where a running store's effects go: its transport, scheduler client and the senders to its
-/// worker threads.
-struct Outlets<T, S> {
+/// Where a running store's effects go: its transport and the senders to its worker threads.
+struct Outlets<T> {
     transport: T,
-    scheduler: S,
+    /// The scheduler worker, which owns the scheduler client.
+    scheduler_tx: Sender<SchedulerTask>,
     /// The region worker (snapshot generation and application).
     region_tx: Sender<Task>,
+    /// The split-check worker.
+    split_tx: Sender<Task>,
     /// The log-GC worker.
     gc_tx: Sender<Task>,
     /// The raft-sync thread (dropped when the driver stops, which ends that thread).
@@ -269,11 +305,11 @@ struct Outlets<T, S> {
     logger: Logger,
 }
 
-impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T, S> {
+impl<K: Engine, R: Engine, T: Transport> StoreDriver<K, R, T> {
     /// Opens the store on bootstrapped `engines` and starts its worker threads (region worker,
     /// log-GC worker, raft-sync thread), which report to `mailbox`. Returns the driver and the
     /// threads' handles: they end once the driver is dropped.
-    pub fn new<M: Mailbox>(
+    pub fn new<M: Mailbox, S: SchedulerClient>(
         cfg: Config,
         engines: Engines<K, R>,
         snap_mgr: SnapManager,
@@ -314,6 +350,10 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
         };
         let region_tx = spawn_worker("region")?;
         let gc_tx = spawn_worker("raftlog-gc")?;
+        let split_tx = spawn_worker("split-check")?;
+        let scheduler_tx = spawn_scheduler_worker(store_id, scheduler, mailbox.clone(), logger)?;
+        workers.push(scheduler_tx.1);
+        let scheduler_tx = scheduler_tx.0;
         let (sync_tx, sync_rx) = crossbeam_channel::unbounded::<u64>();
         {
             let raft = engines.raft.clone();
@@ -341,9 +381,10 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
             ctx: StoreContext::default(),
             out: Outlets {
                 transport,
-                scheduler,
+                scheduler_tx,
                 region_tx,
                 gc_tx,
+                split_tx,
                 sync_tx: Some(sync_tx),
                 logger: logger.clone(),
             },
@@ -496,6 +537,7 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
                 .store
                 .on_snapshot_status(ctx, region_id, to_peer_id, status),
             StoreMsg::TaskFinished(r) => self.store.on_task_result(ctx, r),
+            StoreMsg::SchedulerResponse(resp) => self.store.on_scheduler_response(ctx, resp),
             StoreMsg::Stop => return Ok(true),
         }
         Ok(false)
@@ -506,7 +548,7 @@ impl<K: Engine, R: Engine, T: Transport, S: SchedulerClient> StoreDriver<K, R, T
     }
 }
 
-impl<T: Transport, S: SchedulerClient> Outlets<T, S> {
+impl<T: Transport> Outlets<T> {
     /// Carries out what `ctx` holds: sends, the sync request, tasks, heartbeats, answers.
     fn carry_out(&mut self, ctx: &mut StoreContext) {
         for m in ctx.messages.drain(..) {
@@ -522,11 +564,12 @@ impl<T: Transport, S: SchedulerClient> Outlets<T, S> {
             let worker = match t {
                 Task::RaftLogGc { .. } => &self.gc_tx,
                 Task::GenSnapshot { .. } | Task::ApplySnapshot { .. } => &self.region_tx,
+                Task::SplitCheck { .. } => &self.split_tx,
             };
             let _ = worker.send(t);
         }
-        for hb in ctx.heartbeats.drain(..) {
-            self.scheduler.region_heartbeat(hb);
+        for t in ctx.scheduler_tasks.drain(..) {
+            let _ = self.scheduler_tx.send(t);
         }
         for (cb, resp) in ctx.responses.drain(..) {
             cb(resp);

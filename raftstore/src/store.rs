@@ -38,8 +38,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use proto::metapb::Region;
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use proto::schedulerpb::RegionHeartbeatResponse;
 use raft::{Ready, SnapshotStatus};
 use slog::{debug, info, o, warn, Logger};
 
@@ -49,7 +51,8 @@ use crate::context::{ApplyContext, StoreContext};
 use crate::engine::{Engine, Engines, WriteBatch, CF_RAFT};
 use crate::errors::{Error, Result};
 use crate::keys;
-use crate::peer::Peer;
+use crate::peer::{ApplyResult, Peer};
+use crate::scheduler::SchedulerTask;
 use crate::snap::{SnapKey, SnapManager};
 use crate::task::TaskResult;
 use crate::util::is_initial_msg;
@@ -88,6 +91,13 @@ pub struct Store<K: Engine, R: Engine> {
     synced_seq: u64,
     /// Regions with work waiting for a sync.
     waiting_sync: BTreeSet<u64>,
+    /// The key ranges of the initialized replicas: start key -> region id. The ranges never
+    /// overlap; a replica is registered once it has a range (bootstrap, a split, a snapshot).
+    ranges: BTreeMap<Vec<u8>, u64>,
+    /// Region id -> the start key it is registered under in `ranges`.
+    range_of: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
+    /// Base ticks of the store (for its own periodic work).
+    ticks: u64,
     logger: Logger,
 }
 
@@ -119,6 +129,9 @@ impl<K: Engine, R: Engine> Store<K, R> {
             written_seq: 0,
             synced_seq: 0,
             waiting_sync: BTreeSet::new(),
+            ranges: BTreeMap::new(),
+            range_of: BTreeMap::new(),
+            ticks: 0,
             logger,
         };
         store.load_peers()?;
@@ -150,10 +163,31 @@ impl<K: Engine, R: Engine> Store<K, R> {
         if let Some(e) = decode_err {
             return Err(e.into());
         }
+        let mut leftovers = (WriteBatch::default(), WriteBatch::default());
         for state in regions {
             let region = state.region.clone().unwrap_or_default();
             if state.state() == PeerState::Tombstone {
                 debug!(self.logger, "skipping tombstone region"; "region_id" => region.id);
+                // A crash between a destroy's kv write and its raft write leaves the raft log.
+                crate::peer_storage::clear_raft_meta(region.id, &mut leftovers.1);
+                continue;
+            }
+            if crate::util::find_peer(&region, self.store_id).is_none() {
+                // The replica applied its own removal and a crash came before it was destroyed:
+                // finish the destroy now.
+                info!(self.logger, "destroying a replica removed before a crash";
+                    "region_id" => region.id);
+                let tombstone = RegionLocalState {
+                    state: PeerState::Tombstone as i32,
+                    region: Some(region.clone()),
+                };
+                let (kv_wb, raft_wb) = &mut leftovers;
+                kv_wb.delete_cf(CF_RAFT, keys::apply_state_key(region.id));
+                kv_wb.put_msg_cf(CF_RAFT, keys::region_state_key(region.id), &tombstone);
+                for cf in crate::engine::DATA_CFS {
+                    kv_wb.delete_range_cf(cf, region.start_key.clone(), region.end_key.clone());
+                }
+                crate::peer_storage::clear_raft_meta(region.id, raft_wb);
                 continue;
             }
             let peer = Peer::create(
@@ -166,6 +200,13 @@ impl<K: Engine, R: Engine> Store<K, R> {
             )?;
             self.touched.insert(region.id);
             self.peers.insert(region.id, peer);
+            self.register_range(&region);
+        }
+        if !leftovers.0.is_empty() {
+            self.engines.kv.write(&leftovers.0, true)?;
+        }
+        if !leftovers.1.is_empty() {
+            self.engines.raft.write(&leftovers.1, true)?;
         }
         let applying: Vec<SnapKey> = self
             .peers
@@ -226,8 +267,14 @@ impl<K: Engine, R: Engine> Store<K, R> {
         }
     }
 
-    /// Routes a raft message to its peer; false when it is dropped before the peer.
-    fn step_raft_message(&mut self, _ctx: &mut StoreContext, msg: RaftMessage) -> bool {
+    /// Routes a raft message to its peer; false when it is dropped before the peer. Checks the
+    /// message against the replica's life (TinyKV's `kv/raftstore/peer_msg_handler.go`,
+    /// `onRaftMsg`, and `kv/raftstore/store_worker.go`, `maybeCreatePeer`): a message of a stale
+    /// epoch from a store no longer in the region is dropped (a vote is answered with a GC
+    /// notice); a message for a newer peer of the region replaces this store's stale one; a GC
+    /// notice destroys the replica it names; a snapshot overlapping another replica's range is
+    /// refused.
+    fn step_raft_message(&mut self, ctx: &mut StoreContext, msg: RaftMessage) -> bool {
         let region_id = msg.region_id;
         let to_store = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
         if to_store != self.store_id {
@@ -235,22 +282,52 @@ impl<K: Engine, R: Engine> Store<K, R> {
                 "region_id" => region_id, "to_store" => to_store);
             return false;
         }
+        let Some(msg_epoch) = msg.region_epoch else {
+            debug!(self.logger, "dropping a raft message without an epoch"; "region_id" => region_id);
+            return false;
+        };
+        let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
         if msg.is_tombstone {
-            // Asks a removed replica to destroy itself (membership changes); nothing to do for
-            // a region this store does not host.
-            debug!(self.logger, "ignoring tombstone message"; "region_id" => region_id);
+            self.on_gc_notice(ctx, region_id, to_peer_id, &msg_epoch);
             return false;
         }
-        if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(&msg) {
+        if let Some(peer) = self.peers.get(&region_id) {
+            let region = peer.region();
+            let epoch = region.region_epoch.unwrap_or_default();
+            let from_store = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
+            if crate::util::is_epoch_stale(&msg_epoch, &epoch)
+                && crate::util::find_peer(region, from_store).is_none()
+            {
+                debug!(self.logger, "dropping a stale message from a removed peer";
+                    "region_id" => region_id, "from_store" => from_store);
+                if is_vote(&msg) {
+                    self.send_gc_notice(ctx, &msg, region.clone());
+                }
+                return false;
+            }
+            let peer_id = peer.meta.id;
+            if to_peer_id < peer_id {
+                debug!(self.logger, "dropping a message for an older peer of the region";
+                    "region_id" => region_id, "to_peer" => to_peer_id, "peer" => peer_id);
+                return false;
+            }
+            if to_peer_id > peer_id {
+                // This replica was removed and the region re-added a newer one here.
+                if !self.destroy_peer(ctx, region_id, "a newer peer of the region is addressed") {
+                    return false;
+                }
+            }
+        }
+        if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(ctx, &msg, &msg_epoch) {
             return false;
+        }
+        if let Some(snap) = msg.message.as_ref().and_then(|m| m.snapshot.as_ref()) {
+            if let Err(e) = self.check_snapshot_range(region_id, snap) {
+                info!(self.logger, "refusing a snapshot"; "region_id" => region_id, "err" => %e);
+                return false;
+            }
         }
         let peer = self.peers.get_mut(&region_id).expect("created above");
-        let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
-        if to_peer_id != peer.meta.id {
-            debug!(self.logger, "dropping a message for another peer of the region";
-                "region_id" => region_id, "to_peer" => to_peer_id, "peer" => peer.meta.id);
-            return false;
-        }
         if let Err(e) = peer.on_raft_message(msg) {
             debug!(self.logger, "raft message not stepped"; "region_id" => region_id, "err" => %e);
         }
@@ -258,12 +335,167 @@ impl<K: Engine, R: Engine> Store<K, R> {
         true
     }
 
+    /// A snapshot may be installed only if its range overlaps no other replica's on this store
+    /// (a split not applied here yet, or a range that moved, would leave two replicas owning
+    /// the same keys).
+    fn check_snapshot_range(&self, region_id: u64, snap: &proto::eraftpb::Snapshot) -> Result<()> {
+        let data = crate::snap::snapshot_data(snap)?;
+        let region = data.region.unwrap_or_default();
+        if let Some(other) = self.overlapping(&region.start_key, &region.end_key, region_id) {
+            return Err(Error::Other(format!(
+                "its range overlaps region {other} on this store"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The first registered region other than `except` whose range overlaps `[start, end)`
+    /// (empty end: unbounded).
+    fn overlapping(&self, start: &[u8], end: &[u8], except: u64) -> Option<u64> {
+        let upper = if end.is_empty() {
+            std::ops::Bound::Unbounded
+        } else {
+            std::ops::Bound::Excluded(end.to_vec())
+        };
+        // Every range starting before `end`, nearest first: the first that ends after `start`
+        // overlaps; ranges do not overlap each other, so once one ends at or before `start`,
+        // every earlier one does too.
+        for (_, &id) in self.ranges.range((std::ops::Bound::Unbounded, upper)).rev() {
+            if id == except {
+                continue;
+            }
+            let (_, r_end) = &self.range_of[&id];
+            if r_end.is_empty() || r_end.as_slice() > start {
+                return Some(id);
+            }
+            return None;
+        }
+        None
+    }
+
+    /// Registers (or moves) `region`'s range; unregisters it when it has none (uninitialized).
+    fn register_range(&mut self, region: &Region) {
+        if let Some(old) = self.range_of.get(&region.id) {
+            if old.0 == region.start_key && old.1 == region.end_key {
+                return;
+            }
+        }
+        self.unregister_range(region.id);
+        if region.peers.is_empty() {
+            return;
+        }
+        if let Some(prev) = self.ranges.insert(region.start_key.clone(), region.id) {
+            warn!(self.logger, "two regions registered at one start key";
+                "region_id" => region.id, "other" => prev);
+        }
+        self.range_of.insert(
+            region.id,
+            (region.start_key.clone(), region.end_key.clone()),
+        );
+    }
+
+    fn unregister_range(&mut self, region_id: u64) {
+        if let Some((start, _)) = self.range_of.remove(&region_id) {
+            if self.ranges.get(&start) == Some(&region_id) {
+                self.ranges.remove(&start);
+            }
+        }
+    }
+
+    /// The registered ranges, in key order: `(start, end, region id)` (for checks and tests).
+    pub fn ranges(&self) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+        self.ranges
+            .values()
+            .map(|&id| {
+                let (s, e) = &self.range_of[&id];
+                (s.clone(), e.clone(), id)
+            })
+            .collect()
+    }
+
+    /// Answers a vote from a removed peer with a GC notice: the region as this store knows it,
+    /// for the sender to compare with its own and destroy itself.
+    fn send_gc_notice(&self, ctx: &mut StoreContext, msg: &RaftMessage, region: Region) {
+        let (Some(from), Some(to)) = (msg.from_peer, msg.to_peer) else {
+            return;
+        };
+        ctx.messages.push(RaftMessage {
+            region_id: region.id,
+            from_peer: Some(to),
+            to_peer: Some(from),
+            region_epoch: region.region_epoch,
+            is_tombstone: true,
+            ..Default::default()
+        });
+    }
+
+    /// A GC notice: the region moved on without the replica it names; destroy it if that is
+    /// this store's replica and its epoch is older than the notice's.
+    fn on_gc_notice(
+        &mut self,
+        ctx: &mut StoreContext,
+        region_id: u64,
+        to_peer_id: u64,
+        epoch: &proto::metapb::RegionEpoch,
+    ) {
+        let Some(peer) = self.peers.get(&region_id) else {
+            return;
+        };
+        let mine = peer.region().region_epoch.unwrap_or_default();
+        if peer.meta.id != to_peer_id || !crate::util::is_epoch_stale(&mine, epoch) {
+            debug!(self.logger, "ignoring a GC notice"; "region_id" => region_id,
+                "to_peer" => to_peer_id, "epoch" => ?mine);
+            return;
+        }
+        self.destroy_peer(ctx, region_id, "a GC notice");
+    }
+
+    /// Destroys a replica (see `Peer::destroy`): the synced kv write makes it a tombstone, the
+    /// raft write then deletes its log. A replica installing a snapshot is left alone (the
+    /// install would write its data back); false when nothing was destroyed.
+    pub(crate) fn destroy_peer(
+        &mut self,
+        ctx: &mut StoreContext,
+        region_id: u64,
+        why: &str,
+    ) -> bool {
+        let Some(peer) = self.peers.get_mut(&region_id) else {
+            return false;
+        };
+        if peer.applying_snapshot().is_some() {
+            debug!(self.logger, "not destroying a replica while it installs a snapshot";
+                "region_id" => region_id, "why" => why);
+            return false;
+        }
+        info!(self.logger, "destroying replica"; "region_id" => region_id, "why" => why);
+        let (mut kv_wb, mut raft_wb) = (WriteBatch::default(), WriteBatch::default());
+        peer.destroy(ctx, &mut kv_wb, &mut raft_wb);
+        if let Err(e) = self
+            .engines
+            .kv
+            .write(&kv_wb, true)
+            .and_then(|()| self.engines.raft.write(&raft_wb, false))
+        {
+            // The store cannot go on with a replica half gone in memory.
+            panic!(
+                "store {}: destroying region {region_id} failed: {e}",
+                self.store_id
+            );
+        }
+        self.peers.remove(&region_id);
+        self.unregister_range(region_id);
+        self.touched.remove(&region_id);
+        self.waiting_sync.remove(&region_id);
+        true
+    }
+
     /// A background task of this store finished.
-    pub fn on_task_result(&mut self, _ctx: &mut StoreContext, result: TaskResult) {
+    pub fn on_task_result(&mut self, ctx: &mut StoreContext, result: TaskResult) {
         let region_id = match &result {
             TaskResult::SnapshotGenerated { key, .. } | TaskResult::SnapshotApplied { key, .. } => {
                 key.region_id
             }
+            TaskResult::SplitChecked { region, .. } => region.id,
         };
         let Some(peer) = self.peers.get_mut(&region_id) else {
             debug!(self.logger, "task result for a region no longer here";
@@ -275,6 +507,11 @@ impl<K: Engine, R: Engine> Store<K, R> {
                 peer.on_snapshot_generated(key, result)
             }
             TaskResult::SnapshotApplied { key, result } => peer.on_snapshot_applied(key, result),
+            TaskResult::SplitChecked {
+                region,
+                size,
+                split_key,
+            } => peer.on_split_checked(ctx, &region, size, split_key),
         }
         self.touched.insert(region_id);
     }
@@ -295,32 +532,58 @@ impl<K: Engine, R: Engine> Store<K, R> {
     }
 
     /// Creates a replica for a region this store does not host, when the message is one that
-    /// may create it (a vote request or an empty heartbeat from a member).
-    fn maybe_create_peer(&mut self, msg: &RaftMessage) -> bool {
+    /// may create it (a vote request or an empty heartbeat from a member), the region was not
+    /// destroyed here at a newer epoch, and its range overlaps no replica here.
+    fn maybe_create_peer(
+        &mut self,
+        ctx: &mut StoreContext,
+        msg: &RaftMessage,
+        msg_epoch: &proto::metapb::RegionEpoch,
+    ) -> bool {
         let region_id = msg.region_id;
         let Some(m) = &msg.message else {
             return false;
         };
-        if !is_initial_msg(m) {
-            debug!(self.logger, "dropping a message for an unknown region";
-                "region_id" => region_id, "msg_type" => ?m.msg_type());
-            return false;
-        }
         match self
             .engines
             .kv
             .get_msg_cf::<RegionLocalState>(CF_RAFT, &keys::region_state_key(region_id))
         {
             Ok(Some(s)) if s.state() == PeerState::Tombstone => {
-                debug!(self.logger, "dropping a message for a destroyed replica";
-                    "region_id" => region_id);
+                let region = s.region.unwrap_or_default();
+                let epoch = region.region_epoch.unwrap_or_default();
+                if crate::util::is_epoch_stale(msg_epoch, &epoch)
+                    || msg_epoch == &epoch && !region.peers.is_empty()
+                {
+                    let from_store = msg.from_peer.as_ref().map_or(0, |p| p.store_id);
+                    if is_vote(msg) && crate::util::find_peer(&region, from_store).is_none() {
+                        self.send_gc_notice(ctx, msg, region);
+                    }
+                    debug!(self.logger, "dropping a message for a destroyed replica";
+                        "region_id" => region_id);
+                    return false;
+                }
+            }
+            Ok(Some(s)) => {
+                warn!(self.logger, "a region with a live state has no replica here";
+                    "region_id" => region_id, "state" => ?s.state());
                 return false;
             }
             Err(e) => {
                 warn!(self.logger, "cannot read region state"; "region_id" => region_id, "err" => %e);
                 return false;
             }
-            _ => {}
+            Ok(None) => {}
+        }
+        if !is_initial_msg(m) {
+            debug!(self.logger, "dropping a message for an unknown region";
+                "region_id" => region_id, "msg_type" => ?m.msg_type());
+            return false;
+        }
+        if let Some(other) = self.overlapping(&msg.start_key, &msg.end_key, region_id) {
+            debug!(self.logger, "not creating a replica over another's range";
+                "region_id" => region_id, "overlaps" => other);
+            return false;
         }
         let meta = msg.to_peer.unwrap_or_default();
         match Peer::replicate(
@@ -332,7 +595,8 @@ impl<K: Engine, R: Engine> Store<K, R> {
             &self.logger,
         ) {
             Ok(p) => {
-                info!(self.logger, "created a replica from a message"; "region_id" => region_id);
+                info!(self.logger, "created a replica from a message"; "region_id" => region_id,
+                    "peer_id" => meta.id);
                 self.peers.insert(region_id, p);
                 true
             }
@@ -355,11 +619,48 @@ impl<K: Engine, R: Engine> Store<K, R> {
         self.touched.insert(region_id);
     }
 
+    /// The scheduler's answer to one of this store's region heartbeats: the operator it carries
+    /// (a membership change or a leader transfer) becomes an admin command for the region,
+    /// proposed like a client's. The scheduler repeats it until it sees the effect, so a lost or
+    /// refused one is only logged.
+    pub fn on_scheduler_response(&mut self, ctx: &mut StoreContext, resp: RegionHeartbeatResponse) {
+        let Some(req) = crate::scheduler::command_from_response(&resp) else {
+            return;
+        };
+        let logger = self.logger.new(o!("region_id" => resp.region_id));
+        debug!(logger, "scheduler operator"; "cmd" => ?req.admin_request);
+        self.on_command(
+            ctx,
+            req,
+            Box::new(move |r| {
+                if let Some(e) = r.region_error() {
+                    debug!(logger, "scheduler operator not carried out"; "err" => &e.message);
+                }
+            }),
+        );
+    }
+
     /// One base tick for every replica.
     pub fn on_tick(&mut self, ctx: &mut StoreContext) {
         for (&id, peer) in self.peers.iter_mut() {
             peer.tick(ctx);
             self.touched.insert(id);
+        }
+        self.ticks += 1;
+        if self.ticks % self.cfg.scheduler_store_heartbeat_ticks as u64 == 0 {
+            let applying = self
+                .peers
+                .values()
+                .filter(|p| p.applying_snapshot().is_some())
+                .count();
+            ctx.scheduler_tasks.push(SchedulerTask::StoreHeartbeat(
+                proto::schedulerpb::StoreStats {
+                    store_id: self.store_id,
+                    region_count: self.peers.len() as u32,
+                    applying_snap_count: applying as u32,
+                    ..Default::default()
+                },
+            ));
         }
     }
 
@@ -395,6 +696,9 @@ impl<K: Engine, R: Engine> Store<K, R> {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
+            if peer.pending_remove {
+                continue;
+            }
             // Here, before this round writes anything, the kv engine is exactly at each peer's
             // applied index: the place to take the view a snapshot is generated from.
             peer.maybe_generate_snapshot(ctx);
@@ -506,13 +810,91 @@ impl<K: Engine, R: Engine> Store<K, R> {
     /// After a kv write of applies: reads confirmed by ReadIndex that the applied state now
     /// covers are served, and the regions' background tasks are queued.
     fn after_applies(&mut self, ctx: &mut StoreContext, regions: &BTreeSet<u64>) {
-        for id in regions {
-            if let Some(peer) = self.peers.get_mut(id) {
-                peer.serve_reads(ctx);
-                ctx.tasks.append(&mut peer.pending_tasks);
+        for &id in regions {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            peer.serve_reads(ctx);
+            ctx.tasks.append(&mut peer.pending_tasks);
+            let results = std::mem::take(&mut peer.apply_results);
+            let region = peer.region().clone();
+            let frozen = peer.applying_snapshot().is_some();
+            if !frozen || !region.peers.is_empty() {
+                self.register_range(&region);
+            }
+            for r in results {
+                match r {
+                    ApplyResult::RemovedSelf => {
+                        self.destroy_peer(ctx, id, "removed from its region");
+                    }
+                    ApplyResult::Split {
+                        left,
+                        right,
+                        was_leader,
+                    } => self.on_split_applied(ctx, left, right, was_leader),
+                }
             }
         }
     }
+
+    /// A split applied here (its kv write made): the new region's range is registered and its
+    /// replica created, replacing an uninitialized one that a message created before; on the
+    /// store whose replica led the old region it campaigns at once, so the new region has a
+    /// leader without waiting for an election timeout.
+    fn on_split_applied(
+        &mut self,
+        ctx: &mut StoreContext,
+        left: Region,
+        right: Region,
+        was_leader: bool,
+    ) {
+        self.register_range(&left);
+        if let Some(existing) = self.peers.get(&right.id) {
+            if existing.storage().is_initialized() {
+                warn!(self.logger, "split-off region already has an initialized replica here";
+                    "region_id" => right.id);
+                return;
+            }
+            // The uninitialized replica's raft state is kept on disk and taken over below.
+            self.peers.remove(&right.id);
+        }
+        let peer = Peer::create(
+            self.store_id,
+            self.cfg.clone(),
+            self.engines.clone(),
+            self.snap_mgr.clone(),
+            right.clone(),
+            &self.logger,
+        );
+        let mut peer = match peer {
+            Ok(p) => p,
+            Err(e) => panic!(
+                "store {}: cannot create the replica of split-off region {}: {e}",
+                self.store_id, right.id
+            ),
+        };
+        if was_leader && right.peers.len() > 1 {
+            if let Err(e) = peer.raft_group.campaign() {
+                debug!(self.logger, "split-off replica cannot campaign"; "region_id" => right.id,
+                    "err" => %e);
+            }
+        }
+        self.register_range(&right);
+        self.peers.insert(right.id, peer);
+        self.touched.insert(right.id);
+        let _ = ctx;
+    }
+}
+
+/// Whether a message asks for a vote (a real or a pre-vote).
+fn is_vote(msg: &RaftMessage) -> bool {
+    msg.message.as_ref().is_some_and(|m| {
+        matches!(
+            m.msg_type(),
+            proto::eraftpb::MessageType::MsgRequestVote
+                | proto::eraftpb::MessageType::MsgRequestPreVote
+        )
+    })
 }
 
 /// A round between `begin_round` and `finish_round`: what the second half writes and hands on.

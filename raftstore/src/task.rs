@@ -1,5 +1,5 @@
 //! The background work a store's handlers ask for (`Task`: log GC, snapshot generation and
-//! installation) and what a finished task reports back (`TaskResult`). A driver runs the tasks
+//! installation, split checks) and what a finished task reports back (`TaskResult`). A driver runs the tasks
 //! off the handler thread (`worker::run_task`) and hands each result back to the store.
 
 use std::sync::Arc;
@@ -43,6 +43,19 @@ pub enum Task {
         /// Key ranges `[start, end)` (empty end: unbounded) whose old data is deleted first.
         clear: Vec<(Vec<u8>, Vec<u8>)>,
     },
+    /// Measure `region` in `snap` (a view of the kv engine taken on the poller) and, when it
+    /// holds more than `max_size` bytes, find where to split it: the first key past
+    /// `split_size` bytes (TinyKV's `kv/raftstore/runner/split_checker.go`).
+    SplitCheck {
+        /// The region as the leader knew it (its epoch guards the split).
+        region: Region,
+        /// The kv engine to measure.
+        snap: Arc<dyn KvSnapshot>,
+        /// The region size past which it splits.
+        max_size: u64,
+        /// Where the split cuts.
+        split_size: u64,
+    },
 }
 
 impl std::fmt::Debug for Task {
@@ -55,6 +68,7 @@ impl std::fmt::Debug for Task {
             } => write!(f, "RaftLogGc({region_id}, [{start_idx}, {end_idx}))"),
             Task::GenSnapshot { key, .. } => write!(f, "GenSnapshot({key})"),
             Task::ApplySnapshot { key, .. } => write!(f, "ApplySnapshot({key})"),
+            Task::SplitCheck { region, .. } => write!(f, "SplitCheck({})", region.id),
         }
     }
 }
@@ -75,5 +89,15 @@ pub enum TaskResult {
         key: SnapKey,
         /// Whether the data and the final states are written.
         result: std::result::Result<(), String>,
+    },
+    /// A split check finished.
+    SplitChecked {
+        /// The region as it was measured.
+        region: Region,
+        /// Its bytes in the default CF (a lower bound when the walk stopped early at
+        /// `max_size`).
+        size: u64,
+        /// Where to split it, when it is past `max_size`.
+        split_key: Option<Vec<u8>>,
     },
 }

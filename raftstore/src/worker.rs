@@ -9,7 +9,8 @@
 //!   (applied = truncated = the snapshot's index) and region state (`Normal`) in one synced batch.
 //!   Until that batch the region state on disk says `Applying`, so a crash in between redoes the
 //!   whole application from the files on restart: the install is crash-atomic without ever holding
-//!   the region in memory.
+//!   the region in memory;
+//! - a split check measures a region's data and finds where to split it ([`split_check`]).
 
 use prost::Message as _;
 use proto::eraftpb::{Snapshot, SnapshotMetadata};
@@ -71,7 +72,53 @@ pub fn run_task<K: Engine, R: Engine>(
                 apply_snapshot(engines, snap_mgr, key, &region, &clear).map_err(|e| e.to_string());
             Ok(Some(TaskResult::SnapshotApplied { key, result }))
         }
+        Task::SplitCheck {
+            region,
+            snap,
+            max_size,
+            split_size,
+        } => {
+            let (size, split_key) = split_check(&*snap, &region, max_size, split_size)?;
+            Ok(Some(TaskResult::SplitChecked {
+                region,
+                size,
+                split_key,
+            }))
+        }
     }
+}
+
+/// Walks the default CF of `region` in `snap`, adding up key and value bytes: the split key is
+/// the first key at which the running size passes `split_size`; the walk stops once it passes
+/// `max_size` (the region splits) or at the region's end (it splits only past `max_size`).
+/// Returns the size seen and the split key. A key that ends in an MVCC timestamp is cut to its
+/// user key, so that every version of a key stays in one region; a split key equal to the
+/// region's start (every byte in one user key) is no split.
+pub fn split_check(
+    snap: &dyn crate::engine::KvSnapshot,
+    region: &Region,
+    max_size: u64,
+    split_size: u64,
+) -> Result<(u64, Option<Vec<u8>>)> {
+    let mut size = 0u64;
+    let mut split_key: Option<Vec<u8>> = None;
+    snap.scan(
+        CF_DEFAULT,
+        &region.start_key,
+        &region.end_key,
+        &mut |k, v| {
+            size += (k.len() + v.len()) as u64;
+            if split_key.is_none() && size > split_size {
+                split_key = Some(keys::user_key_of(k).to_vec());
+            }
+            Ok(size <= max_size)
+        },
+    )?;
+    if size <= max_size {
+        return Ok((size, None));
+    }
+    let split_key = split_key.filter(|k| k.as_slice() > region.start_key.as_slice());
+    Ok((size, split_key))
 }
 
 /// Installs the received snapshot `key` of `region` (see the module documentation); `clear` are

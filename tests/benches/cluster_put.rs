@@ -178,7 +178,7 @@ impl BenchCluster {
                 snap_mgr,
                 // No filters: every message is delivered.
                 ChannelTransport::new(router.clone(), Default::default(), id),
-                SchedulerHandle(scheduler.clone()),
+                SchedulerHandle::new(scheduler.clone(), router.clone()),
                 logger,
                 tx.clone(),
                 rx,

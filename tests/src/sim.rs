@@ -25,10 +25,12 @@ use std::time::Duration;
 use prost::Message as _;
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::{RaftApplyState, RaftMessage};
+use proto::schedulerpb::RegionHeartbeatResponse;
 use raft::SnapshotStatus;
 use raftstore::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
 use raftstore::engine::mem::MemEngine;
 use raftstore::engine::{Engine, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
+use raftstore::scheduler::{split_command, SchedulerTask};
 use raftstore::snap::{copy_snapshot, snapshot_data, SnapKey, SnapManager};
 use raftstore::worker::run_task;
 use raftstore::{keys, Callback, Config, Store, StoreContext, Task, TaskResult};
@@ -106,6 +108,12 @@ enum Event {
         region_id: u64,
         to_peer_id: u64,
         status: SnapshotStatus,
+    },
+    /// The mock scheduler's answer to a region heartbeat reaches the leader's store.
+    SchedulerResponse {
+        store: u64,
+        inc: u64,
+        resp: RegionHeartbeatResponse,
     },
 }
 
@@ -343,15 +351,27 @@ impl SimEnv {
                     return true;
                 }
                 // Only what the result says, not its error text (which may name temp paths).
-                let (key, ok) = match &result {
-                    TaskResult::SnapshotGenerated { key, result } => (*key, result.is_ok()),
+                match &result {
+                    TaskResult::SnapshotGenerated { key, result } => {
+                        inner.digest.add(&[4, store as u8, result.is_ok() as u8]);
+                        inner.digest.add(key.to_string().as_bytes());
+                    }
                     TaskResult::SnapshotApplied { key, result } => {
                         inner.snapshots_installed += result.is_ok() as u64;
-                        (*key, result.is_ok())
+                        inner.digest.add(&[4, store as u8, result.is_ok() as u8]);
+                        inner.digest.add(key.to_string().as_bytes());
                     }
-                };
-                inner.digest.add(&[4, store as u8, ok as u8]);
-                inner.digest.add(key.to_string().as_bytes());
+                    TaskResult::SplitChecked {
+                        region,
+                        size,
+                        split_key,
+                    } => {
+                        inner.digest.add(&[8, store as u8]);
+                        inner.digest.add(&region.id.to_le_bytes());
+                        inner.digest.add(&size.to_le_bytes());
+                        inner.digest.add(split_key.as_deref().unwrap_or_default());
+                    }
+                }
                 s.store.as_mut().unwrap().on_task_result(&mut s.ctx, result);
                 inner.schedule_round(store);
             }
@@ -362,6 +382,19 @@ impl SimEnv {
                 to_inc,
                 msg,
             } => self.snap_transfer(inner, from, from_inc, to, to_inc, msg),
+            Event::SchedulerResponse { store, inc, resp } => {
+                let s = inner.stores.get_mut(&store).expect("known store");
+                if s.inc != inc || s.store.is_none() {
+                    return true;
+                }
+                inner.digest.add(&[7, store as u8]);
+                inner.digest.add(&resp.encode_to_vec());
+                s.store
+                    .as_mut()
+                    .unwrap()
+                    .on_scheduler_response(&mut s.ctx, resp);
+                inner.schedule_round(store);
+            }
             Event::ReportSnapshot {
                 store,
                 inc,
@@ -549,17 +582,59 @@ impl SimEnv {
             let delay = Duration::from_micros(inner.rng.random_range(0..5000));
             inner.schedule(now + delay, Event::RunTask { store, inc, task });
         }
-        if !ctx.heartbeats.is_empty() {
-            let mut sched = self.scheduler.lock().unwrap();
-            for hb in ctx.heartbeats {
-                sched.region_heartbeat(hb);
-            }
+        if !ctx.scheduler_tasks.is_empty() {
+            self.scheduler_tasks(inner, store, ctx.scheduler_tasks);
         }
         for (cb, resp) in ctx.responses {
             cb(resp);
         }
         if again {
             inner.schedule_round(store);
+        }
+    }
+
+    /// Runs a round's scheduler tasks on the mock scheduler, as a store's scheduler worker
+    /// would: a heartbeat's answer reaches the leader's store after a hop; an ask-split's ids
+    /// come back to the asking store as its Split command.
+    fn scheduler_tasks(&self, inner: &mut Inner, store: u64, tasks: Vec<SchedulerTask>) {
+        let mut sched = self.scheduler.lock().unwrap();
+        for task in tasks {
+            let latency = Duration::from_micros(inner.rng.random_range(100..2000));
+            let at = inner.now + latency;
+            match task {
+                SchedulerTask::RegionHeartbeat(req) => {
+                    // A refused heartbeat (a stale epoch) gets no answer.
+                    let Ok(resp) = sched.region_heartbeat(&req) else {
+                        continue;
+                    };
+                    let to = resp.target_peer.as_ref().map_or(0, |p| p.store_id);
+                    let Some(to_inc) = inner.stores.get(&to).map(|s| s.inc) else {
+                        continue;
+                    };
+                    let ev = Event::SchedulerResponse {
+                        store: to,
+                        inc: to_inc,
+                        resp,
+                    };
+                    inner.schedule(at, ev);
+                }
+                SchedulerTask::StoreHeartbeat(stats) => sched.store_heartbeat(&stats),
+                SchedulerTask::AskSplit {
+                    region,
+                    split_key,
+                    peer,
+                } => {
+                    let Ok(ids) = sched.ask_split(&region) else {
+                        continue;
+                    };
+                    if ids.new_peer_ids.len() != region.peers.len() {
+                        continue;
+                    }
+                    let req = split_command(&region, split_key, peer, &ids);
+                    let cb: Callback = Box::new(|_| {});
+                    inner.schedule(at, Event::Command { store, req, cb });
+                }
+            }
         }
     }
 

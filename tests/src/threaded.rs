@@ -15,8 +15,10 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use proto::metapb::{Peer, Region};
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::{RaftApplyState, RaftMessage};
+use proto::schedulerpb::{AskSplitResponse, RegionHeartbeatRequest, StoreStats};
 use raft::SnapshotStatus;
 use raftstore::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
 use raftstore::engine::rocks::RocksEngine;
@@ -25,7 +27,7 @@ use raftstore::runtime::{
     start_store_with_mailbox, SchedulerClient, StoreHandle, StoreMsg, Transport,
 };
 use raftstore::snap::{copy_snapshot, SnapKey, SnapManager};
-use raftstore::{keys, Callback, Config, RegionHeartbeat};
+use raftstore::{keys, Callback, Config};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use slog::Logger;
@@ -146,12 +148,58 @@ impl ChannelTransport {
     }
 }
 
-/// Forwards region heartbeats to a shared mock scheduler.
-pub struct SchedulerHandle(pub Arc<Mutex<MockScheduler>>);
+/// A store's client of the shared mock scheduler: calls it in place, and delivers a heartbeat's
+/// answer to the mailbox of the leader's store, as the scheduler's stream would.
+pub struct SchedulerHandle {
+    scheduler: Arc<Mutex<MockScheduler>>,
+    router: Router,
+}
+
+impl SchedulerHandle {
+    /// A client of `scheduler` for a store reached through `router`.
+    pub fn new(scheduler: Arc<Mutex<MockScheduler>>, router: Router) -> Self {
+        SchedulerHandle { scheduler, router }
+    }
+}
 
 impl SchedulerClient for SchedulerHandle {
-    fn region_heartbeat(&mut self, hb: RegionHeartbeat) {
-        self.0.lock().unwrap().region_heartbeat(hb);
+    fn region_heartbeat(&mut self, req: RegionHeartbeatRequest) -> raftstore::Result<()> {
+        let resp = self
+            .scheduler
+            .lock()
+            .unwrap()
+            .region_heartbeat(&req)
+            .map_err(raftstore::Error::Scheduler)?;
+        let store = resp.target_peer.as_ref().map_or(0, |p| p.store_id);
+        if let Some(ep) = self.router.read().unwrap().get(&store) {
+            let _ = ep.mailbox.send(StoreMsg::SchedulerResponse(resp));
+        }
+        Ok(())
+    }
+
+    fn store_heartbeat(&mut self, stats: StoreStats) -> raftstore::Result<()> {
+        self.scheduler.lock().unwrap().store_heartbeat(&stats);
+        Ok(())
+    }
+
+    fn ask_split(&mut self, region: &Region) -> raftstore::Result<AskSplitResponse> {
+        self.scheduler
+            .lock()
+            .unwrap()
+            .ask_split(region)
+            .map_err(raftstore::Error::Scheduler)
+    }
+
+    fn alloc_id(&mut self) -> raftstore::Result<u64> {
+        Ok(self.scheduler.lock().unwrap().alloc_id())
+    }
+
+    fn get_region(&mut self, key: &[u8]) -> raftstore::Result<(Region, Option<Peer>)> {
+        self.scheduler
+            .lock()
+            .unwrap()
+            .get_region(key)
+            .ok_or_else(|| raftstore::Error::Scheduler(format!("no region holds {key:?}")))
     }
 }
 
@@ -310,7 +358,7 @@ impl Env for ThreadedEnv {
             self.engines[&store_id].clone(),
             snap_mgr.clone(),
             transport,
-            SchedulerHandle(self.scheduler.clone()),
+            SchedulerHandle::new(self.scheduler.clone(), self.router.clone()),
             &self.logger,
             tx.clone(),
             rx,

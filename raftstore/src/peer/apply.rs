@@ -1,20 +1,25 @@
 //! Applying: committed entries, once durable locally, are applied in order into the round's kv
 //! write batch with the new apply state, and the proposals waiting for them are answered. Normal
 //! commands put and delete keys (and read, seeing the writes before them); admin commands
-//! compact the raft log.
+//! compact the raft log, change the region's membership (a raft conf change entry) and split the
+//! region (TinyKV's `kv/raftstore/peer_msg_handler.go`). A membership change or a split writes
+//! the new `RegionLocalState` in the same batch as the apply state, and leaves the store what it
+//! must do afterwards (`ApplyResult`: destroy this peer, create the split-off one).
 
 use prost::Message as _;
-use proto::eraftpb::{self, EntryType};
+use proto::eraftpb::{self, ConfChangeType, EntryType};
+use proto::metapb::{self, Region};
 use proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, AdminResponse, CmdType, CompactLogResponse, RaftCmdRequest,
-    RaftCmdResponse, RaftResponseHeader, Request, Response,
+    AdminCmdType, AdminRequest, AdminResponse, ChangePeerResponse, CmdType, CompactLogResponse,
+    RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request, Response, SplitResponse,
 };
-use slog::{debug, warn};
+use proto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState};
+use slog::{debug, info};
 
-use super::Peer;
+use super::{ApplyResult, Peer};
 use crate::callback::{CmdResponse, RegionSnapshot};
 use crate::context::{ApplyContext, StoreContext};
-use crate::engine::{Engine, CF_RAFT};
+use crate::engine::{Engine, CF_RAFT, DATA_CFS};
 use crate::errors::{Error, Result};
 use crate::keys;
 use crate::task::Task;
@@ -34,7 +39,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         while self.committed.front().is_some_and(|e| e.index <= applied) {
             self.committed.pop_front();
         }
-        while self.committed.front().is_some_and(|e| e.index <= upto) {
+        while !self.pending_remove && self.committed.front().is_some_and(|e| e.index <= upto) {
             let e = self.committed.pop_front().expect("checked");
             self.apply_entry(ctx, &e, apply)?;
             last = Some(e.index);
@@ -62,11 +67,14 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             return Ok(());
         }
         if e.entry_type() == EntryType::EntryConfChange {
-            // Membership changes are refused at proposal time until the store supports them, so
-            // none can be in the log.
-            warn!(self.logger, "skipping a conf change entry this store does not support";
-                "index" => e.index);
-            let _ = self.take_proposal(ctx, e.index, e.term);
+            let cc = eraftpb::ConfChange::decode(e.data.as_slice())?;
+            let resp = match RaftCmdRequest::decode(cc.context.as_slice()) {
+                Ok(req) => self.apply_conf_change(ctx, &cc, req, apply),
+                Err(err) => CmdResponse::error(err.into(), self.term()),
+            };
+            if let Some(cb) = self.take_proposal(ctx, e.index, e.term) {
+                ctx.responses.push((cb, resp));
+            }
             return Ok(());
         }
         let req = RaftCmdRequest::decode(e.data.as_slice())?;
@@ -147,12 +155,14 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 let p = r.put.as_ref().ok_or_else(missing)?;
                 check_key_in_region(&p.key, self.region())?;
                 apply.wb.put_cf(&p.cf, p.key.as_slice(), p.value.as_slice());
+                self.add_size_diff((p.key.len() + p.value.len()) as u64);
                 resp.put = Some(Default::default());
             }
             CmdType::Delete => {
                 let d = r.delete.as_ref().ok_or_else(missing)?;
                 check_key_in_region(&d.key, self.region())?;
                 apply.wb.delete_cf(&d.cf, d.key.as_slice());
+                self.add_size_diff(d.key.len() as u64);
                 resp.delete = Some(Default::default());
             }
             CmdType::Invalid => return Err(Error::InvalidRequest("invalid command".into())),
@@ -195,9 +205,217 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     ..Default::default()
                 })
             }
+            AdminCmdType::Split => self.apply_split(ctx, admin, apply),
             other => Err(Error::InvalidRequest(format!(
-                "admin command {other:?} is not supported by this store yet"
+                "admin command {other:?} cannot be applied"
             ))),
         }
+    }
+
+    /// Applies a committed membership change (`req` is the ChangePeer command it was proposed
+    /// for). A stale one (the region's `conf_ver` moved since) and a repeated one (the peer is
+    /// already in, or already out) change nothing; otherwise the region's peers and `conf_ver`
+    /// change, in memory, in raft and in the kv batch with the apply state.
+    fn apply_conf_change(
+        &mut self,
+        ctx: &mut StoreContext,
+        cc: &eraftpb::ConfChange,
+        req: RaftCmdRequest,
+        apply: &mut ApplyContext,
+    ) -> CmdResponse {
+        let term = self.term();
+        if let Err(e) = check_region_epoch(&req, self.region(), true) {
+            debug!(self.logger, "stale membership change skipped"; "err" => %e);
+            return CmdResponse::error(e, term);
+        }
+        let Some(peer) = req
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.change_peer.as_ref())
+            .and_then(|c| c.peer)
+        else {
+            let e = Error::InvalidRequest("ChangePeer without its peer".into());
+            return CmdResponse::error(e, term);
+        };
+        let mut region = self.region().clone();
+        let add = cc.change_type() == ConfChangeType::AddNode;
+        let present = region.peers.iter().any(|p| p.id == peer.id);
+        let changed = if add {
+            if let Some(other) = region.peers.iter().find(|p| p.store_id == peer.store_id) {
+                if other.id != peer.id {
+                    let e = Error::InvalidRequest(format!(
+                        "store {} already holds peer {} of region {}",
+                        peer.store_id, other.id, region.id
+                    ));
+                    return CmdResponse::error(e, term);
+                }
+            }
+            !present
+        } else {
+            present
+        };
+        if changed {
+            if add {
+                region.peers.push(peer);
+                self.peer_cache.insert(peer.id, peer);
+            } else {
+                region.peers.retain(|p| p.id != peer.id);
+                self.peer_cache.remove(&peer.id);
+            }
+            let epoch = region.region_epoch.get_or_insert_with(Default::default);
+            epoch.conf_ver += 1;
+            let conf_ver = epoch.conf_ver;
+            apply.wb.put_msg_cf(
+                CF_RAFT,
+                keys::region_state_key(region.id),
+                &RegionLocalState {
+                    state: PeerState::Normal as i32,
+                    region: Some(region.clone()),
+                },
+            );
+            self.storage_mut().region = region.clone();
+            self.raft_group.apply_conf_change(cc);
+            info!(self.logger, "membership changed"; "change" => ?cc.change_type(),
+                "peer" => ?peer, "conf_ver" => conf_ver);
+            if !add && peer.id == self.meta.id {
+                self.pending_remove = true;
+                self.apply_results.push(ApplyResult::RemovedSelf);
+            } else if self.is_leader() {
+                // At once: the scheduler must see each change before it sends the next.
+                self.heartbeat_scheduler(ctx);
+            }
+        } else {
+            debug!(self.logger, "repeated membership change"; "change" => ?cc.change_type(),
+                "peer" => ?peer);
+        }
+        CmdResponse {
+            resp: RaftCmdResponse {
+                header: Some(RaftResponseHeader {
+                    current_term: term,
+                    ..Default::default()
+                }),
+                admin_response: Some(AdminResponse {
+                    cmd_type: AdminCmdType::ChangePeer as i32,
+                    change_peer: Some(ChangePeerResponse {
+                        region: Some(region),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            snap: None,
+        }
+    }
+
+    /// Applies a committed split: this peer's region keeps its id and ends at the split key, and
+    /// a new region with the new ids takes the rest; both versions go up. Both region states,
+    /// and the new region's initial apply state, go into the batch with this apply state, so
+    /// the split is one atomic write; the store then creates the new region's peer.
+    fn apply_split(
+        &mut self,
+        ctx: &mut StoreContext,
+        admin: &AdminRequest,
+        apply: &mut ApplyContext,
+    ) -> Result<AdminResponse> {
+        let split = admin
+            .split
+            .as_ref()
+            .ok_or_else(|| Error::InvalidRequest("Split without body".into()))?;
+        let old = self.region().clone();
+        let key = &split.split_key;
+        check_key_in_region(key, &old)?;
+        if key.as_slice() <= old.start_key.as_slice() {
+            return Err(Error::InvalidRequest(format!(
+                "split key {key:?} is the start of region {}",
+                old.id
+            )));
+        }
+        if split.new_peer_ids.len() != old.peers.len() {
+            return Err(Error::InvalidRequest(format!(
+                "split of region {} with {} peers names {} new peers",
+                old.id,
+                old.peers.len(),
+                split.new_peer_ids.len()
+            )));
+        }
+        let mut left = old.clone();
+        let epoch = left.region_epoch.get_or_insert_with(Default::default);
+        epoch.version += 1;
+        left.end_key = key.clone();
+        let right = Region {
+            id: split.new_region_id,
+            start_key: key.clone(),
+            end_key: old.end_key.clone(),
+            region_epoch: left.region_epoch,
+            peers: old
+                .peers
+                .iter()
+                .zip(&split.new_peer_ids)
+                .map(|(p, &id)| metapb::Peer {
+                    id,
+                    store_id: p.store_id,
+                })
+                .collect(),
+        };
+        let kv = &self.engines().kv;
+        let right_state =
+            kv.get_msg_cf::<RegionLocalState>(CF_RAFT, &keys::region_state_key(right.id))?;
+        let right_removed = right_state.is_some_and(|s| s.state() == PeerState::Tombstone);
+        let state = |r: &Region| RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(r.clone()),
+        };
+        apply
+            .wb
+            .put_msg_cf(CF_RAFT, keys::region_state_key(left.id), &state(&left));
+        if right_removed {
+            // This store's peer of the new region was already created elsewhere and removed:
+            // the right half's data belongs to nobody here.
+            for cf in DATA_CFS {
+                apply
+                    .wb
+                    .delete_range_cf(cf, right.start_key.clone(), right.end_key.clone());
+            }
+        } else {
+            apply
+                .wb
+                .put_msg_cf(CF_RAFT, keys::region_state_key(right.id), &state(&right));
+            apply.wb.put_msg_cf(
+                CF_RAFT,
+                keys::apply_state_key(right.id),
+                &RaftApplyState {
+                    applied_index: keys::RAFT_INIT_LOG_INDEX,
+                    truncated_state: Some(RaftTruncatedState {
+                        index: keys::RAFT_INIT_LOG_INDEX,
+                        term: keys::RAFT_INIT_LOG_TERM,
+                    }),
+                },
+            );
+        }
+        self.storage_mut().region = left.clone();
+        // Both halves are measured anew.
+        self.approximate_size = None;
+        self.size_diff_hint = 0;
+        let was_leader = self.is_leader();
+        info!(self.logger, "region split"; "split_key" => ?key, "new_region_id" => right.id,
+            "version" => left.region_epoch.unwrap_or_default().version,
+            "new_region_removed_here" => right_removed);
+        if was_leader {
+            self.heartbeat_scheduler(ctx);
+        }
+        if !right_removed {
+            self.apply_results.push(ApplyResult::Split {
+                left: left.clone(),
+                right: right.clone(),
+                was_leader,
+            });
+        }
+        Ok(AdminResponse {
+            cmd_type: AdminCmdType::Split as i32,
+            split: Some(SplitResponse {
+                regions: vec![left, right],
+            }),
+            ..Default::default()
+        })
     }
 }

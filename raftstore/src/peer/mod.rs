@@ -29,16 +29,20 @@ use proto::metapb::{self, Region};
 use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, CompactLogRequest, RaftCmdRequest, RaftRequestHeader,
 };
+use proto::raft_serverpb::{PeerState, RegionLocalState};
+use proto::schedulerpb::RegionHeartbeatRequest;
 use raft::{RawNode, StateRole, INVALID_ID};
 use slog::{debug, info, o, Logger};
 
 use crate::callback::Callback;
 use crate::config::Config;
-use crate::context::{RegionHeartbeat, StoreContext};
-use crate::engine::{Engine, Engines};
+use crate::context::StoreContext;
+use crate::engine::{Engine, Engines, WriteBatch, CF_RAFT, DATA_CFS};
 use crate::errors::{Error, Result};
+use crate::keys;
 use crate::peer_storage::PeerStorage;
 use crate::read_queue::ReadQueue;
+use crate::scheduler::SchedulerTask;
 use crate::snap::{SnapKey, SnapManager};
 use crate::task::Task;
 use crate::util::find_peer;
@@ -81,6 +85,24 @@ impl Install {
     }
 }
 
+/// What applying an admin command did that the store must carry out once the apply's kv write
+/// is made: the store owns the range map and the set of peers.
+#[derive(Debug)]
+pub(crate) enum ApplyResult {
+    /// This peer was removed from its region: the store destroys it.
+    RemovedSelf,
+    /// The region split: this peer's region is now `left`; the store registers `right` and
+    /// creates its peer here (campaigning at once when `was_leader`).
+    Split {
+        /// This peer's region after the split.
+        left: Region,
+        /// The new region.
+        right: Region,
+        /// Whether this peer led the region when it applied the split.
+        was_leader: bool,
+    },
+}
+
 /// One replica of a region.
 pub struct Peer<K: Engine, R: Engine> {
     /// The region's id.
@@ -121,6 +143,16 @@ pub struct Peer<K: Engine, R: Engine> {
     last_generated: Option<SnapKey>,
     /// Tasks to hand to the driver at the end of the round.
     pub(crate) pending_tasks: Vec<Task>,
+    /// What applied admin commands left for the store to do.
+    pub(crate) apply_results: Vec<ApplyResult>,
+    /// Set when this peer applied its own removal: it applies nothing more and is destroyed.
+    pub(crate) pending_remove: bool,
+    /// Bytes written to the region since its last split check (TinyKV's `SizeDiffHint`).
+    size_diff_hint: u64,
+    /// The region's size as the last split check measured it.
+    approximate_size: Option<u64>,
+    /// Whether a split check is in flight.
+    split_checking: bool,
     ticks: u64,
     cfg: Arc<Config>,
     logger: Logger,
@@ -214,6 +246,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             generating: false,
             last_generated: None,
             pending_tasks: Vec::new(),
+            apply_results: Vec::new(),
+            pending_remove: false,
+            size_diff_hint: 0,
+            approximate_size: None,
+            split_checking: false,
             ticks: 0,
             cfg,
             logger,
@@ -314,13 +351,142 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         if self.ticks % self.cfg.scheduler_heartbeat_ticks as u64 == 0 && self.is_leader() {
             self.heartbeat_scheduler(ctx);
         }
+        if self.ticks % self.cfg.split_region_check_ticks as u64 == 0 {
+            self.on_split_check_tick(ctx);
+        }
     }
 
-    fn heartbeat_scheduler(&self, ctx: &mut StoreContext) {
-        ctx.heartbeats.push(RegionHeartbeat {
+    /// A leader queues a split check of its region when none is in flight and the region grew
+    /// by an eighth of the split size since the last one (or was never measured).
+    fn on_split_check_tick(&mut self, ctx: &mut StoreContext) {
+        if !self.is_leader() || self.split_checking || !self.storage().is_initialized() {
+            return;
+        }
+        if self.approximate_size.is_some() && self.size_diff_hint < self.cfg.region_split_size / 8 {
+            return;
+        }
+        self.split_checking = true;
+        self.size_diff_hint = 0;
+        ctx.tasks.push(Task::SplitCheck {
             region: self.region().clone(),
-            leader: self.meta,
+            snap: Arc::new(self.engines().kv.snapshot()),
+            max_size: self.cfg.region_max_size,
+            split_size: self.cfg.region_split_size,
         });
+    }
+
+    /// A split check finished: the size is recorded, and a leader whose region has not changed
+    /// since asks the scheduler for the ids of the split.
+    pub(crate) fn on_split_checked(
+        &mut self,
+        ctx: &mut StoreContext,
+        region: &Region,
+        size: u64,
+        split_key: Option<Vec<u8>>,
+    ) {
+        self.split_checking = false;
+        self.approximate_size = Some(size);
+        let Some(split_key) = split_key else {
+            return;
+        };
+        let (was, now) = (
+            region.region_epoch.unwrap_or_default(),
+            self.region().region_epoch.unwrap_or_default(),
+        );
+        if !self.is_leader() || was.version != now.version {
+            debug!(self.logger, "split check outdated"; "checked_version" => was.version,
+                "version" => now.version, "leader" => self.is_leader());
+            return;
+        }
+        info!(self.logger, "asking to split"; "size" => size, "split_key" => ?split_key);
+        ctx.scheduler_tasks.push(SchedulerTask::AskSplit {
+            region: self.region().clone(),
+            split_key,
+            peer: self.meta,
+        });
+    }
+
+    /// Destroys this replica (it was removed from its region, or a newer peer of the region
+    /// replaces it): its raft state and log go into `raft_wb`; its apply state is deleted and a
+    /// `Tombstone` region state with its last region written into `kv_wb`, with the deletion of
+    /// its data when it was initialized, so that the kv write (made first, synced) is the point
+    /// where the replica is gone. Every waiting command is answered RegionNotFound.
+    pub(crate) fn destroy(
+        &mut self,
+        ctx: &mut StoreContext,
+        kv_wb: &mut WriteBatch,
+        raft_wb: &mut WriteBatch,
+    ) {
+        let region = self.region().clone();
+        info!(self.logger, "destroying the replica"; "initialized" => self.storage().is_initialized(),
+            "epoch" => ?region.region_epoch);
+        self.storage().clear_meta(kv_wb, raft_wb);
+        kv_wb.put_msg_cf(
+            CF_RAFT,
+            keys::region_state_key(self.region_id),
+            &RegionLocalState {
+                state: PeerState::Tombstone as i32,
+                region: Some(region.clone()),
+            },
+        );
+        if self.storage().is_initialized() {
+            for cf in DATA_CFS {
+                kv_wb.delete_range_cf(cf, region.start_key.clone(), region.end_key.clone());
+            }
+        }
+        let term = self.term();
+        let gone = || Error::RegionNotFound(self.region_id);
+        let waiting = std::mem::take(&mut self.proposals)
+            .into_iter()
+            .map(|p| p.cb)
+            .chain(
+                std::mem::take(&mut self.batched)
+                    .into_iter()
+                    .map(|(_, cb)| cb),
+            )
+            .chain(self.reads.take_lost(false, term).into_iter().map(|r| r.cb));
+        let answers: Vec<_> = waiting
+            .map(|cb| (cb, crate::callback::CmdResponse::error(gone(), term)))
+            .collect();
+        ctx.responses.extend(answers);
+        if let Some(key) = self.last_generated.take() {
+            self.snap_mgr.delete_generated(key);
+        }
+        if let Some(key) = self.pending_snapshot() {
+            self.snap_mgr.delete_received(key);
+        }
+    }
+
+    /// Counts bytes written to the region toward the next split check.
+    pub(super) fn add_size_diff(&mut self, bytes: u64) {
+        self.size_diff_hint = self.size_diff_hint.saturating_add(bytes);
+    }
+
+    /// Reports the region to the scheduler: its metadata, this leader, the followers that need
+    /// a snapshot, and the approximate size when known.
+    pub(crate) fn heartbeat_scheduler(&self, ctx: &mut StoreContext) {
+        ctx.scheduler_tasks
+            .push(SchedulerTask::RegionHeartbeat(RegionHeartbeatRequest {
+                header: None,
+                region: Some(self.region().clone()),
+                leader: Some(self.meta),
+                pending_peers: self.collect_pending_peers(),
+                approximate_size: self.approximate_size.unwrap_or(0),
+            }));
+    }
+
+    /// The followers whose log ends before this leader's first entry: they need a snapshot
+    /// (TinyKV's `CollectPendingPeers`).
+    fn collect_pending_peers(&self) -> Vec<metapb::Peer> {
+        let truncated = self.storage().truncated_index();
+        let prs = &self.raft_group.raft.prs;
+        self.region()
+            .peers
+            .iter()
+            .filter(|p| p.id != self.meta.id)
+            .filter(|p| prs.get(&p.id).is_some_and(|pr| pr.matched < truncated))
+            .copied()
+            .collect()
     }
 
     /// A leader proposes to compact the log once enough applied entries accumulated.

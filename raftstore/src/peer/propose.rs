@@ -5,12 +5,13 @@
 //! Read-only commands are not proposed: they go to the ReadIndex queue (`read.rs`).
 
 use prost::Message as _;
+use proto::eraftpb::{ConfChange, ConfChangeType};
 use proto::raft_cmdpb::{
     AdminCmdType, AdminResponse, CmdType, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader,
     TransferLeaderResponse,
 };
 use raft::INVALID_ID;
-use slog::debug;
+use slog::{debug, info};
 
 use super::{Peer, Proposal};
 use crate::callback::{Callback, CmdResponse};
@@ -118,11 +119,13 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     ctx.responses.push((cb, CmdResponse { resp, snap: None }));
                     return;
                 }
-                AdminCmdType::CompactLog => {}
-                other => {
-                    let e = Error::InvalidRequest(format!(
-                        "admin command {other:?} is not supported by this store yet"
-                    ));
+                AdminCmdType::ChangePeer => {
+                    self.propose_conf_change(ctx, req, cb);
+                    return;
+                }
+                AdminCmdType::CompactLog | AdminCmdType::Split => {}
+                AdminCmdType::InvalidAdmin => {
+                    let e = Error::InvalidRequest("invalid admin command".into());
                     ctx.responses.push((cb, CmdResponse::error(e, term)));
                     return;
                 }
@@ -139,6 +142,87 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             return;
         }
         self.batched.push((data, cb));
+    }
+
+    /// Proposes a membership change as a raft conf change entry carrying the whole command (the
+    /// apply step takes the peer and the epoch from it). Raft takes one change at a time; a
+    /// leader asked to remove itself hands leadership to the most up-to-date other peer instead
+    /// and refuses, so that the region is never left waiting for a vote of the removed leader
+    /// (the scheduler repeats the request to the new leader).
+    fn propose_conf_change(&mut self, ctx: &mut StoreContext, req: RaftCmdRequest, cb: Callback) {
+        let term = self.term();
+        let Some(cp) = req
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.change_peer.as_ref())
+        else {
+            let e = Error::InvalidRequest("ChangePeer without body".into());
+            ctx.responses.push((cb, CmdResponse::error(e, term)));
+            return;
+        };
+        let Some(peer) = cp.peer else {
+            let e = Error::InvalidRequest("ChangePeer without its peer".into());
+            ctx.responses.push((cb, CmdResponse::error(e, term)));
+            return;
+        };
+        let change_type =
+            ConfChangeType::try_from(cp.change_type).unwrap_or(ConfChangeType::AddNode);
+        if change_type == ConfChangeType::RemoveNode && peer.id == self.meta.id {
+            let target = self
+                .raft_group
+                .raft
+                .prs
+                .iter()
+                .filter(|(&id, _)| id != self.meta.id)
+                .max_by_key(|(&id, pr)| (pr.matched, std::cmp::Reverse(id)))
+                .map(|(&id, _)| id);
+            let e = match target {
+                Some(to) => {
+                    info!(self.logger, "transferring leadership before its own removal"; "to" => to);
+                    self.flush_proposals(ctx);
+                    self.raft_group.transfer_leader(to);
+                    Error::NotLeader {
+                        region_id: self.region_id,
+                        leader: self.peer_cache.get(&to).copied(),
+                    }
+                }
+                None => Error::InvalidRequest(format!(
+                    "cannot remove peer {}: it is the only one of region {}",
+                    peer.id, self.region_id
+                )),
+            };
+            ctx.responses.push((cb, CmdResponse::error(e, term)));
+            return;
+        }
+        // The commands taken before it this round go first, as they would unbatched.
+        self.flush_proposals(ctx);
+        let cc = ConfChange {
+            change_type: change_type as i32,
+            node_id: peer.id,
+            context: req.encode_to_vec(),
+        };
+        let before = self.raft_group.raft.raft_log.last_index();
+        match self.raft_group.propose_conf_change(&cc) {
+            Ok(()) if self.raft_group.raft.raft_log.last_index() == before + 1 => {
+                self.proposals.push_back(Proposal {
+                    index: before + 1,
+                    term,
+                    cb,
+                });
+            }
+            Ok(()) => {
+                let e = Error::NotLeader {
+                    region_id: self.region_id,
+                    leader: self.leader(),
+                };
+                ctx.responses.push((cb, CmdResponse::error(e, term)));
+            }
+            Err(e) => {
+                debug!(self.logger, "membership change not proposed"; "err" => %e);
+                ctx.responses
+                    .push((cb, CmdResponse::error(Error::Raft(e), term)));
+            }
+        }
     }
 
     /// Proposes the commands `propose` took this round, all in one raft proposal: one append,
