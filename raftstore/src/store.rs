@@ -321,15 +321,26 @@ impl<K: Engine, R: Engine> Store<K, R> {
         if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(ctx, &msg, &msg_epoch) {
             return false;
         }
+        let mut snap_region = None;
         if let Some(snap) = msg.message.as_ref().and_then(|m| m.snapshot.as_ref()) {
-            if let Err(e) = self.check_snapshot_range(region_id, snap) {
-                info!(self.logger, "refusing a snapshot"; "region_id" => region_id, "err" => %e);
-                return false;
+            match self.check_snapshot_range(region_id, snap) {
+                Ok(r) => snap_region = Some((r, SnapKey::from_snapshot(region_id, snap))),
+                Err(e) => {
+                    info!(self.logger, "refusing a snapshot"; "region_id" => region_id, "err" => %e);
+                    return false;
+                }
             }
         }
         let peer = self.peers.get_mut(&region_id).expect("created above");
         if let Err(e) = peer.on_raft_message(msg) {
             debug!(self.logger, "raft message not stepped"; "region_id" => region_id, "err" => %e);
+        }
+        if let Some((region, key)) = snap_region {
+            if peer.pending_snapshot() == Some(key) {
+                // Restored: the range is this replica's from now on, so that no other snapshot
+                // is accepted over it before this one is installed.
+                self.register_range(&region);
+            }
         }
         self.touched.insert(region_id);
         true
@@ -338,7 +349,11 @@ impl<K: Engine, R: Engine> Store<K, R> {
     /// A snapshot may be installed only if its range overlaps no other replica's on this store
     /// (a split not applied here yet, or a range that moved, would leave two replicas owning
     /// the same keys).
-    fn check_snapshot_range(&self, region_id: u64, snap: &proto::eraftpb::Snapshot) -> Result<()> {
+    fn check_snapshot_range(
+        &self,
+        region_id: u64,
+        snap: &proto::eraftpb::Snapshot,
+    ) -> Result<Region> {
         let data = crate::snap::snapshot_data(snap)?;
         let region = data.region.unwrap_or_default();
         if let Some(other) = self.overlapping(&region.start_key, &region.end_key, region_id) {
@@ -346,7 +361,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
                 "its range overlaps region {other} on this store"
             )));
         }
-        Ok(())
+        Ok(region)
     }
 
     /// The first registered region other than `except` whose range overlaps `[start, end)`
@@ -818,8 +833,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
             ctx.tasks.append(&mut peer.pending_tasks);
             let results = std::mem::take(&mut peer.apply_results);
             let region = peer.region().clone();
-            let frozen = peer.applying_snapshot().is_some();
-            if !frozen || !region.peers.is_empty() {
+            if !region.peers.is_empty() {
                 self.register_range(&region);
             }
             for r in results {
@@ -920,9 +934,261 @@ mod tests {
     use crate::snap::copy_snapshot;
     use crate::task::Task;
     use crate::worker::run_task;
-    use proto::eraftpb::{Message, MessageType};
+    use proto::eraftpb::{ConfChangeType, Message, MessageType};
     use proto::metapb::Region;
+    use proto::raft_cmdpb::{
+        AdminCmdType, AdminRequest, ChangePeerRequest, RaftRequestHeader, SplitRequest,
+    };
     use proto::raft_serverpb::{RaftApplyState, RaftLocalState, RaftTruncatedState};
+
+    /// An admin command for `region` through its first peer, with its current epoch.
+    fn admin_cmd(region: &Region, admin: AdminRequest) -> RaftCmdRequest {
+        RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: region.id,
+                peer: Some(region.peers[0]),
+                region_epoch: region.region_epoch,
+                term: 0,
+            }),
+            requests: Vec::new(),
+            admin_request: Some(admin),
+        }
+    }
+
+    /// Runs rounds, answering as the followers, until every answer came back.
+    fn settle(store: &mut Store<MemEngine, MemEngine>, ctx: &mut StoreContext) {
+        for _ in 0..10 {
+            store.round(ctx, |_| {}).unwrap();
+            reply_as_followers(store, ctx);
+            store.round(ctx, |_| {}).unwrap();
+        }
+        for (cb, resp) in std::mem::take(&mut ctx.responses) {
+            cb(resp);
+        }
+    }
+
+    fn region_state(engines: &Engines<MemEngine, MemEngine>, id: u64) -> Option<RegionLocalState> {
+        engines
+            .kv
+            .get_msg_cf(CF_RAFT, &keys::region_state_key(id))
+            .unwrap()
+    }
+
+    /// A split is applied as one write: the left region keeps its id and ends at the split key,
+    /// the right one gets the new ids and the rest of the range, both one version up; the new
+    /// replica is registered and campaigns at once (this store led the region); requests for
+    /// the right half now get KeyNotInRegion from the left region. A restart finds both.
+    #[test]
+    fn test_split_applies_as_one_write_and_survives_a_restart() {
+        let (mut store, mut ctx, engines, region, dir) = leader_of_three();
+        for i in 0..8u8 {
+            store.on_command(&mut ctx, put_cmd(&region, i), Box::new(|_| {}));
+        }
+        settle(&mut store, &mut ctx);
+        let answers = Answers::default();
+        let split = AdminRequest {
+            cmd_type: AdminCmdType::Split as i32,
+            split: Some(SplitRequest {
+                split_key: vec![b'k', 4],
+                new_region_id: 100,
+                new_peer_ids: vec![101, 102, 103],
+            }),
+            ..Default::default()
+        };
+        store.on_command(
+            &mut ctx,
+            admin_cmd(&region, split),
+            record_answer(&answers, 0),
+        );
+        settle(&mut store, &mut ctx);
+        let got = answers.lock().unwrap().pop().expect("answered").1;
+        assert!(got.region_error().is_none(), "{:?}", got.resp);
+        let regions = got.resp.admin_response.unwrap().split.unwrap().regions;
+        let (left, right) = (&regions[0], &regions[1]);
+        assert_eq!(
+            (left.id, &left.start_key, &left.end_key),
+            (1, &vec![], &vec![b'k', 4])
+        );
+        assert_eq!(
+            (right.id, &right.start_key, &right.end_key),
+            (100, &vec![b'k', 4], &vec![])
+        );
+        assert_eq!(left.region_epoch.unwrap().version, 2);
+        assert_eq!(right.region_epoch, left.region_epoch);
+        let ids: Vec<(u64, u64)> = right.peers.iter().map(|p| (p.id, p.store_id)).collect();
+        assert_eq!(ids, vec![(101, 1), (102, 2), (103, 3)]);
+        assert_eq!(
+            store.ranges(),
+            vec![(vec![], vec![b'k', 4], 1), (vec![b'k', 4], vec![], 100)]
+        );
+        assert_eq!(
+            region_state(&engines, 100).unwrap().region.as_ref(),
+            Some(right)
+        );
+        let campaigned =
+            ctx.messages.iter().any(|m| m.region_id == 100) || store.peer(100).unwrap().is_leader();
+        assert!(
+            campaigned,
+            "the split-off replica of the old leader campaigns at once"
+        );
+        // The left region refuses the right half's keys, with its current epoch.
+        let mut get_right = put_cmd(left, 5);
+        get_right.header.as_mut().unwrap().region_epoch = left.region_epoch;
+        store.on_command(&mut ctx, get_right, record_answer(&answers, 1));
+        settle(&mut store, &mut ctx);
+        let e = answers.lock().unwrap().pop().unwrap().1;
+        assert!(
+            e.region_error().unwrap().key_not_in_region.is_some(),
+            "{:?}",
+            e.resp
+        );
+        // The data did not move, and a restart finds both regions.
+        assert_eq!(
+            engines.kv.get_cf(CF_DEFAULT, b"k\x06").unwrap(),
+            Some(vec![6])
+        );
+        drop(store);
+        let snaps = SnapManager::new(dir.path().join("again")).unwrap();
+        let logger = raft::default_logger();
+        let store = Store::new(Config::test_config(), engines.clone(), snaps, &logger).unwrap();
+        assert_eq!(store.region_ids(), vec![1, 100]);
+        assert_eq!(store.ranges().len(), 2);
+    }
+
+    /// A membership change updates the region's peers and conf_ver in the apply batch; the same
+    /// change again changes nothing; a leader asked to remove itself hands leadership over
+    /// instead of proposing.
+    #[test]
+    fn test_membership_change_is_applied_once() {
+        let (mut store, mut ctx, engines, region, _dir) = leader_of_three();
+        let change = |region: &Region, t: ConfChangeType, id: u64, store_id: u64| {
+            admin_cmd(
+                region,
+                AdminRequest {
+                    cmd_type: AdminCmdType::ChangePeer as i32,
+                    change_peer: Some(ChangePeerRequest {
+                        change_type: t as i32,
+                        peer: Some(proto::metapb::Peer { id, store_id }),
+                    }),
+                    ..Default::default()
+                },
+            )
+        };
+        let answers = Answers::default();
+        store.on_command(
+            &mut ctx,
+            change(&region, ConfChangeType::AddNode, 4, 4),
+            record_answer(&answers, 0),
+        );
+        settle(&mut store, &mut ctx);
+        let got = answers.lock().unwrap().pop().expect("answered").1;
+        assert!(got.region_error().is_none(), "{:?}", got.resp);
+        let now = store.peer(1).unwrap().region().clone();
+        assert_eq!(now.peers.len(), 4);
+        assert_eq!(now.region_epoch.unwrap().conf_ver, 2);
+        assert_eq!(region_state(&engines, 1).unwrap().region, Some(now.clone()));
+        assert!(
+            ctx.scheduler_tasks
+                .iter()
+                .any(|t| matches!(t, SchedulerTask::RegionHeartbeat(r) if r.region.as_ref() == Some(&now))),
+            "the leader reports the change at once"
+        );
+        // Again, with the new epoch: nothing changes.
+        store.on_command(
+            &mut ctx,
+            change(&now, ConfChangeType::AddNode, 4, 4),
+            record_answer(&answers, 1),
+        );
+        settle(&mut store, &mut ctx);
+        assert_eq!(
+            store.peer(1).unwrap().region(),
+            &now,
+            "a repeated change is a no-op"
+        );
+        // Removing the leader itself: refused, and leadership is handed over.
+        store.on_command(
+            &mut ctx,
+            change(&now, ConfChangeType::RemoveNode, 1, 1),
+            record_answer(&answers, 2),
+        );
+        store.round(&mut ctx, |_| {}).unwrap();
+        for (cb, resp) in std::mem::take(&mut ctx.responses) {
+            cb(resp);
+        }
+        let (i, e) = answers.lock().unwrap().pop().unwrap();
+        assert_eq!(i, 2);
+        assert!(
+            e.region_error().unwrap().not_leader.is_some(),
+            "{:?}",
+            e.resp
+        );
+        assert!(
+            ctx.messages.iter().any(|m| m
+                .message
+                .as_ref()
+                .is_some_and(|m| m.msg_type() == MessageType::MsgTimeoutNow
+                    || m.msg_type() == MessageType::MsgAppend)),
+            "the transfer started"
+        );
+        assert_eq!(store.peer(1).unwrap().region().peers.len(), 4);
+    }
+
+    /// A replica that applied its own removal and crashed before destroying itself is destroyed
+    /// when the store starts: a tombstone, no apply or raft state, no data; a restart after the
+    /// destroy's kv write but before its raft write clears the leftover raft state.
+    #[test]
+    fn test_removed_replica_is_destroyed_on_restart() {
+        let (engines, region, dir, snaps) = store_one_of_three();
+        let mut removed = region.clone();
+        removed.peers.retain(|p| p.store_id != 1);
+        removed.region_epoch.as_mut().unwrap().conf_ver += 1;
+        let mut wb = WriteBatch::default();
+        wb.put_msg_cf(
+            CF_RAFT,
+            keys::region_state_key(1),
+            &RegionLocalState {
+                state: PeerState::Normal as i32,
+                region: Some(removed.clone()),
+            },
+        );
+        wb.put_cf(CF_DEFAULT, b"k1".to_vec(), b"v1".to_vec());
+        engines.kv.write(&wb, true).unwrap();
+        let raft_state = RaftLocalState {
+            last_index: 5,
+            last_term: 5,
+            ..Default::default()
+        };
+        let mut rwb = WriteBatch::default();
+        rwb.put_msg_cf(CF_DEFAULT, keys::raft_state_key(1), &raft_state);
+        engines.raft.write(&rwb, true).unwrap();
+        let logger = raft::default_logger();
+        let store = Store::new(Config::test_config(), engines.clone(), snaps, &logger).unwrap();
+        assert!(store.region_ids().is_empty());
+        let st = region_state(&engines, 1).unwrap();
+        assert_eq!(st.state(), PeerState::Tombstone);
+        assert_eq!(st.region, Some(removed));
+        assert_eq!(engines.kv.get_cf(CF_DEFAULT, b"k1").unwrap(), None);
+        assert!(engines
+            .kv
+            .get_cf(CF_RAFT, &keys::apply_state_key(1))
+            .unwrap()
+            .is_none());
+        assert!(engines
+            .raft
+            .get_cf(CF_DEFAULT, &keys::raft_state_key(1))
+            .unwrap()
+            .is_none());
+        // A tombstone whose raft state survived (a crash between the two writes) loses it.
+        engines.raft.write(&rwb, true).unwrap();
+        drop(store);
+        let snaps = SnapManager::new(dir.path().join("again")).unwrap();
+        let _store = Store::new(Config::test_config(), engines.clone(), snaps, &logger).unwrap();
+        assert!(engines
+            .raft
+            .get_cf(CF_DEFAULT, &keys::raft_state_key(1))
+            .unwrap()
+            .is_none());
+    }
 
     fn mem_engines() -> Engines<MemEngine, MemEngine> {
         Engines::new(MemEngine::new(&ALL_CFS), MemEngine::new(&[CF_DEFAULT]))
@@ -993,7 +1259,7 @@ mod tests {
             };
             reply.set_msg_type(t);
             let back = RaftMessage {
-                region_id: 1,
+                region_id: rm.region_id,
                 from_peer: rm.to_peer,
                 to_peer: rm.from_peer,
                 region_epoch: rm.region_epoch,

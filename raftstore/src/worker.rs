@@ -178,6 +178,51 @@ mod tests {
     use crate::engine::mem::MemEngine;
     use crate::engine::ALL_CFS;
 
+    /// The split check adds key and value bytes in key order: no split at or below the maximum;
+    /// past it, the split key is the first key past the split size, cut to its user key when
+    /// it is an MVCC key; only the region's own range counts.
+    #[test]
+    fn test_split_check() {
+        let kv = MemEngine::new(&ALL_CFS);
+        let mut wb = WriteBatch::default();
+        // 10 keys of 2 + 8 = 10 bytes each: "k0".."k9".
+        for i in 0..10u8 {
+            wb.put_cf(CF_DEFAULT, vec![b'k', b'0' + i], vec![0; 8]);
+        }
+        wb.put_cf(CF_DEFAULT, b"z".to_vec(), vec![0; 1000]);
+        kv.write(&wb, false).unwrap();
+        let region = Region {
+            id: 1,
+            start_key: b"k".to_vec(),
+            end_key: b"l".to_vec(),
+            ..Default::default()
+        };
+        let snap = kv.snapshot();
+        assert_eq!(split_check(&snap, &region, 100, 50).unwrap(), (100, None));
+        // Past 95 bytes: the walk stops at k9 (100 bytes); the split key is past 45 bytes: k4.
+        let (size, key) = split_check(&snap, &region, 95, 45).unwrap();
+        assert_eq!((size, key), (100, Some(b"k4".to_vec())));
+        // Versions of one MVCC key are never split apart.
+        let mut encoded = b"u".to_vec();
+        encoded.extend_from_slice(&[0; 7]);
+        encoded.push(0xFF - 7);
+        let mut wb = WriteBatch::default();
+        for ts in 0..10u64 {
+            let mut k = encoded.clone();
+            k.extend_from_slice(&(u64::MAX - ts).to_be_bytes());
+            wb.put_cf(CF_DEFAULT, k, vec![0; 10]);
+        }
+        kv.write(&wb, false).unwrap();
+        let mvcc = Region {
+            id: 2,
+            start_key: b"t".to_vec(),
+            end_key: b"v".to_vec(),
+            ..Default::default()
+        };
+        let (_, key) = split_check(&kv.snapshot(), &mvcc, 100, 50).unwrap();
+        assert_eq!(key, Some(encoded), "cut to the user key");
+    }
+
     #[test]
     fn test_gc_raft_log() {
         let engines = Engines {

@@ -23,13 +23,14 @@ use std::task::Waker;
 use std::time::Duration;
 
 use prost::Message as _;
+use proto::metapb::Region;
 use proto::raft_cmdpb::RaftCmdRequest;
-use proto::raft_serverpb::{RaftApplyState, RaftMessage};
+use proto::raft_serverpb::{PeerState, RaftApplyState, RaftMessage, RegionLocalState};
 use proto::schedulerpb::RegionHeartbeatResponse;
 use raft::SnapshotStatus;
 use raftstore::bootstrap::{bootstrap_store, first_region, prepare_bootstrap_region};
 use raftstore::engine::mem::MemEngine;
-use raftstore::engine::{Engine, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
+use raftstore::engine::{Engine, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT, DATA_CFS};
 use raftstore::scheduler::{split_command, SchedulerTask};
 use raftstore::snap::{copy_snapshot, snapshot_data, SnapKey, SnapManager};
 use raftstore::worker::run_task;
@@ -696,6 +697,7 @@ impl Env for SimEnv {
             &self.logger,
         )
         .unwrap_or_else(|e| panic!("store {store_id} cannot start: {e}"));
+        check_store(store_id, &store, &s.engines);
         s.store = Some(store);
         let inc = s.inc;
         inner.schedule(
@@ -764,6 +766,155 @@ impl Env for SimEnv {
 
     fn config(&self) -> Config {
         self.cfg.clone()
+    }
+}
+
+/// The live initialized replicas' regions of a store, by start key.
+fn live_regions(store: &Store<MemEngine, MemEngine>) -> Vec<Region> {
+    let mut regions: Vec<Region> = store
+        .region_ids()
+        .into_iter()
+        .filter_map(|id| store.peer(id))
+        .filter(|p| p.storage().is_initialized())
+        .map(|p| p.region().clone())
+        .collect();
+    regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    regions
+}
+
+/// What must hold on a store whenever it is between rounds (checked after each restart and at
+/// the end of each run): its live replicas' ranges do not overlap and are exactly its range
+/// map; every key of its kv engine's data CFs lies in the range of exactly one live replica (so
+/// a removed or replaced replica left no data behind); a destroyed replica (`Tombstone`) left
+/// no apply state and no raft state.
+fn check_store(store_id: u64, store: &Store<MemEngine, MemEngine>, engines: &MemEngines) {
+    let regions = live_regions(store);
+    for w in regions.windows(2) {
+        assert!(
+            !w[0].end_key.is_empty() && w[0].end_key <= w[1].start_key,
+            "store {store_id}: the ranges of regions {} and {} overlap: {:?} and {:?}",
+            w[0].id,
+            w[1].id,
+            w[0],
+            w[1]
+        );
+    }
+    let registered: Vec<(Vec<u8>, Vec<u8>, u64)> = regions
+        .iter()
+        .map(|r| (r.start_key.clone(), r.end_key.clone(), r.id))
+        .collect();
+    assert_eq!(
+        store.ranges(),
+        registered,
+        "store {store_id}: the range map is not the live replicas' ranges"
+    );
+    for cf in DATA_CFS {
+        engines
+            .kv
+            .scan_cf(cf, b"", b"", &mut |k, _| {
+                let i = regions.partition_point(|r| r.start_key.as_slice() <= k);
+                let covered = i > 0 && {
+                    let r = &regions[i - 1];
+                    r.end_key.is_empty() || k < r.end_key.as_slice()
+                };
+                assert!(
+                    covered,
+                    "store {store_id}: key {k:?} of cf {cf} lies in no live replica's range \
+                     (ranges: {registered:?})"
+                );
+                Ok(true)
+            })
+            .expect("engine scan");
+    }
+    let mut tombstones = Vec::new();
+    engines
+        .kv
+        .scan_cf(
+            CF_RAFT,
+            keys::region_meta_min_key(),
+            keys::region_meta_max_key(),
+            &mut |k, v| {
+                if let Ok((id, keys::REGION_STATE_SUFFIX)) = keys::decode_region_meta_key(k) {
+                    let st = RegionLocalState::decode(v).expect("region state");
+                    if st.state() == PeerState::Tombstone {
+                        tombstones.push(id);
+                    }
+                }
+                Ok(true)
+            },
+        )
+        .expect("engine scan");
+    for id in tombstones {
+        assert!(
+            store.peer(id).is_none(),
+            "store {store_id}: region {id} is a tombstone with a live replica"
+        );
+        assert!(
+            engines
+                .kv
+                .get_cf(CF_RAFT, &keys::apply_state_key(id))
+                .expect("engine read")
+                .is_none(),
+            "store {store_id}: destroyed region {id} left its apply state"
+        );
+        assert!(
+            engines
+                .raft
+                .get_cf(CF_DEFAULT, &keys::raft_state_key(id))
+                .expect("engine read")
+                .is_none(),
+            "store {store_id}: destroyed region {id} left its raft state"
+        );
+    }
+}
+
+impl SimEnv {
+    /// The checks of the end of a run: every running store's (`check_store`), and across the
+    /// cluster, the newest known version of each region (by epoch, over every live replica)
+    /// tiles the whole key space: no gap, no overlap.
+    fn check_cluster(&self) {
+        let inner = self.inner.borrow();
+        let mut newest: BTreeMap<u64, Region> = BTreeMap::new();
+        for (&id, s) in &inner.stores {
+            let Some(store) = s.store.as_ref() else {
+                continue;
+            };
+            check_store(id, store, &s.engines);
+            for r in live_regions(store) {
+                let e = r.region_epoch.unwrap_or_default();
+                let newer = newest.get(&r.id).is_none_or(|o| {
+                    let oe = o.region_epoch.unwrap_or_default();
+                    (e.version, e.conf_ver) > (oe.version, oe.conf_ver)
+                });
+                if newer {
+                    newest.insert(r.id, r);
+                }
+            }
+        }
+        if newest.is_empty() {
+            return;
+        }
+        let mut tiles: Vec<Region> = newest.into_values().collect();
+        tiles.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        let shown: Vec<_> = tiles
+            .iter()
+            .map(|r| (r.id, r.start_key.clone(), r.end_key.clone()))
+            .collect();
+        assert!(
+            tiles[0].start_key.is_empty(),
+            "the regions do not start at the first key: {shown:?}"
+        );
+        assert!(
+            tiles.last().unwrap().end_key.is_empty(),
+            "the regions do not reach the last key: {shown:?}"
+        );
+        for w in tiles.windows(2) {
+            assert_eq!(
+                w[0].end_key, w[1].start_key,
+                "regions {} and {} do not meet: {shown:?}",
+                w[0].id, w[1].id
+            );
+        }
     }
 }
 
@@ -955,6 +1106,7 @@ where
     }
     let _clear = Clear(exec.clone());
     exec.block_on(test(cluster), || e2.step());
+    env.check_cluster();
     let inner = env.inner.borrow();
     RunStats {
         digest: inner.digest.value(),
