@@ -187,8 +187,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         meta: metapb::Peer,
         logger: &Logger,
     ) -> Result<Self> {
+        // A zero epoch (not none): its messages carry it, and the leader that added it, whose
+        // region lists it, takes them (TinyKV's `replicatePeer`).
         let region = Region {
             id: region_id,
+            region_epoch: Some(metapb::RegionEpoch::default()),
             ..Default::default()
         };
         Self::new(cfg, engines, snap_mgr, region, meta, logger)
