@@ -20,6 +20,12 @@ use crate::env::{call_command_on_store, sleep, Env};
 use crate::filter::Filter;
 use crate::scheduler::find_peer;
 
+/// Whether `key` lies in the region's `[start_key, end_key)` (an empty end: unbounded).
+pub fn region_contains(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_slice()
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
+
 /// The election timeout of the test configuration, in time.
 pub fn election_timeout(env: &Rc<dyn Env>) -> Duration {
     let cfg = env.config();
@@ -162,7 +168,23 @@ impl Cluster {
             }
             self.sleep(Duration::from_millis(20)).await;
         }
-        panic!("find no region for {key:?}");
+        let known: Vec<_> = self
+            .env
+            .scheduler()
+            .lock()
+            .unwrap()
+            .regions()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id,
+                    r.start_key,
+                    r.end_key,
+                    r.region_epoch.unwrap_or_default(),
+                )
+            })
+            .collect();
+        panic!("find no region for {key:?}; the scheduler knows (id, start, end, epoch) {known:?}");
     }
 
     /// The leader of a region as the scheduler knows it (waits up to 5 s).
@@ -312,7 +334,8 @@ impl Cluster {
 
     /// Sends a command to the region's leader (TinyKV's `CallCommandOnLeader`): starts from the
     /// scheduler's leader, follows NotLeader hints, retries on StaleCommand, refreshes the epoch
-    /// from the scheduler on EpochNotMatch, and when a peer does not answer (its store is down,
+    /// from the scheduler on EpochNotMatch while the region keeps the range the request was
+    /// routed by (else returns the answer, for the caller to route again), and when a peer does not answer (its store is down,
     /// the command timed out) or no longer hosts the region (RegionNotFound: it was removed),
     /// asks the scheduler again, or tries a random peer of the region when the scheduler names
     /// the same one. Returns the response, which may carry another region error (e.g.
@@ -325,6 +348,8 @@ impl Cluster {
         let start = self.env.now();
         let region_id = req.header.as_ref().map_or(0, |h| h.region_id);
         let mut leader = self.env.scheduler().lock().unwrap().leader_of(region_id);
+        // The range the request was routed by: an epoch is refreshed only while it holds.
+        let mut range: Option<(Vec<u8>, Vec<u8>)> = None;
         while self.env.now() < start + timeout {
             let region = self
                 .env
@@ -335,6 +360,8 @@ impl Cluster {
             if region.peers.is_empty() {
                 return None;
             }
+            let range =
+                range.get_or_insert_with(|| (region.start_key.clone(), region.end_key.clone()));
             let peer = match leader {
                 Some(p) => p,
                 None => self.random_peer(&region),
@@ -374,7 +401,13 @@ impl Cluster {
                 continue;
             }
             if err.epoch_not_match.is_some() {
-                // Refresh the epoch from the scheduler.
+                if (&region.start_key, &region.end_key) != (&range.0, &range.1) {
+                    // The region split since the request was routed: the keys it was meant for
+                    // may be elsewhere now (and a Snap names none, so nothing else would tell),
+                    // so the caller routes it again.
+                    return Some(resp);
+                }
+                // Only the membership changed (or the scheduler lags): refresh the epoch.
                 if let Some(h) = req.header.as_mut() {
                     h.region_epoch = region.region_epoch;
                 }
@@ -508,6 +541,12 @@ impl Cluster {
                 .await;
             let snap = resp.snap.expect("a Snap response carries a snapshot");
             let region = snap.region.clone();
+            if !region_contains(&region, &key) {
+                // A Snap names no key, so a region that no longer holds `key` may answer it
+                // (routed by a scheduler that has not seen a split yet): route it again.
+                self.sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             let upper = if region.end_key.is_empty()
                 || (!end.is_empty() && end < region.end_key.as_slice())
             {
