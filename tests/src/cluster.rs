@@ -1,7 +1,8 @@
 //! `Cluster`: the harness API of TinyKV's `kv/test_raftstore/cluster.go` as async functions over
-//! an `Env` — requests routed to region leaders with retries across leader changes, key-value
-//! helpers on any column family, scans across regions, engine-level assertions, and store
-//! start/stop and filters.
+//! an `Env` — requests routed by key to the region the scheduler names and to its leader, with
+//! retries across leader changes, membership changes and splits; key-value helpers on any column
+//! family; scans across regions; leader transfer and membership changes through the mock
+//! scheduler's operators; engine-level assertions; store start/stop and filters.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -9,14 +10,21 @@ use std::time::Duration;
 
 use proto::metapb::{Peer, Region};
 use proto::raft_cmdpb::{
-    CmdType, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
-    SnapRequest,
+    AdminCmdType, AdminRequest, CmdType, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest,
+    RaftRequestHeader, Request, SnapRequest, TransferLeaderRequest,
 };
 use raftstore::engine::CF_DEFAULT;
 use raftstore::CmdResponse;
 
 use crate::env::{call_command_on_store, sleep, Env};
 use crate::filter::Filter;
+use crate::scheduler::find_peer;
+
+/// Whether `key` lies in the region's `[start_key, end_key)` (an empty end: unbounded).
+pub fn region_contains(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_slice()
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
 
 /// The election timeout of the test configuration, in time.
 pub fn election_timeout(env: &Rc<dyn Env>) -> Duration {
@@ -76,6 +84,24 @@ pub fn new_snap_cmd() -> Request {
         cmd_type: CmdType::Snap as i32,
         snap: Some(SnapRequest {}),
         ..Default::default()
+    }
+}
+
+/// An admin TransferLeader request to `peer` (TinyKV's `NewTransferLeaderCmd`).
+pub fn new_transfer_leader_cmd(peer: Peer) -> AdminRequest {
+    AdminRequest {
+        cmd_type: AdminCmdType::TransferLeader as i32,
+        transfer_leader: Some(TransferLeaderRequest { peer: Some(peer) }),
+        ..Default::default()
+    }
+}
+
+/// An admin command for `region`, with its epoch (TinyKV's `NewAdminRequest`); the peer is
+/// filled in by `Cluster::call_command_on_leader`.
+pub fn new_admin_request(region: &Region, admin: AdminRequest) -> RaftCmdRequest {
+    RaftCmdRequest {
+        admin_request: Some(admin),
+        ..new_request(region, None, Vec::new())
     }
 }
 
@@ -142,7 +168,23 @@ impl Cluster {
             }
             self.sleep(Duration::from_millis(20)).await;
         }
-        panic!("find no region for {key:?}");
+        let known: Vec<_> = self
+            .env
+            .scheduler()
+            .lock()
+            .unwrap()
+            .regions()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id,
+                    r.start_key,
+                    r.end_key,
+                    r.region_epoch.unwrap_or_default(),
+                )
+            })
+            .collect();
+        panic!("find no region for {key:?}; the scheduler knows (id, start, end, epoch) {known:?}");
     }
 
     /// The leader of a region as the scheduler knows it (waits up to 5 s).
@@ -156,9 +198,148 @@ impl Cluster {
         None
     }
 
-    /// Sends a command to the region's leader, following leader hints and trying other peers
-    /// when one does not answer; returns the response (which may carry a region error other than
-    /// NotLeader/StaleCommand/EpochNotMatch), or None when `timeout` passed.
+    /// A new peer on `store_id` with an id from the scheduler (TinyKV's `AllocPeer`).
+    pub fn alloc_peer(&self, store_id: u64) -> Peer {
+        let id = self.env.scheduler().lock().unwrap().alloc_id();
+        Peer { id, store_id }
+    }
+
+    /// Some region whose leader the scheduler knows (TinyKV's `GetRandomRegion`), chosen with
+    /// the driver's random numbers.
+    pub fn get_random_region(&self) -> Option<Region> {
+        let random = self.env.random();
+        self.env
+            .scheduler()
+            .lock()
+            .unwrap()
+            .get_random_region(random)
+    }
+
+    /// The stores holding a peer of the region, as the scheduler knows it (TinyKV's
+    /// `GetStoreIdsOfRegion`).
+    pub fn get_store_ids_of_region(&self, region_id: u64) -> Vec<u64> {
+        let region = self
+            .env
+            .scheduler()
+            .lock()
+            .unwrap()
+            .get_region_by_id(region_id)
+            .unwrap_or_else(|| panic!("the scheduler knows no region {region_id}"));
+        region.peers.iter().map(|p| p.store_id).collect()
+    }
+
+    /// Asks the region's leader to hand its leadership to `leader`: an admin TransferLeader with
+    /// the scheduler's epoch, whose answer must be a TransferLeader admin response (TinyKV's
+    /// `TransferLeader`; the transfer itself happens later, if at all).
+    pub async fn transfer_leader(&self, region_id: u64, leader: Peer) {
+        let region = self
+            .env
+            .scheduler()
+            .lock()
+            .unwrap()
+            .get_region_by_id(region_id)
+            .unwrap_or_else(|| panic!("the scheduler knows no region {region_id}"));
+        let req = new_admin_request(&region, new_transfer_leader_cmd(leader));
+        let resp = self
+            .call_command_on_leader(req, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("transfer leader of region {region_id}: no response"));
+        let cmd_type = resp.resp.admin_response.as_ref().map(|a| a.cmd_type());
+        if cmd_type != Some(AdminCmdType::TransferLeader) {
+            panic!(
+                "resp.AdminResponse.CmdType != TransferLeader: region {region_id}, {:?}",
+                resp.resp
+            );
+        }
+    }
+
+    /// Transfers the region's leadership to `leader` until the scheduler reports it, at most
+    /// 5 s (TinyKV's `MustTransferLeader`).
+    pub async fn must_transfer_leader(&self, region_id: u64, leader: Peer) {
+        let start = self.env.now();
+        loop {
+            let current = self.leader_of_region(region_id).await;
+            if current == Some(leader) {
+                return;
+            }
+            if self.env.now() > start + Duration::from_secs(5) {
+                panic!("failed to transfer leader to [{region_id}] {leader:?}");
+            }
+            self.transfer_leader(region_id, leader).await;
+        }
+    }
+
+    /// Has the scheduler add `peer` to the region, and waits until it sees it there (TinyKV's
+    /// `MustAddPeer`).
+    pub async fn must_add_peer(&self, region_id: u64, peer: Peer) {
+        self.env
+            .scheduler()
+            .lock()
+            .unwrap()
+            .add_peer_operator(region_id, peer);
+        self.must_have_peer(region_id, peer).await
+    }
+
+    /// Has the scheduler remove `peer` from the region, and waits until it sees it gone
+    /// (TinyKV's `MustRemovePeer`).
+    pub async fn must_remove_peer(&self, region_id: u64, peer: Peer) {
+        self.env
+            .scheduler()
+            .lock()
+            .unwrap()
+            .remove_peer_operator(region_id, peer);
+        self.must_none_peer(region_id, peer).await
+    }
+
+    /// Waits until the scheduler's region has `peer` (its store and id), 500 polls 10 ms apart
+    /// (TinyKV's `MustHavePeer`).
+    pub async fn must_have_peer(&self, region_id: u64, peer: Peer) {
+        for _ in 0..500 {
+            let region = self
+                .env
+                .scheduler()
+                .lock()
+                .unwrap()
+                .get_region_by_id(region_id);
+            if let Some(p) = region.and_then(|r| find_peer(&r, peer.store_id)) {
+                if p.id == peer.id {
+                    return;
+                }
+            }
+            self.sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no peer: {peer:?}");
+    }
+
+    /// Waits until the scheduler's region has no peer on `peer`'s store, or one with another id,
+    /// 500 polls 10 ms apart (TinyKV's `MustNonePeer`).
+    pub async fn must_none_peer(&self, region_id: u64, peer: Peer) {
+        for _ in 0..500 {
+            let region = self
+                .env
+                .scheduler()
+                .lock()
+                .unwrap()
+                .get_region_by_id(region_id);
+            if let Some(r) = region {
+                match find_peer(&r, peer.store_id) {
+                    Some(p) if p.id == peer.id => {}
+                    _ => return,
+                }
+            }
+            self.sleep(Duration::from_millis(10)).await;
+        }
+        panic!("have peer: {peer:?}");
+    }
+
+    /// Sends a command to the region's leader (TinyKV's `CallCommandOnLeader`): starts from the
+    /// scheduler's leader, follows NotLeader hints, retries on StaleCommand, refreshes the epoch
+    /// from the scheduler on EpochNotMatch while the region keeps the range the request was
+    /// routed by (else returns the answer, for the caller to route again), and when a peer does not answer (its store is down,
+    /// the command timed out) or no longer hosts the region (RegionNotFound: it was removed),
+    /// asks the scheduler again, or tries a random peer of the region when the scheduler names
+    /// the same one. Returns the response, which may carry another region error (e.g.
+    /// KeyNotInRegion), or None when `timeout` passed or the scheduler no longer knows the region.
     pub async fn call_command_on_leader(
         &self,
         mut req: RaftCmdRequest,
@@ -167,7 +348,8 @@ impl Cluster {
         let start = self.env.now();
         let region_id = req.header.as_ref().map_or(0, |h| h.region_id);
         let mut leader = self.env.scheduler().lock().unwrap().leader_of(region_id);
-        let mut attempt = 0u64;
+        // The range the request was routed by: an epoch is refreshed only while it holds.
+        let mut range: Option<(Vec<u8>, Vec<u8>)> = None;
         while self.env.now() < start + timeout {
             let region = self
                 .env
@@ -175,12 +357,14 @@ impl Cluster {
                 .lock()
                 .unwrap()
                 .get_region_by_id(region_id)?;
-            let peer = match &leader {
-                Some(p) => *p,
-                None => {
-                    attempt += 1;
-                    region.peers[(attempt as usize) % region.peers.len()]
-                }
+            if region.peers.is_empty() {
+                return None;
+            }
+            let range =
+                range.get_or_insert_with(|| (region.start_key.clone(), region.end_key.clone()));
+            let peer = match leader {
+                Some(p) => p,
+                None => self.random_peer(&region),
             };
             if let Some(h) = req.header.as_mut() {
                 h.peer = Some(peer);
@@ -193,8 +377,7 @@ impl Cluster {
             )
             .await;
             let Some(resp) = resp else {
-                // No answer (the store is down, or the command timed out): try another peer.
-                leader = None;
+                leader = Some(self.next_leader(&region, peer));
                 self.sleep(Duration::from_millis(10)).await;
                 continue;
             };
@@ -202,17 +385,29 @@ impl Cluster {
                 return Some(resp);
             };
             if let Some(nl) = &err.not_leader {
-                leader = nl.leader;
-                if leader.is_none() {
-                    self.sleep(Duration::from_millis(10)).await;
-                }
+                leader = Some(match nl.leader {
+                    Some(hint) => hint,
+                    None => self.next_leader(&region, peer),
+                });
+                self.sleep(Duration::from_millis(10)).await;
                 continue;
             }
             if err.stale_command.is_some() {
                 continue;
             }
+            if err.region_not_found.is_some() {
+                leader = Some(self.next_leader(&region, peer));
+                self.sleep(Duration::from_millis(10)).await;
+                continue;
+            }
             if err.epoch_not_match.is_some() {
-                // Refresh the epoch from the scheduler.
+                if (&region.start_key, &region.end_key) != (&range.0, &range.1) {
+                    // The region split since the request was routed: the keys it was meant for
+                    // may be elsewhere now (and a Snap names none, so nothing else would tell),
+                    // so the caller routes it again.
+                    return Some(resp);
+                }
+                // Only the membership changed (or the scheduler lags): refresh the epoch.
                 if let Some(h) = req.header.as_mut() {
                     h.region_epoch = region.region_epoch;
                 }
@@ -222,6 +417,20 @@ impl Cluster {
             return Some(resp);
         }
         None
+    }
+
+    /// A random peer of `region` (the driver's random numbers, so a simulated run replays).
+    fn random_peer(&self, region: &Region) -> Peer {
+        region.peers[(self.env.random() % region.peers.len() as u64) as usize]
+    }
+
+    /// Whom to try after `tried` failed: the scheduler's leader of the region if it names
+    /// another peer, else a random peer (TinyKV's `CallCommandOnLeader` after no response).
+    fn next_leader(&self, region: &Region, tried: Peer) -> Peer {
+        match self.env.scheduler().lock().unwrap().leader_of(region.id) {
+            Some(l) if l != tried => l,
+            _ => self.random_peer(region),
+        }
     }
 
     /// Runs requests on the region holding `key`, retrying until a clean response: at least 10
@@ -332,6 +541,12 @@ impl Cluster {
                 .await;
             let snap = resp.snap.expect("a Snap response carries a snapshot");
             let region = snap.region.clone();
+            if !region_contains(&region, &key) {
+                // A Snap names no key, so a region that no longer holds `key` may answer it
+                // (routed by a scheduler that has not seen a split yet): route it again.
+                self.sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             let upper = if region.end_key.is_empty()
                 || (!end.is_empty() && end < region.end_key.as_slice())
             {

@@ -1,13 +1,17 @@
 //! TinyKV's `GenericTest` (`kv/test_raftstore/test_test.go`): concurrent clients appending and
-//! scanning, network chaos, crashes of every store, and at the end of each iteration a check that every acknowledged append is there
-//! exactly once and in order.
+//! scanning, network chaos, random membership changes, small regions that split, crashes of
+//! every store, and at the end of each iteration a check that every acknowledged append is there
+//! exactly once and in order (and, as asked, that logs were trimmed and the regions split).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use raftstore::Config;
+
 use crate::cluster::{election_timeout, Cluster};
 use crate::env::{sleep, spawn, Flag};
 use crate::filter::{DropFilter, PartitionFilter};
+use crate::scheduler::find_peer;
 
 /// What a generic test run does (TinyKV's parameters).
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,6 +26,31 @@ pub struct Params {
     pub partitions: bool,
     /// Raft-log GC count limit (None: the default, so no GC), and check the logs were trimmed.
     pub maxraftlog: Option<u64>,
+    /// Add and remove peers at random while the clients run (the `confchanger`).
+    pub confchange: bool,
+    /// Small regions ([`SPLIT_REGION_MAX_SIZE`], [`SPLIT_REGION_SPLIT_SIZE`]), and check at the
+    /// end of each iteration that the first region was split.
+    pub split: bool,
+}
+
+/// `region_max_size` of the split runs (TinyKV's `GenericTest` sets `RegionMaxSize = 300`).
+pub const SPLIT_REGION_MAX_SIZE: u64 = 300;
+/// `region_split_size` of the split runs (TinyKV's `RegionSplitSize = 200`).
+pub const SPLIT_REGION_SPLIT_SIZE: u64 = 200;
+
+/// The stores' configuration for a run with `p` (TinyKV's `GenericTest` derives it from
+/// `NewTestConfig`): the log-GC limit of `maxraftlog`, and the small regions of `split`. The
+/// drivers take the configuration when they build the cluster, so a suite passes this to them.
+pub fn generic_config(p: &Params) -> Config {
+    let mut cfg = Config::test_config();
+    if let Some(limit) = p.maxraftlog {
+        cfg.raft_log_gc_count_limit = limit;
+    }
+    if p.split {
+        cfg.region_max_size = SPLIT_REGION_MAX_SIZE;
+        cfg.region_split_size = SPLIT_REGION_SPLIT_SIZE;
+    }
+    cfg
 }
 
 /// How many iterations, and how long the clients run in each (TinyKV: 3 and 5 s).
@@ -147,8 +176,47 @@ async fn network_chaos(c: Cluster, unreliable: bool, partitions: bool, done: Fla
     }
 }
 
-/// TinyKV's `GenericTest` on a 5-store cluster's `Cluster`.
+/// Adds and removes peers until `done`, TinyKV's `confchanger`: picks a region with a known
+/// leader and a random store; removes the region's peer there if it has one and is not alone,
+/// else adds a new peer there; then waits up to 200 ms.
+async fn confchanger(c: Cluster, done: Flag) {
+    let stores = c.env.store_ids();
+    while !done.get() {
+        if let Some(region) = c.get_random_region() {
+            let store = stores[(c.env.random() % stores.len() as u64) as usize];
+            match find_peer(&region, store) {
+                Some(p) => {
+                    if region.peers.len() > 1 {
+                        c.must_remove_peer(region.id, p).await;
+                    }
+                }
+                None => {
+                    let p = c.alloc_peer(store);
+                    c.must_add_peer(region.id, p).await;
+                }
+            }
+        }
+        let pause = Duration::from_millis(c.env.random() % 200);
+        c.sleep(pause).await;
+    }
+}
+
+/// TinyKV's `GenericTest` on a 5-store cluster's `Cluster`, built with [`generic_config`] of
+/// `p`.
+///
+/// One difference from TinyKV's: there the confchanger's stop flag is never lowered again, so
+/// its conf changes happen in the first iteration only and it is never awaited; here it runs in
+/// every iteration, as the clients and the chaos do, and it is awaited (with the network healed)
+/// before the iteration's checks.
 pub async fn generic_test(c: Cluster, p: Params) {
+    let cfg = c.env.config();
+    if p.split {
+        assert_eq!(
+            (cfg.region_max_size, cfg.region_split_size),
+            (SPLIT_REGION_MAX_SIZE, SPLIT_REGION_SPLIT_SIZE),
+            "a split run needs the cluster built with generic_config"
+        );
+    }
     let et = election_timeout(&c.env);
     c.sleep(2 * et).await;
     for _ in 0..ITERATIONS {
@@ -166,6 +234,18 @@ pub async fn generic_test(c: Cluster, p: Params) {
         } else {
             None
         };
+        let changer = if p.confchange {
+            let (c2, d2) = (c.clone(), done.clone());
+            // As TinyKV: 100 ms after the chaos started (300 ms after the clients), or after the
+            // clients.
+            let delay = if chaos.is_some() { 400 } else { 100 };
+            Some(spawn(&c.env, async move {
+                sleep(&c2.env, Duration::from_millis(delay)).await;
+                confchanger(c2, d2).await;
+            }))
+        } else {
+            None
+        };
         c.sleep(RUN_TIME).await;
         done.set();
         // As TinyKV: the network heals before the clients are awaited, since a client's request in
@@ -174,6 +254,9 @@ pub async fn generic_test(c: Cluster, p: Params) {
             h.await;
             c.clear_filters();
             c.sleep(et).await;
+        }
+        if let Some(h) = changer {
+            h.await;
         }
         let mut counts = Vec::with_capacity(clients.len());
         for h in clients {
@@ -202,6 +285,10 @@ pub async fn generic_test(c: Cluster, p: Params) {
         if let Some(limit) = p.maxraftlog {
             c.sleep(Duration::from_secs(1)).await;
             check_logs_trimmed(&c, limit);
+        }
+        if p.split {
+            let r = c.get_region(b"").await;
+            assert!(!r.end_key.is_empty(), "region is not split");
         }
     }
 }

@@ -16,6 +16,8 @@ fn params(nclients: usize, unreliable: bool, crash: bool, partitions: bool) -> P
         crash,
         partitions,
         maxraftlog: None,
+        confchange: false,
+        split: false,
     }
 }
 

@@ -39,6 +39,8 @@ fn params(nclients: usize, unreliable: bool, crash: bool, partitions: bool) -> P
         crash,
         partitions,
         maxraftlog: Some(MAX_RAFT_LOG),
+        confchange: false,
+        split: false,
     }
 }
 

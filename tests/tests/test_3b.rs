@@ -1,0 +1,372 @@
+//! The 3B suite, TinyKV's 3B tests of `kv/test_raftstore/test_test.go` (leader transfer,
+//! membership change, region split) and `TestDifferentDBPath` of
+//! `kv/test_raftstore/cluster_test.go`: every scenario on the deterministic simulator over seeds
+//! (`sim::`) and once on the threaded runtime with RocksDB and real time (`threaded::`), as the
+//! 2B suite does; the DB-path check runs on the threaded runtime only (the simulator's engines
+//! have no directories).
+
+use std::time::Duration;
+
+use prost::Message;
+use proto::metapb::Peer;
+use proto::raft_serverpb::StoreIdent;
+use raftstore::engine::{CF_DEFAULT, CF_RAFT};
+use raftstore::keys::STORE_IDENT_KEY;
+use raftstore::Config;
+use test_raftstore::cluster::{new_get_cf_cmd, new_request, Cluster};
+use test_raftstore::filter::PartitionFilter;
+use test_raftstore::generic::{generic_config, generic_test, Params};
+
+/// Simulated seeds per scenario unless `TINYKV_SEEDS` says otherwise.
+const SEEDS: u64 = 10;
+/// The 20-client scenarios cost several times any other per simulated seed (as in the 2C suite):
+/// fewer default seeds.
+const MANY_CLIENTS_SEEDS: u64 = 2;
+/// The log-GC limit of the snapshot scenarios (TinyKV's `maxraftlog` of 100).
+const MAX_RAFT_LOG: u64 = 100;
+/// TestOneSplit3B's region sizes (TinyKV: `RegionMaxSize = 800`, `RegionSplitSize = 500`).
+const ONE_SPLIT_MAX_SIZE: u64 = 800;
+const ONE_SPLIT_SPLIT_SIZE: u64 = 500;
+
+/// TinyKV's `GenericTest` parameters, in its order.
+fn params(
+    nclients: usize,
+    unreliable: bool,
+    crash: bool,
+    partitions: bool,
+    maxraftlog: Option<u64>,
+    confchange: bool,
+    split: bool,
+) -> Params {
+    Params {
+        nclients,
+        unreliable,
+        crash,
+        partitions,
+        maxraftlog,
+        confchange,
+        split,
+    }
+}
+
+fn peer(store_id: u64, id: u64) -> Peer {
+    Peer { id, store_id }
+}
+
+/// TestTransferLeader3B: the leadership goes to each of the five peers in turn.
+async fn transfer_leader(c: Cluster) {
+    let region_id = c.get_region(b"").await.id;
+    for i in 1..=5 {
+        c.must_transfer_leader(region_id, peer(i, i)).await;
+    }
+}
+
+/// TestBasicConfChange3B: peers removed and added one at a time; a removed store's data goes, an
+/// added one catches up (by snapshot), and a store can host a new peer of a region its old peer
+/// left.
+async fn basic_conf_change(c: Cluster) {
+    c.must_transfer_leader(1, peer(1, 1)).await;
+    for i in 2..=5 {
+        c.must_remove_peer(1, peer(i, i)).await;
+    }
+
+    c.must_put(b"k1", b"v1").await;
+    c.must_get_none(2, b"k1").await;
+
+    c.must_add_peer(1, peer(2, 2)).await;
+    c.must_put(b"k2", b"v2").await;
+    c.must_get(b"k2", b"v2").await;
+    c.must_get_equal(2, b"k1", b"v1").await;
+    c.must_get_equal(2, b"k2", b"v2").await;
+
+    let epoch = c
+        .get_region(b"k1")
+        .await
+        .region_epoch
+        .expect("a region has an epoch");
+    assert!(
+        epoch.conf_ver > 1,
+        "conf_ver {} after conf changes",
+        epoch.conf_ver
+    );
+
+    c.must_get_none(5, b"k1").await;
+
+    c.must_add_peer(1, peer(3, 3)).await;
+    c.must_remove_peer(1, peer(2, 2)).await;
+
+    c.must_put(b"k3", b"v3").await;
+    c.must_get(b"k3", b"v3").await;
+    c.must_get_equal(3, b"k1", b"v1").await;
+    c.must_get_equal(3, b"k2", b"v2").await;
+    c.must_get_equal(3, b"k3", b"v3").await;
+
+    c.must_get_none(2, b"k1").await;
+    c.must_get_none(2, b"k2").await;
+
+    c.must_add_peer(1, peer(2, 2)).await;
+    c.must_get_equal(2, b"k1", b"v1").await;
+    c.must_get_equal(2, b"k2", b"v2").await;
+    c.must_get_equal(2, b"k3", b"v3").await;
+
+    c.must_remove_peer(1, peer(2, 2)).await;
+    c.must_add_peer(1, peer(2, 4)).await;
+    c.must_remove_peer(1, peer(3, 3)).await;
+
+    c.must_put(b"k4", b"v4").await;
+    c.must_get_equal(2, b"k1", b"v1").await;
+    c.must_get_equal(2, b"k4", b"v4").await;
+    c.must_get_none(3, b"k1").await;
+    c.must_get_none(3, b"k4").await;
+}
+
+/// TestConfChangeRemoveLeader3B: the leader is removed, from a five-peer region and then from a
+/// two-peer one, and the region keeps serving through the peers left.
+async fn conf_change_remove_leader(c: Cluster) {
+    c.must_transfer_leader(1, peer(1, 1)).await;
+    c.must_remove_peer(1, peer(1, 1)).await;
+    c.must_put(b"k0", b"v0").await;
+    c.must_get_none(1, b"k0").await;
+
+    c.must_add_peer(1, peer(1, 1)).await;
+    c.must_transfer_leader(1, peer(1, 1)).await;
+    c.must_put(b"k1", b"v1").await;
+    c.must_get_equal(1, b"k0", b"v0").await;
+    c.must_get_equal(1, b"k1", b"v1").await;
+
+    c.must_remove_peer(1, peer(2, 2)).await;
+    c.must_remove_peer(1, peer(3, 3)).await;
+    c.must_remove_peer(1, peer(4, 4)).await;
+
+    // The leader of a two-peer region, {1, 5}, removed.
+    c.must_remove_peer(1, peer(1, 1)).await;
+
+    c.must_put(b"k2", b"v2").await;
+    c.must_get_none(1, b"k2").await;
+    c.must_add_peer(1, peer(1, 1)).await;
+    c.must_put(b"k3", b"v3").await;
+    c.must_get_none(3, b"k3").await;
+    c.must_get_equal(1, b"k3", b"v3").await;
+}
+
+/// TestOneSplit3B: writes split the region while store 5 is cut off; the two halves tile the old
+/// range, the left one refuses a key of the right one, and store 5 catches up after healing.
+async fn one_split(c: Cluster) {
+    c.must_put(b"k1", b"v1").await;
+    c.must_put(b"k2", b"v2").await;
+
+    let region = c.get_region(b"k1").await;
+    let region1 = c.get_region(b"k2").await;
+    assert_eq!(region.id, region1.id, "k1 and k2 start in one region");
+
+    c.add_filter(PartitionFilter {
+        s1: vec![1, 2, 3, 4],
+        s2: vec![5],
+    });
+
+    for i in 100..200 {
+        let (k, v) = (format!("k{i}"), format!("v{i}"));
+        c.must_put(k.as_bytes(), v.as_bytes()).await;
+    }
+
+    c.sleep(Duration::from_millis(200)).await;
+    c.clear_filters();
+
+    let left = c.get_region(b"k1").await;
+    let right = c.get_region(b"k2").await;
+
+    assert_ne!(left.id, right.id, "k1 and k2 are in one region: no split");
+    assert_eq!(region.start_key, left.start_key);
+    assert_eq!(left.end_key, right.start_key);
+    assert_eq!(right.end_key, region.end_key);
+
+    let req = new_request(&left, None, vec![new_get_cf_cmd(CF_DEFAULT, b"k2")]);
+    let resp = c
+        .call_command_on_leader(req, Duration::from_secs(1))
+        .await
+        .expect("the left region's leader answers");
+    let err = resp
+        .region_error()
+        .unwrap_or_else(|| panic!("Get(k2) on the left region succeeded: {:?}", resp.resp));
+    assert!(
+        err.key_not_in_region.is_some(),
+        "Get(k2) on the left region: {err:?}, want KeyNotInRegion"
+    );
+
+    c.must_get_equal(5, b"k100", b"v100").await;
+}
+
+/// TestDifferentDBPath: the stores of a cluster do not share an engine. The threaded env does
+/// not expose its engines' directories, so this reads what each one holds: every store's kv
+/// engine carries its own store ident (stores sharing a directory would share one ident, or
+/// could not open it twice).
+async fn different_db_path(c: Cluster) {
+    let stores = c.env.store_ids();
+    assert_eq!(stores.len(), 5);
+    for s in stores {
+        let raw = c
+            .env
+            .engine_get(s, CF_RAFT, STORE_IDENT_KEY)
+            .unwrap_or_else(|| panic!("store {s} has no store ident"));
+        let ident = StoreIdent::decode(raw.as_slice()).expect("a store ident");
+        assert_eq!(ident.store_id, s, "store {s} reads another store's engine");
+    }
+}
+
+/// The test configuration with TestOneSplit3B's region sizes.
+fn one_split_config() -> Config {
+    Config {
+        region_max_size: ONE_SPLIT_MAX_SIZE,
+        region_split_size: ONE_SPLIT_SPLIT_SIZE,
+        ..Config::test_config()
+    }
+}
+
+/// A generic scenario: its configuration and body.
+macro_rules! generic {
+    ($run:expr, $name:expr, $seeds:expr, $p:expr) => {{
+        let p = $p;
+        $run($name, $seeds, generic_config(&p), move |c| {
+            generic_test(c, p)
+        });
+    }};
+}
+
+macro_rules! suite {
+    ($driver:ident, $run:expr, { $($extra:item)* }) => {
+        mod $driver {
+            use super::*;
+
+            #[test]
+            fn test_transfer_leader_3b() {
+                $run("test_transfer_leader_3b", SEEDS, Config::test_config(), transfer_leader);
+            }
+
+            #[test]
+            fn test_basic_conf_change_3b() {
+                $run(
+                    "test_basic_conf_change_3b",
+                    SEEDS,
+                    Config::test_config(),
+                    basic_conf_change,
+                );
+            }
+
+            #[test]
+            fn test_conf_change_remove_leader_3b() {
+                $run(
+                    "test_conf_change_remove_leader_3b",
+                    SEEDS,
+                    Config::test_config(),
+                    conf_change_remove_leader,
+                );
+            }
+
+            #[test]
+            fn test_conf_change_recover_3b() {
+                generic!($run, "test_conf_change_recover_3b", SEEDS,
+                    params(1, false, true, false, None, true, false));
+            }
+
+            #[test]
+            fn test_conf_change_recover_many_clients_3b() {
+                generic!($run, "test_conf_change_recover_many_clients_3b", MANY_CLIENTS_SEEDS,
+                    params(20, false, true, false, None, true, false));
+            }
+
+            #[test]
+            fn test_conf_change_unreliable_3b() {
+                generic!($run, "test_conf_change_unreliable_3b", SEEDS,
+                    params(5, true, false, false, None, true, false));
+            }
+
+            #[test]
+            fn test_conf_change_unreliable_recover_3b() {
+                generic!($run, "test_conf_change_unreliable_recover_3b", SEEDS,
+                    params(5, true, true, false, None, true, false));
+            }
+
+            #[test]
+            fn test_conf_change_snapshot_unreliable_recover_3b() {
+                generic!($run, "test_conf_change_snapshot_unreliable_recover_3b", SEEDS,
+                    params(5, true, true, false, Some(MAX_RAFT_LOG), true, false));
+            }
+
+            #[test]
+            fn test_conf_change_snapshot_unreliable_recover_concurrent_partition_3b() {
+                generic!($run,
+                    "test_conf_change_snapshot_unreliable_recover_concurrent_partition_3b", SEEDS,
+                    params(5, true, true, true, Some(MAX_RAFT_LOG), true, false));
+            }
+
+            #[test]
+            fn test_one_split_3b() {
+                $run("test_one_split_3b", SEEDS, one_split_config(), one_split);
+            }
+
+            #[test]
+            fn test_split_recover_3b() {
+                generic!($run, "test_split_recover_3b", SEEDS,
+                    params(1, false, true, false, None, false, true));
+            }
+
+            #[test]
+            fn test_split_recover_many_clients_3b() {
+                generic!($run, "test_split_recover_many_clients_3b", MANY_CLIENTS_SEEDS,
+                    params(20, false, true, false, None, false, true));
+            }
+
+            #[test]
+            fn test_split_unreliable_3b() {
+                generic!($run, "test_split_unreliable_3b", SEEDS,
+                    params(5, true, false, false, None, false, true));
+            }
+
+            #[test]
+            fn test_split_unreliable_recover_3b() {
+                generic!($run, "test_split_unreliable_recover_3b", SEEDS,
+                    params(5, true, true, false, None, false, true));
+            }
+
+            #[test]
+            fn test_split_conf_change_snapshot_unreliable_recover_3b() {
+                generic!($run, "test_split_conf_change_snapshot_unreliable_recover_3b", SEEDS,
+                    params(5, true, true, false, Some(MAX_RAFT_LOG), true, true));
+            }
+
+            #[test]
+            fn test_split_conf_change_snapshot_unreliable_recover_concurrent_partition_3b() {
+                generic!($run,
+                    "test_split_conf_change_snapshot_unreliable_recover_concurrent_partition_3b",
+                    SEEDS,
+                    params(5, true, true, true, Some(MAX_RAFT_LOG), true, true));
+            }
+
+            $($extra)*
+        }
+    };
+}
+
+fn run_sim<F, Fut>(name: &str, seeds: u64, cfg: Config, test: F)
+where
+    F: Fn(Cluster) -> Fut + Sync,
+    Fut: std::future::Future<Output = ()>,
+{
+    test_raftstore::sim::run_seeds(&format!("sim::{name}"), seeds, 5, cfg, test);
+}
+
+fn run_threaded<F, Fut>(_name: &str, _seeds: u64, cfg: Config, test: F)
+where
+    F: Fn(Cluster) -> Fut + Sync,
+    Fut: std::future::Future<Output = ()>,
+{
+    test_raftstore::threaded::run(5, cfg, test);
+}
+
+suite!(sim, run_sim, {});
+suite!(threaded, run_threaded, {
+    #[test]
+    fn test_different_db_path_3b() {
+        test_raftstore::threaded::run(5, Config::test_config(), different_db_path);
+    }
+});
