@@ -359,14 +359,22 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         }
     }
 
-    /// A leader queues a split check of its region when none is in flight and the region grew
-    /// by an eighth of the split size since the last one (or was never measured).
+    /// A leader queues a split check of its region when none is in flight and the region was
+    /// never measured, grew by an eighth of the split size since the last check (TinyKV's
+    /// `SizeDiffHint` rule), or may now be past the maximum (its last size plus what was written
+    /// since): a region a little under the maximum that gets a few more writes is not left
+    /// unsplit until an eighth of the split size more arrives.
     fn on_split_check_tick(&mut self, ctx: &mut StoreContext) {
         if !self.is_leader() || self.split_checking || !self.storage().is_initialized() {
             return;
         }
-        if self.approximate_size.is_some() && self.size_diff_hint < self.cfg.region_split_size / 8 {
-            return;
+        if let Some(size) = self.approximate_size {
+            let grew = self.size_diff_hint >= self.cfg.region_split_size / 8;
+            let maybe_past_max =
+                size.saturating_add(self.size_diff_hint) > self.cfg.region_max_size;
+            if !grew && !maybe_past_max {
+                return;
+            }
         }
         self.split_checking = true;
         self.size_diff_hint = 0;
