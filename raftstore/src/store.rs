@@ -96,6 +96,11 @@ pub struct Store<K: Engine, R: Engine> {
     ranges: BTreeMap<Vec<u8>, u64>,
     /// Region id -> the start key it is registered under in `ranges`.
     range_of: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
+    /// The newest vote request for each region that has no replica here yet because its range
+    /// still belongs to another replica (a split not applied here yet): delivered to the new
+    /// replica once the split creates it, so that the new region's first election (the old
+    /// leader's replica campaigns at once) need not wait for an election timeout.
+    pending_votes: BTreeMap<u64, RaftMessage>,
     /// Base ticks of the store (for its own periodic work).
     ticks: u64,
     logger: Logger,
@@ -131,6 +136,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
             waiting_sync: BTreeSet::new(),
             ranges: BTreeMap::new(),
             range_of: BTreeMap::new(),
+            pending_votes: BTreeMap::new(),
             ticks: 0,
             logger,
         };
@@ -598,6 +604,9 @@ impl<K: Engine, R: Engine> Store<K, R> {
         if let Some(other) = self.overlapping(&msg.start_key, &msg.end_key, region_id) {
             debug!(self.logger, "not creating a replica over another's range";
                 "region_id" => region_id, "overlaps" => other);
+            if is_vote(msg) && self.pending_votes.len() < MAX_PENDING_VOTES {
+                self.pending_votes.insert(region_id, msg.clone());
+            }
             return false;
         }
         let meta = msg.to_peer.unwrap_or_default();
@@ -612,6 +621,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
             Ok(p) => {
                 info!(self.logger, "created a replica from a message"; "region_id" => region_id,
                     "peer_id" => meta.id);
+                self.pending_votes.remove(&region_id);
                 self.peers.insert(region_id, p);
                 true
             }
@@ -896,9 +906,14 @@ impl<K: Engine, R: Engine> Store<K, R> {
         self.register_range(&right);
         self.peers.insert(right.id, peer);
         self.touched.insert(right.id);
-        let _ = ctx;
+        if let Some(vote) = self.pending_votes.remove(&right.id) {
+            self.step_raft_message(ctx, vote);
+        }
     }
 }
+
+/// The most vote requests a store keeps for regions it cannot host yet.
+const MAX_PENDING_VOTES: usize = 1024;
 
 /// Whether a message asks for a vote (a real or a pre-vote).
 fn is_vote(msg: &RaftMessage) -> bool {

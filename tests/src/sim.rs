@@ -272,6 +272,7 @@ impl SimEnv {
             return false;
         };
         inner.now = at;
+        VIRTUAL_NOW.with(|t| t.set(at));
         assert!(
             at <= MAX_VIRTUAL_TIME,
             "simulation ran past {MAX_VIRTUAL_TIME:?} of virtual time"
@@ -769,6 +770,32 @@ impl Env for SimEnv {
     }
 }
 
+thread_local! {
+    /// The virtual time of the run on this thread (each run is single-threaded), for its logs.
+    static VIRTUAL_NOW: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// The logger of a simulated run: silent unless `TINYKV_LOG` names a level; each line is stamped
+/// with the run's virtual time (`v12.345678`, seconds), not the wall clock, so that a replayed
+/// seed's log reads as the run happened.
+fn sim_logger() -> Logger {
+    use slog::Drain;
+    let level = match std::env::var("TINYKV_LOG") {
+        Ok(l) if !l.is_empty() => l.parse::<slog::Level>().unwrap_or(slog::Level::Debug),
+        _ => return Logger::root(slog::Discard, slog::o!()),
+    };
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::FullFormat::new(decorator)
+        .use_custom_timestamp(|w: &mut dyn std::io::Write| {
+            let now = VIRTUAL_NOW.with(|t| t.get());
+            write!(w, "v{:.6}", now.as_secs_f64())
+        })
+        .build()
+        .filter_level(level)
+        .fuse();
+    Logger::root(drain, slog::o!())
+}
+
 /// The live initialized replicas' regions of a store, by start key.
 fn live_regions(store: &Store<MemEngine, MemEngine>) -> Vec<Region> {
     let mut regions: Vec<Region> = store
@@ -1092,7 +1119,7 @@ where
     F: Fn(Cluster) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let env = SimEnv::new(seed, count, cfg, raft::default_logger());
+    let env = SimEnv::new(seed, count, cfg, sim_logger());
     let exec = env.exec.clone();
     let dyn_env: Rc<dyn Env> = env.clone();
     let cluster = Cluster::new(dyn_env);
