@@ -24,8 +24,9 @@ const SEEDS: u64 = 10;
 const MANY_CLIENTS_SEEDS: u64 = 2;
 /// The log-GC limit of the snapshot scenarios (TinyKV's `maxraftlog` of 100).
 const MAX_RAFT_LOG: u64 = 100;
-/// TestOneSplit3B's region sizes (TinyKV: `RegionMaxSize = 800`, `RegionSplitSize = 500`).
+/// TestOneSplit3B's `region_max_size` (TinyKV: `RegionMaxSize = 800`, `RegionSplitSize = 500`).
 const ONE_SPLIT_MAX_SIZE: u64 = 800;
+/// TestOneSplit3B's `region_split_size`.
 const ONE_SPLIT_SPLIT_SIZE: u64 = 500;
 
 /// TinyKV's `GenericTest` parameters, in its order.
