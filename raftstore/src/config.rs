@@ -42,6 +42,14 @@ pub struct Config {
     pub raft_max_inflight_msgs: usize,
     /// Largest accepted raft entry (a request bigger than this is refused).
     pub raft_entry_max_size: u64,
+    /// Raft's pre-vote: a replica that lost touch with its leader asks whether it could win
+    /// before starting an election, so a partitioned replica does not disrupt the group when it
+    /// comes back (not in TinyKV's raft).
+    pub raft_pre_vote: bool,
+    /// Raft's check-quorum: a leader that has not heard from a quorum for an election timeout
+    /// steps down, and followers that hear from a leader ignore votes for that long (not in
+    /// TinyKV's raft).
+    pub raft_check_quorum: bool,
     /// Seed for the raft nodes' random election timeouts (mixed with region and peer ids).
     pub seed: u64,
     /// Sync the raft engine off the round: a round writes its raft batch unsynced and asks the
@@ -68,6 +76,8 @@ impl Default for Config {
             raft_max_size_per_msg: 1024 * 1024,
             raft_max_inflight_msgs: 256,
             raft_entry_max_size: 8 * 1024 * 1024,
+            raft_pre_vote: true,
+            raft_check_quorum: true,
             seed: 0,
             async_raft_sync: false,
         }

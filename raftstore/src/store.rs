@@ -906,6 +906,13 @@ impl<K: Engine, R: Engine> Store<K, R> {
         self.register_range(&right);
         self.peers.insert(right.id, peer);
         self.touched.insert(right.id);
+        if was_leader {
+            // The new replica here is about to lead the new region: report the region now,
+            // naming it, so that clients find the new range before its first election ends
+            // (TiKV's `on_ready_split_region` does the same).
+            let peer = self.peers.get(&right.id).expect("inserted above");
+            peer.heartbeat_scheduler(ctx);
+        }
         if let Some(vote) = self.pending_votes.remove(&right.id) {
             self.step_raft_message(ctx, vote);
         }

@@ -222,8 +222,8 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 .wrapping_add(meta.id),
             max_size_per_msg: cfg.raft_max_size_per_msg,
             max_inflight_msgs: cfg.raft_max_inflight_msgs,
-            pre_vote: true,
-            check_quorum: true,
+            pre_vote: cfg.raft_pre_vote,
+            check_quorum: cfg.raft_check_quorum,
             ..Default::default()
         };
         let raft_group = RawNode::new(&raft_cfg, storage, &logger)?;
