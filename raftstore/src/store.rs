@@ -731,12 +731,32 @@ impl<K: Engine, R: Engine> Store<K, R> {
             peer.start_reads(ctx);
             let persisted = peer.storage().raft_state;
             if let Some(mut rd) = peer.collect_ready(&mut round.raft_wb, &mut round.snap_wb)? {
-                round.must_sync |= rd.must_sync;
+                // A commit index that covers a membership change is synced before any message
+                // tells it: a peer that learns it may apply its own removal and destroy itself,
+                // and if the survivors then lost that commit in a crash, the old membership
+                // they recover would need the destroyed peer's vote forever.
+                let old_commit = persisted.hard_state.map_or(0, |h| h.commit);
+                let new_commit = rd.hard_state.map_or(old_commit, |h| h.commit);
+                let pending_conf = peer.raft_group.raft.pending_conf_index;
+                let commits_conf_change = (old_commit < pending_conf
+                    && pending_conf <= new_commit)
+                    || rd
+                        .committed_entries
+                        .iter()
+                        .any(|e| e.entry_type() == proto::eraftpb::EntryType::EntryConfChange);
+                round.must_sync |= rd.must_sync || commits_conf_change;
+                round.durable_commit |= commits_conf_change;
                 round.has_snapshot |= rd.snapshot.is_some();
                 self.stats.entries_persisted += rd.entries.len() as u64;
                 self.stats.entries_applied += rd.committed_entries.len() as u64;
                 peer.queue_committed(&mut rd);
-                peer.handle_ready_early(ctx, &mut rd, &persisted, &mut self.apply)?;
+                peer.handle_ready_early(
+                    ctx,
+                    &mut rd,
+                    &persisted,
+                    &mut self.apply,
+                    !commits_conf_change,
+                )?;
                 round.readies.push((id, rd));
             }
         }
@@ -745,7 +765,8 @@ impl<K: Engine, R: Engine> Store<K, R> {
             && round.must_sync
             && !round.has_snapshot
             && round.snap_wb.is_empty()
-            && !self.apply.sync;
+            && !self.apply.sync
+            && !round.durable_commit;
         let raft_will_sync = !round.raft_wb.is_empty() && round.must_sync && !round.deferred;
         self.apply.write(&self.engines, raft_will_sync)?;
         round.touched = touched;
@@ -946,6 +967,8 @@ struct Round {
     has_snapshot: bool,
     /// Whether the raft write is left unsynced, for the driver to sync (`async_raft_sync`).
     deferred: bool,
+    /// Whether a Ready commits a membership change: the round's raft write is synced in place.
+    durable_commit: bool,
 }
 
 #[cfg(test)]

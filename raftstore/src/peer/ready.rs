@@ -139,12 +139,16 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     /// (up to `persisted.last_index`), answering their clients without waiting for this round's
     /// fsync: a committed entry is durable on a quorum, and the kv state never runs ahead of
     /// the local log.
+    ///
+    /// With `send_early` false (the Ready's commit index must be durable before anyone hears
+    /// it), the messages wait for `post_ready`.
     pub fn handle_ready_early(
         &mut self,
         ctx: &mut StoreContext,
         rd: &mut Ready,
         persisted: &RaftLocalState,
         apply: &mut ApplyContext,
+        send_early: bool,
     ) -> Result<()> {
         if !self.is_leader() {
             return Ok(());
@@ -154,7 +158,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             .hard_state
             .as_ref()
             .is_none_or(|hs| hs.term == old.term && hs.vote == old.vote);
-        if durable_vote {
+        if durable_vote && send_early {
             for m in std::mem::take(&mut rd.messages) {
                 self.send_raft_message(ctx, m);
             }
