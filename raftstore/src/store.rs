@@ -311,6 +311,14 @@ impl<K: Engine, R: Engine> Store<K, R> {
                 }
                 return false;
             }
+            if peer.from_earlier_incarnation(&msg) {
+                // Its acks must not count for the new replica of that id, and it must learn
+                // that it was removed (it may never hear the commit of its removal).
+                debug!(self.logger, "answering an earlier incarnation of a peer with a GC notice";
+                    "region_id" => region_id, "from" => ?msg.from_peer);
+                self.send_gc_notice(ctx, &msg, region.clone());
+                return false;
+            }
             let peer_id = peer.meta.id;
             if to_peer_id < peer_id {
                 debug!(self.logger, "dropping a message for an older peer of the region";

@@ -265,6 +265,9 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             let epoch = region.region_epoch.get_or_insert_with(Default::default);
             epoch.conf_ver += 1;
             let conf_ver = epoch.conf_ver;
+            if add {
+                self.added_at.insert(peer.id, conf_ver);
+            }
             apply.wb.put_msg_cf(
                 CF_RAFT,
                 keys::region_state_key(region.id),

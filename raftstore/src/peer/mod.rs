@@ -130,6 +130,11 @@ pub struct Peer<K: Engine, R: Engine> {
     reads: ReadQueue,
     /// Peers of the region seen so far (from the region and from messages), by peer id.
     peer_cache: BTreeMap<u64, metapb::Peer>,
+    /// The `conf_ver` at which each peer was added (while this replica runs): a message from
+    /// that peer id carrying an older, non-zero epoch comes from an earlier incarnation of it (a
+    /// peer removed and added again with the same id, as TinyKV's tests do), whose acks must
+    /// not count for the new one.
+    added_at: BTreeMap<u64, u64>,
     /// Raft-log entries before this index were handed to the log-GC worker.
     last_compacted_idx: u64,
     /// The store's snapshot files.
@@ -243,6 +248,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             held_acks: Vec::new(),
             reads: ReadQueue::default(),
             peer_cache,
+            added_at: BTreeMap::new(),
             last_compacted_idx,
             snap_mgr,
             applying: None,

@@ -74,6 +74,18 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         Ok(())
     }
 
+    /// Whether `msg` comes from an earlier incarnation of its sender: a peer removed and added
+    /// again with the same id (as TinyKV's tests do) whose old replica still runs, with an epoch
+    /// older than the one that added the new one (a new replica starts with a zero epoch).
+    pub fn from_earlier_incarnation(&self, msg: &RaftMessage) -> bool {
+        let (Some(from), Some(epoch)) = (msg.from_peer, msg.region_epoch) else {
+            return false;
+        };
+        self.added_at
+            .get(&from.id)
+            .is_some_and(|&added| epoch.conf_ver != 0 && epoch.conf_ver < added)
+    }
+
     fn send_raft_message(&self, ctx: &mut StoreContext, m: eraftpb::Message) {
         let Some(to_peer) = self.peer_cache.get(&m.to).cloned() else {
             warn!(self.logger, "dropping message to an unknown peer";
