@@ -204,10 +204,11 @@ async fn confchanger(c: Cluster, done: Flag) {
 /// TinyKV's `GenericTest` on a 5-store cluster's `Cluster`, built with [`generic_config`] of
 /// `p`.
 ///
-/// One difference from TinyKV's: there the confchanger's stop flag is never lowered again, so
-/// its conf changes happen in the first iteration only and it is never awaited; here it runs in
-/// every iteration, as the clients and the chaos do, and it is awaited (with the network healed)
-/// before the iteration's checks.
+/// The confchanger runs in the first iteration only, as it does in TinyKV's: there its stop flag
+/// is raised after the first iteration and never lowered again, so later iterations' confchangers
+/// stop at once. Here it is also awaited (with the network healed) before the iteration's checks.
+/// (Run in every iteration, the sustained churn leaves two-peer regions whose new peer still
+/// waits for its snapshot unavailable for longer than a client's 5 s budget on some seeds.)
 pub async fn generic_test(c: Cluster, p: Params) {
     let cfg = c.env.config();
     if p.split {
@@ -219,7 +220,7 @@ pub async fn generic_test(c: Cluster, p: Params) {
     }
     let et = election_timeout(&c.env);
     c.sleep(2 * et).await;
-    for _ in 0..ITERATIONS {
+    for iteration in 0..ITERATIONS {
         let done = Flag::default();
         let mut clients = Vec::new();
         for cli in 0..p.nclients {
@@ -234,7 +235,7 @@ pub async fn generic_test(c: Cluster, p: Params) {
         } else {
             None
         };
-        let changer = if p.confchange {
+        let changer = if p.confchange && iteration == 0 {
             let (c2, d2) = (c.clone(), done.clone());
             // As TinyKV: 100 ms after the chaos started (300 ms after the clients), or after the
             // clients.
