@@ -190,7 +190,7 @@ pub fn is_raft_state_key(key: &[u8]) -> bool {
 pub fn user_key_of(key: &[u8]) -> &[u8] {
     const GROUP: usize = 8;
     let mut at = 0;
-    while key.len() >= at + GROUP + 1 {
+    while key.len() > at + GROUP {
         let marker = key[at + GROUP];
         let pad = 0xFFusize.wrapping_sub(marker as usize);
         if pad > GROUP {

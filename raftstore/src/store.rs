@@ -746,8 +746,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
                 let old_commit = persisted.hard_state.map_or(0, |h| h.commit);
                 let new_commit = rd.hard_state.map_or(old_commit, |h| h.commit);
                 let pending_conf = peer.raft_group.raft.pending_conf_index;
-                let commits_conf_change = (old_commit < pending_conf
-                    && pending_conf <= new_commit)
+                let commits_conf_change = (old_commit < pending_conf && pending_conf <= new_commit)
                     || rd
                         .committed_entries
                         .iter()
@@ -884,7 +883,7 @@ impl<K: Engine, R: Engine> Store<K, R> {
                         left,
                         right,
                         was_leader,
-                    } => self.on_split_applied(ctx, left, right, was_leader),
+                    } => self.on_split_applied(ctx, *left, *right, was_leader),
                 }
             }
         }

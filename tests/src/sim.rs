@@ -249,9 +249,6 @@ impl SimEnv {
             cfg: Config {
                 seed,
                 async_raft_sync: cfg.async_raft_sync || seed % 2 == 1,
-                raft_pre_vote: cfg.raft_pre_vote && std::env::var("TINYKV_NO_PREVOTE").is_err(),
-                raft_check_quorum: cfg.raft_check_quorum
-                    && std::env::var("TINYKV_NO_CHECKQUORUM").is_err(),
                 ..cfg
             },
             logger,

@@ -408,8 +408,8 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         }
         if !right_removed {
             self.apply_results.push(ApplyResult::Split {
-                left: left.clone(),
-                right: right.clone(),
+                left: Box::new(left.clone()),
+                right: Box::new(right.clone()),
                 was_leader,
             });
         }

@@ -95,9 +95,9 @@ pub(crate) enum ApplyResult {
     /// creates its peer here (campaigning at once when `was_leader`).
     Split {
         /// This peer's region after the split.
-        left: Region,
+        left: Box<Region>,
         /// The new region.
-        right: Region,
+        right: Box<Region>,
         /// Whether this peer led the region when it applied the split.
         was_leader: bool,
     },
