@@ -415,6 +415,33 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
     }
 }
 
+/// Adds what destroys a replica of `region` to the two batches: in `kv_wb` its apply state
+/// deleted, a `Tombstone` region state with `region`, and, when it was initialized (it owns
+/// `region`'s range here), its data in every data CF; in `raft_wb` its raft state and log. The
+/// kv batch, written first and synced, is the point where the replica is gone.
+pub fn destroy_writes(
+    region: &Region,
+    initialized: bool,
+    kv_wb: &mut WriteBatch,
+    raft_wb: &mut WriteBatch,
+) {
+    kv_wb.delete_cf(CF_RAFT, keys::apply_state_key(region.id));
+    kv_wb.put_msg_cf(
+        CF_RAFT,
+        keys::region_state_key(region.id),
+        &RegionLocalState {
+            state: PeerState::Tombstone as i32,
+            region: Some(region.clone()),
+        },
+    );
+    if initialized {
+        for cf in crate::engine::DATA_CFS {
+            kv_wb.delete_range_cf(cf, region.start_key.clone(), region.end_key.clone());
+        }
+    }
+    clear_raft_meta(region.id, raft_wb);
+}
+
 /// Adds the deletion of a region's raft state and every log entry to `raft_wb`.
 pub fn clear_raft_meta(region_id: u64, raft_wb: &mut WriteBatch) {
     raft_wb.delete_cf(CF_DEFAULT, keys::raft_state_key(region_id));

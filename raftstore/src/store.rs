@@ -183,17 +183,8 @@ impl<K: Engine, R: Engine> Store<K, R> {
                 // finish the destroy now.
                 info!(self.logger, "destroying a replica removed before a crash";
                     "region_id" => region.id);
-                let tombstone = RegionLocalState {
-                    state: PeerState::Tombstone as i32,
-                    region: Some(region.clone()),
-                };
                 let (kv_wb, raft_wb) = &mut leftovers;
-                kv_wb.delete_cf(CF_RAFT, keys::apply_state_key(region.id));
-                kv_wb.put_msg_cf(CF_RAFT, keys::region_state_key(region.id), &tombstone);
-                for cf in crate::engine::DATA_CFS {
-                    kv_wb.delete_range_cf(cf, region.start_key.clone(), region.end_key.clone());
-                }
-                crate::peer_storage::clear_raft_meta(region.id, raft_wb);
+                crate::peer_storage::destroy_writes(&region, true, kv_wb, raft_wb);
                 continue;
             }
             let peer = Peer::create(

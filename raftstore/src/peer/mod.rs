@@ -29,7 +29,6 @@ use proto::metapb::{self, Region};
 use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, CompactLogRequest, RaftCmdRequest, RaftRequestHeader,
 };
-use proto::raft_serverpb::{PeerState, RegionLocalState};
 use proto::schedulerpb::RegionHeartbeatRequest;
 use raft::{RawNode, StateRole, INVALID_ID};
 use slog::{debug, info, o, Logger};
@@ -37,9 +36,8 @@ use slog::{debug, info, o, Logger};
 use crate::callback::Callback;
 use crate::config::Config;
 use crate::context::StoreContext;
-use crate::engine::{Engine, Engines, WriteBatch, CF_RAFT, DATA_CFS};
+use crate::engine::{Engine, Engines, WriteBatch};
 use crate::errors::{Error, Result};
-use crate::keys;
 use crate::peer_storage::PeerStorage;
 use crate::read_queue::ReadQueue;
 use crate::scheduler::SchedulerTask;
@@ -437,20 +435,12 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         let region = self.region().clone();
         info!(self.logger, "destroying the replica"; "initialized" => self.storage().is_initialized(),
             "epoch" => ?region.region_epoch);
-        self.storage().clear_meta(kv_wb, raft_wb);
-        kv_wb.put_msg_cf(
-            CF_RAFT,
-            keys::region_state_key(self.region_id),
-            &RegionLocalState {
-                state: PeerState::Tombstone as i32,
-                region: Some(region.clone()),
-            },
+        crate::peer_storage::destroy_writes(
+            &region,
+            self.storage().is_initialized(),
+            kv_wb,
+            raft_wb,
         );
-        if self.storage().is_initialized() {
-            for cf in DATA_CFS {
-                kv_wb.delete_range_cf(cf, region.start_key.clone(), region.end_key.clone());
-            }
-        }
         let term = self.term();
         let gone = || Error::RegionNotFound(self.region_id);
         let waiting = std::mem::take(&mut self.proposals)
