@@ -34,6 +34,27 @@ pub const REGRESSIONS: &[(&str, u64)] = &[
     ("sim::test_persist_concurrent_unreliable_2b", 0),
     // The same request timeout, from the same cause, on every seed 0..28 of this 2C scenario.
     ("sim::test_snapshot_unreliable_2c", 0),
+    // 3B, as each was found (the schedules a seed gives have changed with the code since):
+    // (1,1) removed and added again with the same id: its old replica's acks counted for the new
+    // one, whose store then dropped every heartbeat (a commit above 0 is no initial message), so
+    // "failed to transfer leader" on every seed.
+    ("sim::test_conf_change_remove_leader_3b", 0),
+    // A two-peer region's survivor crashed after its partner applied its own removal and was
+    // destroyed, lost the commit of that removal, and waited forever for the destroyed peer's
+    // vote ("request timeout").
+    ("sim::test_conf_change_unreliable_recover_3b", 0),
+    // A split-off region stayed unknown to the scheduler until its first election ended, which
+    // under compounded drops took more than the 2 s of "find no region".
+    ("sim::test_split_unreliable_3b", 0),
+    // 808 bytes against a maximum of 800: the last check ran just under the maximum and the writes
+    // after it were less than an eighth of the split size, so no check ran again ("no split").
+    ("sim::test_one_split_3b", 0),
+    // With check-quorum, a leader deposed under partitions and compounded drops left the region
+    // without one for longer than a client's budget ("request timeout").
+    (
+        "sim::test_conf_change_snapshot_unreliable_recover_concurrent_partition_3b",
+        5,
+    ),
 ];
 
 /// The seeds `scenario` runs (see the module documentation); `default_count` seeds from 0 when
