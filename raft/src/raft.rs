@@ -981,7 +981,17 @@ impl<T: Storage> Raft<T> {
         let transferee = m.from;
         if let Some(last) = self.lead_transferee {
             if last == transferee {
+                // Asked again (the transfer's deadline stays): the messages that carry it may
+                // have been lost, so send them again: MsgTimeoutNow when the transferee has
+                // caught up, else the entries it lacks. A second MsgTimeoutNow is harmless: a
+                // transferee that already won has a higher term than the one it carries.
                 info!(self.logger, "transfer leadership already in progress"; "to" => transferee);
+                if self.prs.get(&transferee).map(|p| p.matched) == Some(self.raft_log.last_index())
+                {
+                    self.send_timeout_now(transferee);
+                } else {
+                    self.send_append(transferee);
+                }
                 return;
             }
             self.abort_leader_transfer();
