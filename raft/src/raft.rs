@@ -9,7 +9,7 @@
 //! `step_candidate`, `step_follower`), so what a follower does can be read top to bottom in one
 //! place. `tick` is per role too (`tick_election`, `tick_heartbeat`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message as _;
 use proto::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
@@ -1244,7 +1244,7 @@ impl<T: Storage> Raft<T> {
     }
 
     /// Removes a member (when its conf change is applied). The quorum shrinks, which may commit
-    /// entries that were waiting for the removed node.
+    /// entries, and confirm reads, that were waiting for the removed node.
     pub fn remove_node(&mut self, id: u64) {
         self.prs.remove(&id);
         if self.state != StateRole::Leader {
@@ -1265,8 +1265,28 @@ impl<T: Storage> Raft<T> {
             self.release_pending_read_index_messages();
             self.bcast_append();
         }
+        self.confirm_reads_by_current_quorum();
         if self.lead_transferee == Some(id) {
             self.abort_leader_transfer();
+        }
+    }
+
+    /// Answers the reads whose acknowledgements, counted among the current members only, now
+    /// make a quorum (and every read queued before them). Acks are otherwise only counted when
+    /// one arrives, so a read waiting for a removed member would never be answered, least of all
+    /// when the leader is left alone and no ack will ever come.
+    fn confirm_reads_by_current_quorum(&mut self) {
+        if self.read_only.option != ReadOnlyOption::Safe {
+            return;
+        }
+        let (prs, quorum) = (&self.prs, self.quorum());
+        let confirmed =
+            |acks: &BTreeSet<u64>| acks.iter().filter(|id| prs.contains_key(id)).count() >= quorum;
+        let Some(ctx) = self.read_only.newest_confirmed(confirmed) else {
+            return;
+        };
+        for rs in self.read_only.advance(&ctx) {
+            self.respond_to_read_index(rs.req, rs.index);
         }
     }
 

@@ -95,6 +95,16 @@ impl ReadOnly {
             .collect()
     }
 
+    /// The context of the newest pending read whose acknowledgements `confirmed` accepts (after
+    /// the membership shrank, fewer acks may make a quorum), if any.
+    pub fn newest_confirmed(&self, confirmed: impl Fn(&BTreeSet<u64>) -> bool) -> Option<Vec<u8>> {
+        self.queue
+            .iter()
+            .rev()
+            .find(|c| self.pending.get(*c).is_some_and(|s| confirmed(&s.acks)))
+            .cloned()
+    }
+
     /// The context of the newest pending read (heartbeats carry it), if any.
     pub fn last_pending_request_ctx(&self) -> Option<Vec<u8>> {
         self.queue.back().cloned()

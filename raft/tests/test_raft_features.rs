@@ -1318,6 +1318,31 @@ fn test_read_index_safe_waits_for_heartbeat_quorum() {
     assert_eq!(leader.read_states.len(), 1);
 }
 
+/// A read waiting for a heartbeat quorum is answered when a membership change shrinks the
+/// quorum to the acknowledgements it already has: here the leader of {1, 2} is left alone, and
+/// no acknowledgement would ever come again.
+#[test]
+fn test_read_index_confirmed_when_the_quorum_shrinks() {
+    let mut nt = Network::new(vec![None, None]);
+    nt.send(vec![hup(1)]);
+    nt.send(vec![propose(1)]);
+    let leader = nt.peers.get_mut(&1).unwrap();
+    let committed = leader.raft_log.committed;
+    leader.step(read_index_msg(1, 1, b"first")).unwrap();
+    leader.read_messages();
+    assert!(leader.read_states.is_empty(), "waits for follower 2");
+
+    leader.remove_node(2);
+    assert_eq!(
+        leader.read_states,
+        vec![ReadState {
+            index: committed,
+            request_ctx: b"first".to_vec()
+        }]
+    );
+    assert_eq!(leader.read_only.pending_read_count(), 0);
+}
+
 /// raft-rs's `test_raft_frees_read_only_mem`: a confirmed read is removed from the leader's
 /// pending queue.
 #[test]

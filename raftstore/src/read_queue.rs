@@ -92,22 +92,13 @@ impl ReadQueue {
         self.batches.pop_back().map(|b| b.reads).unwrap_or_default()
     }
 
-    /// Raft confirmed the batch of context `ctx` at `index`. Earlier batches still waiting are
-    /// confirmed at that index too: it is at least as new as any index they could get (reading
-    /// later than asked stays linearizable), and raft may never answer them (a read index
-    /// waiting for heartbeat acks of a peer that a membership change then removed, leaving the
-    /// leader alone), which would hold every later batch behind them.
+    /// Raft confirmed the batch of context `ctx` at `index`.
     pub fn confirm(&mut self, ctx: &[u8], index: u64) {
         let Some(id) = decode_ctx(ctx) else {
             return;
         };
-        let Some(at) = self.batches.iter().position(|b| b.id == id) else {
-            return;
-        };
-        for b in self.batches.iter_mut().take(at + 1) {
-            if b.index.is_none() || b.id == id {
-                b.index = Some(index);
-            }
+        if let Some(b) = self.batches.iter_mut().find(|b| b.id == id) {
+            b.index = Some(index);
         }
     }
 
@@ -197,23 +188,6 @@ mod tests {
         q.confirm(b"garbage", 1);
         assert_eq!(q.take_ready(12).len(), 1);
         assert!(q.take_lost(false, 0).is_empty());
-    }
-
-    /// A batch raft never answers does not hold the later ones: a later confirmation confirms
-    /// it too, at the later index.
-    #[test]
-    fn a_later_confirmation_releases_an_unanswered_batch() {
-        let mut q = ReadQueue::default();
-        q.push(req(&[CmdType::Get]), noop());
-        let first = q.start_batch(3).unwrap();
-        q.push(req(&[CmdType::Get]), noop());
-        let second = q.start_batch(3).unwrap();
-        q.confirm(&second, 10);
-        assert_eq!(q.take_ready(9).len(), 0);
-        assert_eq!(q.take_ready(10).len(), 2, "both batches served at index 10");
-        // A late answer for the first changes nothing.
-        q.confirm(&first, 7);
-        assert!(q.take_ready(100).is_empty());
     }
 
     #[test]
