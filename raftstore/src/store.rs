@@ -860,11 +860,9 @@ impl<K: Engine, R: Engine> Store<K, R> {
             };
             peer.serve_reads(ctx);
             ctx.tasks.append(&mut peer.pending_tasks);
+            // Ranges move only where they are registered: a restored snapshot (when stepped)
+            // and a split (below); a membership change keeps the range.
             let results = std::mem::take(&mut peer.apply_results);
-            let region = peer.region().clone();
-            if !region.peers.is_empty() {
-                self.register_range(&region);
-            }
             for r in results {
                 match r {
                     ApplyResult::RemovedSelf => {
