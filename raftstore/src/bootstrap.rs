@@ -4,13 +4,12 @@
 
 use proto::eraftpb::HardState;
 use proto::metapb::{Peer, Region, RegionEpoch};
-use proto::raft_serverpb::{
-    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState, StoreIdent,
-};
+use proto::raft_serverpb::{PeerState, RaftLocalState, StoreIdent};
 
 use crate::engine::{Engine, Engines, WriteBatch, CF_DEFAULT, CF_RAFT};
 use crate::errors::{Error, Result};
 use crate::keys;
+use crate::peer_storage::{initial_apply_state, put_region_state};
 
 /// The first region's epoch version.
 pub const INIT_EPOCH_VER: u64 = 1;
@@ -86,24 +85,11 @@ pub fn prepare_bootstrap_region<K: Engine, R: Engine>(
     region: &Region,
 ) -> Result<()> {
     let mut kv_wb = WriteBatch::default();
-    kv_wb.put_msg_cf(
-        CF_RAFT,
-        keys::region_state_key(region.id),
-        &RegionLocalState {
-            state: PeerState::Normal as i32,
-            region: Some(region.clone()),
-        },
-    );
+    put_region_state(&mut kv_wb, region, PeerState::Normal);
     kv_wb.put_msg_cf(
         CF_RAFT,
         keys::apply_state_key(region.id),
-        &RaftApplyState {
-            applied_index: keys::RAFT_INIT_LOG_INDEX,
-            truncated_state: Some(RaftTruncatedState {
-                index: keys::RAFT_INIT_LOG_INDEX,
-                term: keys::RAFT_INIT_LOG_TERM,
-            }),
-        },
+        &initial_apply_state(),
     );
     let mut raft_wb = WriteBatch::default();
     raft_wb.put_msg_cf(
@@ -129,6 +115,7 @@ mod tests {
     use super::*;
     use crate::engine::mem::MemEngine;
     use crate::engine::ALL_CFS;
+    use proto::raft_serverpb::{RaftApplyState, RegionLocalState};
 
     fn engines() -> Engines<MemEngine, MemEngine> {
         Engines {

@@ -189,15 +189,34 @@ fn init_apply_state<K: Engine>(kv: &K, region: &Region) -> Result<RaftApplyState
     if let Some(s) = kv.get_msg_cf::<RaftApplyState>(CF_RAFT, &keys::apply_state_key(region.id))? {
         return Ok(s);
     }
-    let mut s = RaftApplyState::default();
-    if !region.peers.is_empty() {
-        s.applied_index = keys::RAFT_INIT_LOG_INDEX;
-        s.truncated_state = Some(RaftTruncatedState {
+    if region.peers.is_empty() {
+        return Ok(RaftApplyState::default());
+    }
+    Ok(initial_apply_state())
+}
+
+/// The apply state a region starts with when it is bootstrapped or split off: everything up to
+/// index 5 (term 5) applied and truncated (TinyKV's `RaftInitLogIndex`/`RaftInitLogTerm`).
+pub fn initial_apply_state() -> RaftApplyState {
+    RaftApplyState {
+        applied_index: keys::RAFT_INIT_LOG_INDEX,
+        truncated_state: Some(RaftTruncatedState {
             index: keys::RAFT_INIT_LOG_INDEX,
             term: keys::RAFT_INIT_LOG_TERM,
-        });
+        }),
     }
-    Ok(s)
+}
+
+/// Adds `region`'s `RegionLocalState` in `state` to `wb`.
+pub fn put_region_state(wb: &mut WriteBatch, region: &Region, state: PeerState) {
+    wb.put_msg_cf(
+        CF_RAFT,
+        keys::region_state_key(region.id),
+        &RegionLocalState {
+            state: state as i32,
+            region: Some(region.clone()),
+        },
+    );
 }
 
 impl<K: Engine, R: Engine> PeerStorage<K, R> {
@@ -301,14 +320,7 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
             }),
         };
         snap_wb.put_msg_cf(CF_RAFT, keys::apply_state_key(id), &self.apply_state);
-        snap_wb.put_msg_cf(
-            CF_RAFT,
-            keys::region_state_key(id),
-            &RegionLocalState {
-                state: PeerState::Applying as i32,
-                region: Some(region.clone()),
-            },
-        );
+        put_region_state(snap_wb, &region, PeerState::Applying);
         self.region = region.clone();
         Ok((key, region))
     }
@@ -426,14 +438,7 @@ pub fn destroy_writes(
     raft_wb: &mut WriteBatch,
 ) {
     kv_wb.delete_cf(CF_RAFT, keys::apply_state_key(region.id));
-    kv_wb.put_msg_cf(
-        CF_RAFT,
-        keys::region_state_key(region.id),
-        &RegionLocalState {
-            state: PeerState::Tombstone as i32,
-            region: Some(region.clone()),
-        },
-    );
+    put_region_state(kv_wb, region, PeerState::Tombstone);
     if initialized {
         for cf in crate::engine::DATA_CFS {
             kv_wb.delete_range_cf(cf, region.start_key.clone(), region.end_key.clone());
@@ -450,13 +455,6 @@ pub fn clear_raft_meta(region_id: u64, raft_wb: &mut WriteBatch) {
         keys::raft_log_key(region_id, 0),
         keys::raft_log_key(region_id, u64::MAX),
     );
-}
-
-impl<K: Engine, R: Engine> PeerStorage<K, R> {
-    /// Replaces the region (a membership change or a split applied).
-    pub fn set_region(&mut self, region: Region) {
-        self.region = region;
-    }
 }
 
 impl<K: Engine, R: Engine> Storage for PeerStorage<K, R> {

@@ -15,11 +15,12 @@
 use prost::Message as _;
 use proto::eraftpb::{Snapshot, SnapshotMetadata};
 use proto::metapb::Region;
-use proto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState};
+use proto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState};
 
 use crate::engine::{Engine, Engines, WriteBatch, CF_DEFAULT, CF_RAFT, DATA_CFS};
 use crate::errors::Result;
 use crate::keys;
+use crate::peer_storage::put_region_state;
 use crate::snap::{SnapError, SnapKey, SnapManager};
 use crate::task::{Task, TaskResult};
 use crate::util::conf_state_from_region;
@@ -159,14 +160,7 @@ fn apply_snapshot<K: Engine, R: Engine>(
             }),
         },
     );
-    wb.put_msg_cf(
-        CF_RAFT,
-        keys::region_state_key(key.region_id),
-        &RegionLocalState {
-            state: PeerState::Normal as i32,
-            region: Some(region.clone()),
-        },
-    );
+    put_region_state(&mut wb, region, PeerState::Normal);
     // One synced write makes the data batches before it durable too.
     engines.kv.write(&wb, true)?;
     Ok(())
@@ -177,6 +171,7 @@ mod tests {
     use super::*;
     use crate::engine::mem::MemEngine;
     use crate::engine::ALL_CFS;
+    use proto::raft_serverpb::RegionLocalState;
 
     /// The split check adds key and value bytes in key order: no split at or below the maximum;
     /// past it, the split key is the first key past the split size, cut to its user key when

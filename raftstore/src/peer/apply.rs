@@ -13,7 +13,7 @@ use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, ChangePeerResponse, CmdType, CompactLogResponse,
     RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request, Response, SplitResponse,
 };
-use proto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState};
+use proto::raft_serverpb::{PeerState, RegionLocalState};
 use slog::{debug, info};
 
 use super::{ApplyResult, Peer};
@@ -22,6 +22,7 @@ use crate::context::{ApplyContext, StoreContext};
 use crate::engine::{Engine, CF_RAFT, DATA_CFS};
 use crate::errors::{Error, Result};
 use crate::keys;
+use crate::peer_storage::{initial_apply_state, put_region_state};
 use crate::task::Task;
 use crate::util::{check_key_in_region, check_region_epoch};
 
@@ -66,18 +67,14 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             let _ = self.take_proposal(ctx, e.index, e.term);
             return Ok(());
         }
-        if e.entry_type() == EntryType::EntryConfChange {
-            let cc = eraftpb::ConfChange::decode(e.data.as_slice())?;
-            let resp = match RaftCmdRequest::decode(cc.context.as_slice()) {
-                Ok(req) => self.apply_conf_change(ctx, &cc, req, apply),
-                Err(err) => CmdResponse::error(err.into(), self.term()),
-            };
-            if let Some(cb) = self.take_proposal(ctx, e.index, e.term) {
-                ctx.responses.push((cb, resp));
+        // A membership change carries its ChangePeer command in the conf change's context.
+        let req = match e.entry_type() {
+            EntryType::EntryConfChange => {
+                let cc = eraftpb::ConfChange::decode(e.data.as_slice())?;
+                RaftCmdRequest::decode(cc.context.as_slice())?
             }
-            return Ok(());
-        }
-        let req = RaftCmdRequest::decode(e.data.as_slice())?;
+            EntryType::EntryNormal => RaftCmdRequest::decode(e.data.as_slice())?,
+        };
         let resp = self.apply_cmd(ctx, req, apply);
         if let Some(cb) = self.take_proposal(ctx, e.index, e.term) {
             ctx.responses.push((cb, resp));
@@ -205,6 +202,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     ..Default::default()
                 })
             }
+            AdminCmdType::ChangePeer => self.apply_change_peer(ctx, admin, apply),
             AdminCmdType::Split => self.apply_split(ctx, admin, apply),
             other => Err(Error::InvalidRequest(format!(
                 "admin command {other:?} cannot be applied"
@@ -212,49 +210,41 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         }
     }
 
-    /// Applies a committed membership change (`req` is the ChangePeer command it was proposed
-    /// for). A stale one (the region's `conf_ver` moved since) and a repeated one (the peer is
-    /// already in, or already out) change nothing; otherwise the region's peers and `conf_ver`
-    /// change, in memory, in raft and in the kv batch with the apply state.
-    fn apply_conf_change(
+    /// Applies a committed membership change (its epoch was checked by `apply_cmd`: a stale one
+    /// changes nothing). A repeated one (the peer is already in, or already out) changes nothing
+    /// either; otherwise the region's peers and `conf_ver` change, in memory, in raft and in the
+    /// kv batch with the apply state.
+    fn apply_change_peer(
         &mut self,
         ctx: &mut StoreContext,
-        cc: &eraftpb::ConfChange,
-        req: RaftCmdRequest,
+        admin: &AdminRequest,
         apply: &mut ApplyContext,
-    ) -> CmdResponse {
-        let term = self.term();
-        if let Err(e) = check_region_epoch(&req, self.region(), true) {
-            debug!(self.logger, "stale membership change skipped"; "err" => %e);
-            return CmdResponse::error(e, term);
-        }
-        let Some(peer) = req
-            .admin_request
+    ) -> Result<AdminResponse> {
+        let cp = admin
+            .change_peer
             .as_ref()
-            .and_then(|a| a.change_peer.as_ref())
-            .and_then(|c| c.peer)
-        else {
-            let e = Error::InvalidRequest("ChangePeer without its peer".into());
-            return CmdResponse::error(e, term);
-        };
+            .ok_or_else(|| Error::InvalidRequest("ChangePeer without body".into()))?;
+        let peer = cp
+            .peer
+            .ok_or_else(|| Error::InvalidRequest("ChangePeer without its peer".into()))?;
+        let change_type = cp.change_type();
         let mut region = self.region().clone();
-        let add = cc.change_type() == ConfChangeType::AddNode;
+        let add = change_type == ConfChangeType::AddNode;
         let present = region.peers.iter().any(|p| p.id == peer.id);
-        let changed = if add {
+        if add {
             if let Some(other) = region.peers.iter().find(|p| p.store_id == peer.store_id) {
                 if other.id != peer.id {
-                    let e = Error::InvalidRequest(format!(
+                    return Err(Error::InvalidRequest(format!(
                         "store {} already holds peer {} of region {}",
                         peer.store_id, other.id, region.id
-                    ));
-                    return CmdResponse::error(e, term);
+                    )));
                 }
             }
-            !present
+        }
+        if add == present {
+            debug!(self.logger, "repeated membership change"; "change" => ?change_type,
+                "peer" => ?peer);
         } else {
-            present
-        };
-        if changed {
             if add {
                 region.peers.push(peer);
                 self.peer_cache.insert(peer.id, peer);
@@ -268,17 +258,14 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             if add {
                 self.added_at.insert(peer.id, conf_ver);
             }
-            apply.wb.put_msg_cf(
-                CF_RAFT,
-                keys::region_state_key(region.id),
-                &RegionLocalState {
-                    state: PeerState::Normal as i32,
-                    region: Some(region.clone()),
-                },
-            );
+            put_region_state(&mut apply.wb, &region, PeerState::Normal);
             self.storage_mut().region = region.clone();
-            self.raft_group.apply_conf_change(cc);
-            info!(self.logger, "membership changed"; "change" => ?cc.change_type(),
+            self.raft_group.apply_conf_change(&eraftpb::ConfChange {
+                change_type: change_type as i32,
+                node_id: peer.id,
+                context: Vec::new(),
+            });
+            info!(self.logger, "membership changed"; "change" => ?change_type,
                 "peer" => ?peer, "conf_ver" => conf_ver);
             if !add && peer.id == self.meta.id {
                 self.pending_remove = true;
@@ -287,27 +274,14 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 // At once: the scheduler must see each change before it sends the next.
                 self.heartbeat_scheduler(ctx);
             }
-        } else {
-            debug!(self.logger, "repeated membership change"; "change" => ?cc.change_type(),
-                "peer" => ?peer);
         }
-        CmdResponse {
-            resp: RaftCmdResponse {
-                header: Some(RaftResponseHeader {
-                    current_term: term,
-                    ..Default::default()
-                }),
-                admin_response: Some(AdminResponse {
-                    cmd_type: AdminCmdType::ChangePeer as i32,
-                    change_peer: Some(ChangePeerResponse {
-                        region: Some(region),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            snap: None,
-        }
+        Ok(AdminResponse {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            change_peer: Some(ChangePeerResponse {
+                region: Some(region),
+            }),
+            ..Default::default()
+        })
     }
 
     /// Applies a committed split: this peer's region keeps its id and ends at the split key, and
@@ -364,13 +338,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         let right_state =
             kv.get_msg_cf::<RegionLocalState>(CF_RAFT, &keys::region_state_key(right.id))?;
         let right_removed = right_state.is_some_and(|s| s.state() == PeerState::Tombstone);
-        let state = |r: &Region| RegionLocalState {
-            state: PeerState::Normal as i32,
-            region: Some(r.clone()),
-        };
-        apply
-            .wb
-            .put_msg_cf(CF_RAFT, keys::region_state_key(left.id), &state(&left));
+        put_region_state(&mut apply.wb, &left, PeerState::Normal);
         if right_removed {
             // This store's peer of the new region was already created elsewhere and removed:
             // the right half's data belongs to nobody here.
@@ -380,19 +348,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     .delete_range_cf(cf, right.start_key.clone(), right.end_key.clone());
             }
         } else {
-            apply
-                .wb
-                .put_msg_cf(CF_RAFT, keys::region_state_key(right.id), &state(&right));
+            put_region_state(&mut apply.wb, &right, PeerState::Normal);
             apply.wb.put_msg_cf(
                 CF_RAFT,
                 keys::apply_state_key(right.id),
-                &RaftApplyState {
-                    applied_index: keys::RAFT_INIT_LOG_INDEX,
-                    truncated_state: Some(RaftTruncatedState {
-                        index: keys::RAFT_INIT_LOG_INDEX,
-                        term: keys::RAFT_INIT_LOG_TERM,
-                    }),
-                },
+                &initial_apply_state(),
             );
         }
         self.storage_mut().region = left.clone();
