@@ -236,7 +236,7 @@ fn spawn_scheduler_worker<S: SchedulerClient, M: Mailbox>(
         .name(format!("store-{store_id}-scheduler"))
         .spawn(move || {
             for task in rx {
-                let desc = format!("{task:?}");
+                let (kind, id) = task.summary();
                 match run_scheduler_task(&mut client, task) {
                     Ok(Some(cmd)) => {
                         let log = logger.clone();
@@ -250,7 +250,8 @@ fn spawn_scheduler_worker<S: SchedulerClient, M: Mailbox>(
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => warn!(logger, "scheduler task failed"; "task" => desc, "err" => %e),
+                    Err(e) => warn!(logger, "scheduler task failed"; "task" => kind, "id" => id,
+                        "err" => %e),
                 }
             }
         })

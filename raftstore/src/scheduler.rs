@@ -9,7 +9,6 @@
 //! into an admin command for the region ([`command_from_response`], `Store::on_scheduler_response`).
 //! An ask-split answer becomes the region's Split command ([`split_command`]).
 
-use proto::eraftpb::ConfChangeType;
 use proto::metapb::{Peer, Region};
 use proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, ChangePeerRequest, RaftCmdRequest, RaftRequestHeader, SplitRequest,
@@ -40,6 +39,20 @@ pub enum SchedulerTask {
         /// The leader asking.
         peer: Peer,
     },
+}
+
+impl SchedulerTask {
+    /// What the task is, and the region (or, for a store heartbeat, the store) it is about: to
+    /// name it in a log line without formatting the whole task.
+    pub fn summary(&self) -> (&'static str, u64) {
+        match self {
+            SchedulerTask::RegionHeartbeat(r) => {
+                ("region heartbeat", r.region.as_ref().map_or(0, |r| r.id))
+            }
+            SchedulerTask::StoreHeartbeat(s) => ("store heartbeat", s.store_id),
+            SchedulerTask::AskSplit { region, .. } => ("ask split", region.id),
+        }
+    }
 }
 
 /// A scheduler as a store sees it. Calls may block (a network round trip): drivers make them off
@@ -116,8 +129,8 @@ pub fn command_from_response(resp: &RegionHeartbeatResponse) -> Option<RaftCmdRe
         AdminRequest {
             cmd_type: AdminCmdType::ChangePeer as i32,
             change_peer: Some(ChangePeerRequest {
-                change_type: ConfChangeType::try_from(cp.change_type)
-                    .unwrap_or(ConfChangeType::AddNode) as i32,
+                // Checked where every ChangePeer is: when it is proposed.
+                change_type: cp.change_type,
                 peer: cp.peer,
             }),
             ..Default::default()
@@ -177,15 +190,8 @@ pub fn run_scheduler_task<S: SchedulerClient + ?Sized>(
             split_key,
             peer,
         } => {
+            // The ids are checked against the region where every split is: when it is applied.
             let ids = client.ask_split(&region)?;
-            if ids.new_peer_ids.len() != region.peers.len() {
-                return Err(Error::Scheduler(format!(
-                    "asked split ids for the {} peers of region {}, got {}",
-                    region.peers.len(),
-                    region.id,
-                    ids.new_peer_ids.len()
-                )));
-            }
             Ok(Some(split_command(&region, split_key, peer, &ids)))
         }
     }
@@ -194,6 +200,7 @@ pub fn run_scheduler_task<S: SchedulerClient + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::eraftpb::ConfChangeType;
     use proto::metapb::RegionEpoch;
     use proto::schedulerpb::{ChangePeer, TransferLeader};
 

@@ -1027,18 +1027,30 @@ mod tests {
         }
         settle(&mut store, &mut ctx);
         let answers = Answers::default();
-        let split = AdminRequest {
+        let split = |new_peer_ids: Vec<u64>| AdminRequest {
             cmd_type: AdminCmdType::Split as i32,
             split: Some(SplitRequest {
                 split_key: vec![b'k', 4],
                 new_region_id: 100,
-                new_peer_ids: vec![101, 102, 103],
+                new_peer_ids,
             }),
             ..Default::default()
         };
+        // Fewer new peer ids than peers: refused when applied, and nothing changes.
         store.on_command(
             &mut ctx,
-            admin_cmd(&region, split),
+            admin_cmd(&region, split(vec![101, 102])),
+            record_answer(&answers, 9),
+        );
+        settle(&mut store, &mut ctx);
+        let refused = answers.lock().unwrap().pop().expect("answered").1;
+        let msg = &refused.region_error().expect("refused").message;
+        assert!(msg.contains("names 2 new peers"), "{msg}");
+        assert_eq!(store.peer(1).unwrap().region(), &region);
+        assert!(store.peer(100).is_none());
+        store.on_command(
+            &mut ctx,
+            admin_cmd(&region, split(vec![101, 102, 103])),
             record_answer(&answers, 0),
         );
         settle(&mut store, &mut ctx);
@@ -1116,6 +1128,16 @@ mod tests {
             )
         };
         let answers = Answers::default();
+        // An unknown change type is refused, not taken for some other change.
+        let mut unknown = change(&region, ConfChangeType::AddNode, 4, 4);
+        let cp = unknown.admin_request.as_mut().unwrap();
+        cp.change_peer.as_mut().unwrap().change_type = 7;
+        store.on_command(&mut ctx, unknown, record_answer(&answers, 9));
+        settle(&mut store, &mut ctx);
+        let refused = answers.lock().unwrap().pop().expect("answered").1;
+        let msg = &refused.region_error().expect("refused").message;
+        assert!(msg.contains("unknown change type 7"), "{msg}");
+        assert_eq!(store.peer(1).unwrap().region(), &region);
         store.on_command(
             &mut ctx,
             change(&region, ConfChangeType::AddNode, 4, 4),

@@ -629,9 +629,6 @@ impl SimEnv {
                     let Ok(ids) = sched.ask_split(&region) else {
                         continue;
                     };
-                    if ids.new_peer_ids.len() != region.peers.len() {
-                        continue;
-                    }
                     let req = split_command(&region, split_key, peer, &ids);
                     let cb: Callback = Box::new(|_| {});
                     inner.schedule(at, Event::Command { store, req, cb });

@@ -165,8 +165,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             ctx.responses.push((cb, CmdResponse::error(e, term)));
             return;
         };
-        let change_type =
-            ConfChangeType::try_from(cp.change_type).unwrap_or(ConfChangeType::AddNode);
+        let Ok(change_type) = ConfChangeType::try_from(cp.change_type) else {
+            let e = Error::InvalidRequest(format!("unknown change type {}", cp.change_type));
+            ctx.responses.push((cb, CmdResponse::error(e, term)));
+            return;
+        };
         if change_type == ConfChangeType::RemoveNode && peer.id == self.meta.id {
             let target = self
                 .raft_group
