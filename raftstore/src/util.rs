@@ -18,9 +18,14 @@ pub fn is_initial_msg(msg: &proto::eraftpb::Message) -> bool {
 }
 
 /// Whether `key` lies in `[region.start_key, region.end_key)` (an empty end key is unbounded).
+pub fn region_contains(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_slice()
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
+
+/// [`region_contains`] as a `KeyNotInRegion` error.
 pub fn check_key_in_region(key: &[u8], region: &Region) -> Result<()> {
-    let end = &region.end_key;
-    if key >= region.start_key.as_slice() && (end.is_empty() || key < end.as_slice()) {
+    if region_contains(region, key) {
         Ok(())
     } else {
         Err(Error::KeyNotInRegion {

@@ -19,12 +19,7 @@ use raftstore::CmdResponse;
 use crate::env::{call_command_on_store, sleep, Env};
 use crate::filter::Filter;
 use crate::scheduler::find_peer;
-
-/// Whether `key` lies in the region's `[start_key, end_key)` (an empty end: unbounded).
-pub fn region_contains(region: &Region, key: &[u8]) -> bool {
-    key >= region.start_key.as_slice()
-        && (region.end_key.is_empty() || key < region.end_key.as_slice())
-}
+use raftstore::util::region_contains;
 
 /// The election timeout of the test configuration, in time.
 pub fn election_timeout(env: &Rc<dyn Env>) -> Duration {

@@ -13,7 +13,7 @@ use proto::schedulerpb::{
     AskSplitResponse, ChangePeer, RegionHeartbeatRequest, RegionHeartbeatResponse, ResponseHeader,
     StoreStats, TransferLeader,
 };
-use raftstore::util::is_epoch_stale;
+use raftstore::util::{is_epoch_stale, region_contains};
 
 /// What the scheduler wants done to one region (TinyKV's `Operator` with its `OpAddPeer`,
 /// `OpRemovePeer` and `OpTransferLeader` data).
@@ -56,12 +56,6 @@ pub struct MockScheduler {
     next_id: u64,
 }
 
-/// Whether `key` lies in `[start, end)` (an empty `end`: unbounded).
-fn contains(region: &Region, key: &[u8]) -> bool {
-    key >= region.start_key.as_slice()
-        && (region.end_key.is_empty() || key < region.end_key.as_slice())
-}
-
 /// TinyKV's `engine_util.ExceedEndKey`: `key` is at or past a non-empty `end`.
 fn exceed_end_key(key: &[u8], end: &[u8]) -> bool {
     !end.is_empty() && key >= end
@@ -71,13 +65,9 @@ fn epoch(region: &Region) -> RegionEpoch {
     region.region_epoch.unwrap_or_default()
 }
 
-/// The peer of `region` on `store_id` (TinyKV's `FindPeer`).
+/// The peer of `region` on `store_id` (TinyKV's `FindPeer`), by value.
 pub fn find_peer(region: &Region, store_id: u64) -> Option<Peer> {
-    region
-        .peers
-        .iter()
-        .find(|p| p.store_id == store_id)
-        .copied()
+    raftstore::util::find_peer(region, store_id).copied()
 }
 
 /// The peers of `left` whose store has no peer in `right` (TinyKV's `GetDiffPeers`).
@@ -128,7 +118,7 @@ impl MockScheduler {
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
             .map(|(_, r)| r)
-            .filter(|r| contains(r, key))
+            .filter(|r| region_contains(r, key))
     }
 
     /// TinyKV's `addRegionLocked`.

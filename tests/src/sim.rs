@@ -33,6 +33,7 @@ use raftstore::engine::mem::MemEngine;
 use raftstore::engine::{Engine, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT, DATA_CFS};
 use raftstore::scheduler::{split_command, SchedulerTask};
 use raftstore::snap::{copy_snapshot, snapshot_data, SnapKey, SnapManager};
+use raftstore::util::region_contains;
 use raftstore::worker::run_task;
 use raftstore::{keys, Callback, Config, Store, StoreContext, Task, TaskResult};
 use rand::{Rng, SeedableRng};
@@ -838,10 +839,7 @@ fn check_store(store_id: u64, store: &Store<MemEngine, MemEngine>, engines: &Mem
             .kv
             .scan_cf(cf, b"", b"", &mut |k, _| {
                 let i = regions.partition_point(|r| r.start_key.as_slice() <= k);
-                let covered = i > 0 && {
-                    let r = &regions[i - 1];
-                    r.end_key.is_empty() || k < r.end_key.as_slice()
-                };
+                let covered = i > 0 && region_contains(&regions[i - 1], k);
                 assert!(
                     covered,
                     "store {store_id}: key {k:?} of cf {cf} lies in no live replica's range \

@@ -118,10 +118,7 @@ impl RaftStorage {
             .read()
             .unwrap()
             .iter()
-            .find(|r| {
-                key >= r.start_key.as_slice()
-                    && (r.end_key.is_empty() || key < r.end_key.as_slice())
-            })
+            .find(|r| raftstore::util::region_contains(r, key))
             .cloned()
     }
 
