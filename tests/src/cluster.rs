@@ -214,11 +214,7 @@ impl Cluster {
     /// `GetStoreIdsOfRegion`).
     pub fn get_store_ids_of_region(&self, region_id: u64) -> Vec<u64> {
         let region = self
-            .env
-            .scheduler()
-            .lock()
-            .unwrap()
-            .get_region_by_id(region_id)
+            .scheduler_region(region_id)
             .unwrap_or_else(|| panic!("the scheduler knows no region {region_id}"));
         region.peers.iter().map(|p| p.store_id).collect()
     }
@@ -228,11 +224,7 @@ impl Cluster {
     /// `TransferLeader`; the transfer itself happens later, if at all).
     pub async fn transfer_leader(&self, region_id: u64, leader: Peer) {
         let region = self
-            .env
-            .scheduler()
-            .lock()
-            .unwrap()
-            .get_region_by_id(region_id)
+            .scheduler_region(region_id)
             .unwrap_or_else(|| panic!("the scheduler knows no region {region_id}"));
         let req = new_admin_request(&region, new_transfer_leader_cmd(leader));
         let resp = self
@@ -289,42 +281,41 @@ impl Cluster {
     /// Waits until the scheduler's region has `peer` (its store and id), 500 polls 10 ms apart
     /// (TinyKV's `MustHavePeer`).
     pub async fn must_have_peer(&self, region_id: u64, peer: Peer) {
-        for _ in 0..500 {
-            let region = self
-                .env
-                .scheduler()
-                .lock()
-                .unwrap()
-                .get_region_by_id(region_id);
-            if let Some(p) = region.and_then(|r| find_peer(&r, peer.store_id)) {
-                if p.id == peer.id {
-                    return;
-                }
-            }
-            self.sleep(Duration::from_millis(10)).await;
+        if !self.wait_for_peer(region_id, peer, true).await {
+            panic!("no peer: {peer:?}");
         }
-        panic!("no peer: {peer:?}");
     }
 
     /// Waits until the scheduler's region has no peer on `peer`'s store, or one with another id,
     /// 500 polls 10 ms apart (TinyKV's `MustNonePeer`).
     pub async fn must_none_peer(&self, region_id: u64, peer: Peer) {
+        if !self.wait_for_peer(region_id, peer, false).await {
+            panic!("have peer: {peer:?}");
+        }
+    }
+
+    /// Polls the scheduler's region (500 times, 10 ms apart) until it has `peer` (its store and
+    /// id) or, with `present` false, until it has not; false when it never did.
+    async fn wait_for_peer(&self, region_id: u64, peer: Peer, present: bool) -> bool {
         for _ in 0..500 {
-            let region = self
-                .env
-                .scheduler()
-                .lock()
-                .unwrap()
-                .get_region_by_id(region_id);
-            if let Some(r) = region {
-                match find_peer(&r, peer.store_id) {
-                    Some(p) if p.id == peer.id => {}
-                    _ => return,
+            if let Some(r) = self.scheduler_region(region_id) {
+                let has = find_peer(&r, peer.store_id).is_some_and(|p| p.id == peer.id);
+                if has == present {
+                    return true;
                 }
             }
             self.sleep(Duration::from_millis(10)).await;
         }
-        panic!("have peer: {peer:?}");
+        false
+    }
+
+    /// The region as the scheduler knows it.
+    fn scheduler_region(&self, region_id: u64) -> Option<Region> {
+        self.env
+            .scheduler()
+            .lock()
+            .unwrap()
+            .get_region_by_id(region_id)
     }
 
     /// Sends a command to the region's leader (TinyKV's `CallCommandOnLeader`): starts from the
@@ -346,12 +337,7 @@ impl Cluster {
         // The range the request was routed by: an epoch is refreshed only while it holds.
         let mut range: Option<(Vec<u8>, Vec<u8>)> = None;
         while self.env.now() < start + timeout {
-            let region = self
-                .env
-                .scheduler()
-                .lock()
-                .unwrap()
-                .get_region_by_id(region_id)?;
+            let region = self.scheduler_region(region_id)?;
             if region.peers.is_empty() {
                 return None;
             }
