@@ -67,6 +67,14 @@ pub fn limit_size(entries: &mut Vec<Entry>, max: u64) {
 /// A logger for tests and tools: silent unless `TINYKV_LOG` names a level (`debug`, `info`, ...),
 /// then one line per event on stderr at that level and above.
 pub fn default_logger() -> slog::Logger {
+    logger_with_timestamp(slog_term::timestamp_local)
+}
+
+/// [`default_logger`] with each line stamped by `timestamp` instead of the local wall-clock time
+/// (the simulator stamps its runs' virtual time).
+pub fn logger_with_timestamp(
+    timestamp: fn(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> slog::Logger {
     use slog::Drain;
     let level = match std::env::var("TINYKV_LOG") {
         Ok(l) if !l.is_empty() => l,
@@ -75,6 +83,7 @@ pub fn default_logger() -> slog::Logger {
     let level = level.parse::<slog::Level>().unwrap_or(slog::Level::Debug);
     let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
     let drain = slog_term::FullFormat::new(decorator)
+        .use_custom_timestamp(timestamp)
         .build()
         .filter_level(level)
         .fuse();

@@ -354,15 +354,11 @@ impl SimEnv {
                     return true;
                 }
                 // Only what the result says, not its error text (which may name temp paths).
-                match &result {
-                    TaskResult::SnapshotGenerated { key, result } => {
-                        inner.digest.add(&[4, store as u8, result.is_ok() as u8]);
-                        inner.digest.add(key.to_string().as_bytes());
-                    }
+                let snapshot = match &result {
+                    TaskResult::SnapshotGenerated { key, result } => Some((*key, result.is_ok())),
                     TaskResult::SnapshotApplied { key, result } => {
                         inner.snapshots_installed += result.is_ok() as u64;
-                        inner.digest.add(&[4, store as u8, result.is_ok() as u8]);
-                        inner.digest.add(key.to_string().as_bytes());
+                        Some((*key, result.is_ok()))
                     }
                     TaskResult::SplitChecked {
                         region,
@@ -373,7 +369,12 @@ impl SimEnv {
                         inner.digest.add(&region.id.to_le_bytes());
                         inner.digest.add(&size.to_le_bytes());
                         inner.digest.add(split_key.as_deref().unwrap_or_default());
+                        None
                     }
+                };
+                if let Some((key, ok)) = snapshot {
+                    inner.digest.add(&[4, store as u8, ok as u8]);
+                    inner.digest.add(key.to_string().as_bytes());
                 }
                 s.store.as_mut().unwrap().on_task_result(&mut s.ctx, result);
                 inner.schedule_round(store);
@@ -773,25 +774,14 @@ thread_local! {
     static VIRTUAL_NOW: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
 }
 
-/// The logger of a simulated run: silent unless `TINYKV_LOG` names a level; each line is stamped
-/// with the run's virtual time (`v12.345678`, seconds), not the wall clock, so that a replayed
-/// seed's log reads as the run happened.
+/// The logger of a simulated run: `raft::default_logger`'s (silent unless `TINYKV_LOG` names a
+/// level), each line stamped with the run's virtual time (`v12.345678`, seconds), not the wall
+/// clock, so that a replayed seed's log reads as the run happened.
 fn sim_logger() -> Logger {
-    use slog::Drain;
-    let level = match std::env::var("TINYKV_LOG") {
-        Ok(l) if !l.is_empty() => l.parse::<slog::Level>().unwrap_or(slog::Level::Debug),
-        _ => return Logger::root(slog::Discard, slog::o!()),
-    };
-    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
-    let drain = slog_term::FullFormat::new(decorator)
-        .use_custom_timestamp(|w: &mut dyn std::io::Write| {
-            let now = VIRTUAL_NOW.with(|t| t.get());
-            write!(w, "v{:.6}", now.as_secs_f64())
-        })
-        .build()
-        .filter_level(level)
-        .fuse();
-    Logger::root(drain, slog::o!())
+    raft::util::logger_with_timestamp(|w| {
+        let now = VIRTUAL_NOW.with(|t| t.get());
+        write!(w, "v{:.6}", now.as_secs_f64())
+    })
 }
 
 /// The live initialized replicas' regions of a store, by start key.
