@@ -1343,6 +1343,27 @@ fn test_read_index_confirmed_when_the_quorum_shrinks() {
     assert_eq!(leader.read_only.pending_read_count(), 0);
 }
 
+/// A second request to transfer leadership to the same peer sends the lost MsgTimeoutNow again
+/// (the first one's deadline is kept: `test_leader_transfer_second_transfer_to_same_node_3a`).
+#[test]
+fn test_leader_transfer_repeated_request_resends_timeout_now() {
+    let mut nt = Network::new(vec![None, None, None]);
+    nt.send(vec![hup(1)]);
+    let transfer = new_message(2, 1, MessageType::MsgTransferLeader);
+    nt.ignore(MessageType::MsgTimeoutNow);
+    nt.send(vec![transfer.clone()]);
+    assert_eq!(
+        nt.peers[&1].state,
+        StateRole::Leader,
+        "the MsgTimeoutNow was lost"
+    );
+    assert_eq!(nt.peers[&1].lead_transferee, Some(2));
+    nt.recover();
+    nt.send(vec![transfer]);
+    assert_eq!(nt.peers[&2].state, StateRole::Leader);
+    assert_eq!(nt.peers[&1].state, StateRole::Follower);
+}
+
 /// raft-rs's `test_raft_frees_read_only_mem`: a confirmed read is removed from the leader's
 /// pending queue.
 #[test]

@@ -1185,12 +1185,12 @@ mod tests {
             "{:?}",
             e.resp
         );
+        // Every follower is caught up: the transfer starts with MsgTimeoutNow at once.
         assert!(
             ctx.messages.iter().any(|m| m
                 .message
                 .as_ref()
-                .is_some_and(|m| m.msg_type() == MessageType::MsgTimeoutNow
-                    || m.msg_type() == MessageType::MsgAppend)),
+                .is_some_and(|m| m.msg_type() == MessageType::MsgTimeoutNow)),
             "the transfer started"
         );
         assert_eq!(store.peer(1).unwrap().region().peers.len(), 4);
