@@ -91,11 +91,12 @@ pub struct Store<K: Engine, R: Engine> {
     synced_seq: u64,
     /// Regions with work waiting for a sync.
     waiting_sync: BTreeSet<u64>,
-    /// The key ranges of the initialized replicas: start key -> region id. The ranges never
-    /// overlap; a replica is registered once it has a range (bootstrap, a split, a snapshot).
-    ranges: BTreeMap<Vec<u8>, u64>,
+    /// The key ranges of the initialized replicas: start key -> (region id, end key). The
+    /// ranges never overlap; a replica is registered once it has a range (bootstrap, a split, a
+    /// snapshot).
+    ranges: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
     /// Region id -> the start key it is registered under in `ranges`.
-    range_of: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
+    range_of: BTreeMap<u64, Vec<u8>>,
     /// The newest vote request for each region that has no replica here yet because its range
     /// still belongs to another replica (a split not applied here yet): delivered to the new
     /// replica once the split creates it, so that the new region's first election (the old
@@ -375,16 +376,20 @@ impl<K: Engine, R: Engine> Store<K, R> {
         let upper = if end.is_empty() {
             std::ops::Bound::Unbounded
         } else {
-            std::ops::Bound::Excluded(end.to_vec())
+            std::ops::Bound::Excluded(end)
         };
         // Every range starting before `end`, nearest first: the first that ends after `start`
         // overlaps; ranges do not overlap each other, so once one ends at or before `start`,
         // every earlier one does too.
-        for (_, &id) in self.ranges.range((std::ops::Bound::Unbounded, upper)).rev() {
+        for (_, (id, r_end)) in self
+            .ranges
+            .range::<[u8], _>((std::ops::Bound::Unbounded, upper))
+            .rev()
+        {
+            let id = *id;
             if id == except {
                 continue;
             }
-            let (_, r_end) = &self.range_of[&id];
             if r_end.is_empty() || r_end.as_slice() > start {
                 return Some(id);
             }
@@ -395,8 +400,8 @@ impl<K: Engine, R: Engine> Store<K, R> {
 
     /// Registers (or moves) `region`'s range; unregisters it when it has none (uninitialized).
     fn register_range(&mut self, region: &Region) {
-        if let Some(old) = self.range_of.get(&region.id) {
-            if old.0 == region.start_key && old.1 == region.end_key {
+        if let Some(start) = self.range_of.get(&region.id) {
+            if *start == region.start_key && self.ranges[start].1 == region.end_key {
                 return;
             }
         }
@@ -404,32 +409,26 @@ impl<K: Engine, R: Engine> Store<K, R> {
         if region.peers.is_empty() {
             return;
         }
-        if let Some(prev) = self.ranges.insert(region.start_key.clone(), region.id) {
+        let entry = (region.id, region.end_key.clone());
+        if let Some((prev, _)) = self.ranges.insert(region.start_key.clone(), entry) {
             warn!(self.logger, "two regions registered at one start key";
                 "region_id" => region.id, "other" => prev);
+            self.range_of.remove(&prev);
         }
-        self.range_of.insert(
-            region.id,
-            (region.start_key.clone(), region.end_key.clone()),
-        );
+        self.range_of.insert(region.id, region.start_key.clone());
     }
 
     fn unregister_range(&mut self, region_id: u64) {
-        if let Some((start, _)) = self.range_of.remove(&region_id) {
-            if self.ranges.get(&start) == Some(&region_id) {
-                self.ranges.remove(&start);
-            }
+        if let Some(start) = self.range_of.remove(&region_id) {
+            self.ranges.remove(&start);
         }
     }
 
     /// The registered ranges, in key order: `(start, end, region id)` (for checks and tests).
     pub fn ranges(&self) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
         self.ranges
-            .values()
-            .map(|&id| {
-                let (s, e) = &self.range_of[&id];
-                (s.clone(), e.clone(), id)
-            })
+            .iter()
+            .map(|(s, (id, e))| (s.clone(), e.clone(), *id))
             .collect()
     }
 
