@@ -13,8 +13,10 @@ TEST_STATUS=0
 # run_step <title> <cargo test arguments...>: runs one step, appending its output to the log.
 run_step() {
     local title="$1"; shift
-    echo "==> $title: cargo test $*"
-    cargo test "$@" 2>&1 | tee -a "$TEST_LOG"
+    # --no-fail-fast: a failing test binary does not keep the later ones from running, so one
+    # run reports every failure.
+    echo "==> $title: cargo test --no-fail-fast $*"
+    cargo test --no-fail-fast "$@" 2>&1 | tee -a "$TEST_LOG"
     local status=${PIPESTATUS[0]}
     if [ "$status" -ne 0 ]; then TEST_STATUS=$status; fi
 }

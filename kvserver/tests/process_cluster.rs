@@ -312,7 +312,11 @@ fn test_cluster_script_serves_stops_cleanly_and_resumes() {
 
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
+    // The manifest dir as cargo gives it when the test runs (a build reused from another checkout
+    // of the same commit has that checkout's path compiled in); the compiled-in one otherwise.
+    let manifest =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let script = format!("{manifest}/../scripts/cluster.sh");
     let bin_dir = std::path::Path::new(common::SERVER).parent().unwrap();
     let base = free_port_run();
     let eps = (0..3)
