@@ -334,7 +334,7 @@ fn test_cluster_script_serves_stops_cleanly_and_resumes() {
         let mut child = Command::new("bash")
             .arg("-c")
             .arg(format!("{trap}exec bash \"$0\" \"$1\""))
-            .arg(script)
+            .arg(&script)
             .arg(bin_dir)
             .env("TINYKV_DATA", &data)
             .env("TINYKV_BASE_PORT", base.to_string())
