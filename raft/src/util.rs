@@ -90,6 +90,40 @@ pub fn logger_with_timestamp(
     slog::Logger::root(drain, slog::o!())
 }
 
+/// Parses a log level name (`trace`, `debug`, `info`, `warn`, `error`, `critical`, `off`): `None`
+/// for an unknown name, `Some(None)` for `off`.
+pub fn parse_level(name: &str) -> Option<Option<slog::Level>> {
+    match name.to_ascii_lowercase().as_str() {
+        "off" | "none" => Some(None),
+        "warn" | "warning" => Some(Some(slog::Level::Warning)),
+        other => other.parse::<slog::Level>().ok().map(Some),
+    }
+}
+
+/// The binaries' logger: one line per event on stderr with its key-value pairs, at `level` (None:
+/// the environment's `TINYKV_LOG`, or `info`), tagged with `kv`; an unknown level name is an
+/// error naming the known ones.
+pub fn binary_logger(
+    level: Option<&str>,
+    kv: slog::OwnedKV<impl slog::SendSyncRefUnwindSafeKV + 'static>,
+) -> Result<slog::Logger, String> {
+    use slog::Drain;
+    let env = std::env::var("TINYKV_LOG").ok();
+    let name = level
+        .map(str::to_string)
+        .or(env)
+        .unwrap_or_else(|| "info".into());
+    let level = parse_level(&name).ok_or_else(|| {
+        format!("unknown log level {name:?} (trace, debug, info, warn, error, off)")
+    })?;
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    Ok(match level {
+        Some(l) => slog::Logger::root(drain.filter_level(l).fuse(), kv),
+        None => slog::Logger::root(slog::Discard, kv),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
