@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: all setup build test fmt lint cluster raft-stress bench \
-	project1 project2a project2aa project2ab project2ac project2b project2c project3a project3b
+	project1 project2a project2aa project2ab project2ac project2b project2c project3a project3b project3c
 
 all: build
 
@@ -49,6 +49,8 @@ project3a: setup
 	@scripts/stage.sh 3a
 project3b: setup
 	@scripts/stage.sh 3b
+project3c: setup
+	@scripts/stage.sh 3c
 
 ## raft-stress: the seeded raft safety checker over many seeds (TINYKV_RAFT_SEEDS, default 10000),
 ## or one seed (TINYKV_RAFT_SEED=n).

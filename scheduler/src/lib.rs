@@ -1,0 +1,27 @@
+//! TinyKV's scheduler (Project 3C; `scheduler/server` in TinyKV, PD in TiKV) as a library and a
+//! process (`tinykv-scheduler`): it keeps the cluster's picture of stores and regions from their
+//! heartbeats, hands out ids and timestamps, and moves regions and leaders between stores with
+//! operators.
+//!
+//! - [`core`]: the model: regions (a range tree, per-store trees), stores, their statistics;
+//! - [`schedule`]: operators and their controller, filters, selectors, options, the replica
+//!   checker;
+//! - [`schedulers`]: balance-leader and balance-region;
+//! - [`cluster`]: `RaftCluster`, the state machine the service drives: region and store
+//!   heartbeats, split ids, the schedulers' timer; it does no IO (its answers to stores are
+//!   collected in an outbox the service drains);
+//! - the generated gRPC service, which the service layer will serve.
+
+#![deny(missing_docs)]
+
+pub mod cluster;
+pub mod core;
+pub mod errors;
+pub mod schedule;
+pub mod schedulers;
+
+/// The generated gRPC client and server of `service Scheduler`.
+#[allow(missing_docs, clippy::all)]
+pub mod schedulerpb {
+    tonic::include_proto!("schedulerpb");
+}
