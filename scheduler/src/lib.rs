@@ -10,15 +10,21 @@
 //! - [`cluster`]: `RaftCluster`, the state machine the service drives: region and store
 //!   heartbeats, split ids, the schedulers' timer; it does no IO (its answers to stores are
 //!   collected in an outbox the service drains);
-//! - the generated gRPC service, which the service layer will serve.
+//! - the service layer (gRPC, persistence, TSO) around it.
 
 #![deny(missing_docs)]
 
 pub mod cluster;
+pub mod cmdline;
+pub mod config;
 pub mod core;
 pub mod errors;
+pub mod id;
 pub mod schedule;
 pub mod schedulers;
+pub mod server;
+pub mod storage;
+pub mod tso;
 
 /// The generated gRPC client and server of `service Scheduler`.
 #[allow(missing_docs, clippy::all)]

@@ -1,0 +1,85 @@
+//! `tinykv-scheduler`: the scheduler process of a TinyKV cluster (TinyKV's `scheduler`, PD in
+//! TiKV): stores register with it, report their regions, and carry out what it decides.
+//!
+//! ```text
+//! tinykv-scheduler --addr 127.0.0.1:2379 --data-dir data/scheduler [--config scheduler.toml]
+//! ```
+//! SIGINT and SIGTERM stop it cleanly; a restart on the same data dir resumes (ids and
+//! timestamps never repeat). Every failure to start is one line on stderr and exit 1.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use scheduler::cmdline::{one_line, parse_args_or_exit};
+use scheduler::config::FileConfig;
+use scheduler::server::{self, SchedulerService};
+use slog::info;
+
+/// The scheduler of a TinyKV cluster.
+#[derive(Parser, Debug)]
+#[command(name = "tinykv-scheduler", version, about)]
+struct Cli {
+    /// Address to serve gRPC on, HOST:PORT (default 127.0.0.1:2379).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Directory of the scheduler's state (created if missing; default data/scheduler).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML file with any of the settings (flags win over it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Log level: trace, debug, info, warn, error, off (default: $TINYKV_LOG, else info).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn main() {
+    let cli: Cli = parse_args_or_exit("tinykv-scheduler");
+    if let Err(e) = run(cli) {
+        eprintln!("tinykv-scheduler: error: {}", one_line(&format!("{e:#}")));
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = match &cli.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let flags = FileConfig {
+        addr: cli.addr,
+        data_dir: cli.data_dir,
+        ..Default::default()
+    };
+    let cfg = FileConfig::resolve(flags, file)?;
+    let logger = raft::util::binary_logger(cli.log_level.as_deref(), slog::o!())
+        .map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tinykv-scheduler")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let listener = server::bind(&cfg.addr).await?;
+        let addr = listener.local_addr().context("the bound address")?;
+        let svc = SchedulerService::open(&cfg, &addr.to_string(), logger.clone())?;
+        info!(logger, "scheduler serving"; "addr" => %addr, "cluster_id" => svc.cluster_id(),
+            "data_dir" => %cfg.data_dir.display());
+        let log = logger.clone();
+        let shutdown = async move {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            info!(log, "signal received; shutting down"; "signal" => name);
+        };
+        server::serve(svc, listener, shutdown).await?;
+        info!(logger, "scheduler stopped");
+        Ok(())
+    })
+}
