@@ -1,7 +1,16 @@
-//! A raw-API client for a static cluster: it keeps one HTTP/2 connection per endpoint, sends to
-//! the leader it last saw, follows NotLeader answers (the `x-tinykv-leader-addr` hint, else the
-//! next endpoint), and retries retryable failures (unreachable store, no leader yet, stale command,
-//! timeout) until its deadline. Bad input fails at once with the server's message.
+//! A raw-API client. For a static cluster ([`Client::new`]) it keeps one HTTP/2 connection per
+//! endpoint, sends to the leader it last saw, follows NotLeader answers (the
+//! `x-tinykv-leader-addr` hint, else the next endpoint), and retries retryable failures
+//! (unreachable store, no leader yet, stale command, timeout) until its deadline. Bad input fails
+//! at once with the server's message.
+//!
+//! For a multi-region cluster run by a scheduler ([`Client::with_scheduler`]) every request goes
+//! to the leader of the region holding its key, found in a [`RegionLocator`] (a region cache
+//! filled from the scheduler and corrected by the stores' region errors, see
+//! [`crate::region_cache`]); the request names the region and its epoch, so a store whose region
+//! changed answers EpochNotMatch instead of serving a different range. A scan walks the regions
+//! from its start key: each region is scanned (the store stops at the region's end) until the
+//! limit is reached or the key space ends, within one deadline for the whole scan.
 //!
 //! By default each request is its own unary call. [`Client::batched`] sends them instead on one
 //! long-lived `BatchRaw` stream per store: requests issued while the previous message is on its
@@ -17,7 +26,8 @@ use std::time::Duration;
 
 use prost::Message;
 use proto::errorpb;
-use proto::kvrpcpb::{RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest};
+use proto::kvrpcpb::{Context, RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest};
+use proto::metapb::Region;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -26,9 +36,54 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
 use crate::limits::{MAX_BATCH_BYTES, MAX_GRPC_MESSAGE};
+use crate::region_cache::{RegionLocator, Route, SchedulerSource, SourceError};
 use crate::service::LEADER_ADDR_HEADER;
 use crate::tinykvpb::tiny_kv_client::TinyKvClient;
 use crate::tinykvpb::{raw_request, raw_response, BatchRawRequest, RawRequest, RawResponse};
+
+/// The pacing of a request's retries, shared by the static and the routed paths: a retry that
+/// brings new information (a leader hint, a fresher region) goes at once, but a second such one
+/// in a row (stores that disagree, as in an election) waits like any other; waits double from
+/// 5 ms up to 200 ms; past the deadline the request fails with the last error seen.
+struct Retry {
+    pause: Duration,
+    went_at_once: bool,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Retry {
+    fn new(deadline: Instant, timeout: Duration) -> Retry {
+        Retry {
+            pause: Duration::from_millis(5),
+            went_at_once: false,
+            deadline,
+            timeout,
+        }
+    }
+
+    /// Waits before the next attempt (unless `at_once` may go now), or fails with `last` when
+    /// the deadline does not leave room for it.
+    async fn pace(&mut self, at_once: bool, last: String) -> Result<(), ClientError> {
+        let wait = !at_once || self.went_at_once;
+        self.went_at_once = at_once;
+        let timeout = || ClientError::Timeout {
+            timeout: self.timeout,
+            last: last.clone(),
+        };
+        if wait {
+            if Instant::now() + self.pause >= self.deadline {
+                return Err(timeout());
+            }
+            tokio::time::sleep(self.pause).await;
+            self.pause = (self.pause * 2).min(Duration::from_millis(200));
+        }
+        if Instant::now() >= self.deadline {
+            return Err(timeout());
+        }
+        Ok(())
+    }
+}
 
 /// A deadline so far off that it never comes (a timeout too large for a clock reading).
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -83,6 +138,9 @@ pub enum ClientError {
     /// An endpoint is not a valid address.
     #[error("bad endpoint {0:?}")]
     BadEndpoint(String),
+    /// The scheduler's address is not valid.
+    #[error("{0}")]
+    BadScheduler(SourceError),
 }
 
 #[derive(Default)]
@@ -106,6 +164,8 @@ pub struct Client {
     shared: Arc<Mutex<Shared>>,
     timeout: Duration,
     batched: bool,
+    /// With a scheduler: where each key's region is led (None: a static cluster).
+    regions: Option<Arc<RegionLocator<SchedulerSource>>>,
 }
 
 /// What one attempt came back with.
@@ -135,6 +195,7 @@ impl Client {
             shared: Arc::new(Mutex::new(Shared::default())),
             timeout,
             batched: false,
+            regions: None,
         };
         // Connections are made on first use (they need the caller's async runtime); the
         // addresses are checked now.
@@ -142,6 +203,25 @@ impl Client {
             endpoint(e)?;
         }
         Ok(c)
+    }
+
+    /// A client of the multi-region cluster whose scheduler is at `scheduler` (`HOST:PORT`):
+    /// each request goes to the leader of its key's region (see the module comment); every call
+    /// retries for at most `timeout`. Nothing is contacted before the first request.
+    pub fn with_scheduler(scheduler: String, timeout: Duration) -> Result<Client, ClientError> {
+        let source = SchedulerSource::new(&scheduler).map_err(ClientError::BadScheduler)?;
+        Ok(Client {
+            endpoints: Arc::new(Vec::new()),
+            shared: Arc::new(Mutex::new(Shared::default())),
+            timeout,
+            batched: false,
+            regions: Some(Arc::new(RegionLocator::new(source))),
+        })
+    }
+
+    /// The region cache of a client made with [`Client::with_scheduler`].
+    pub fn region_locator(&self) -> Option<&RegionLocator<SchedulerSource>> {
+        self.regions.as_deref()
     }
 
     /// The same client, sending its requests on `BatchRaw` streams instead of unary calls (see
@@ -175,7 +255,8 @@ impl Client {
         Ok(conn)
     }
 
-    /// The endpoint the client currently believes is the leader, if any.
+    /// The endpoint the client currently believes is the leader, if any (None with a scheduler:
+    /// each region has its own).
     pub fn leader(&self) -> Option<String> {
         self.shared.lock().unwrap().leader.clone()
     }
@@ -205,6 +286,14 @@ impl Client {
         }
     }
 
+    /// When a call starting now must give up.
+    fn deadline(&self) -> Instant {
+        // A timeout past what `Instant` can hold means no deadline at all.
+        Instant::now()
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| Instant::now() + FOREVER)
+    }
+
     /// Sends `cmd` until it is answered without a region error, and hands the answer to `ok`
     /// (None: the answer is of the wrong kind).
     async fn call<T>(
@@ -212,13 +301,8 @@ impl Client {
         cmd: raw_request::Cmd,
         ok: impl Fn(raw_response::Cmd) -> Option<T>,
     ) -> Result<T, ClientError> {
-        // A timeout past what `Instant` can hold means no deadline at all.
-        let deadline = Instant::now()
-            .checked_add(self.timeout)
-            .unwrap_or_else(|| Instant::now() + FOREVER);
-        let mut pause = Duration::from_millis(5);
-        let mut followed_hint = false;
-        let mut last;
+        let deadline = self.deadline();
+        let mut retry = Retry::new(deadline, self.timeout);
         loop {
             let addr = self.pick();
             let conn = self.conn(&addr)?;
@@ -240,20 +324,9 @@ impl Client {
                         },
                     },
                 },
-                Ok(Err(status)) => match status.code() {
-                    Code::InvalidArgument
-                    | Code::FailedPrecondition
-                    | Code::Unimplemented
-                    | Code::OutOfRange
-                    | Code::ResourceExhausted
-                    | Code::PermissionDenied
-                    | Code::Unauthenticated => {
-                        return Err(ClientError::Rejected {
-                            code: status.code(),
-                            message: status.message().to_string(),
-                        })
-                    }
-                    _ => Attempt::Retry {
+                Ok(Err(status)) => match rejection(&status) {
+                    Some(e) => return Err(e),
+                    None => Attempt::Retry {
                         err: format!("{addr}: {}", status.message()),
                         leader_hint: None,
                         next_endpoint: true,
@@ -267,31 +340,105 @@ impl Client {
                     leader_hint,
                     next_endpoint,
                 } => {
-                    last = err;
                     let hinted = leader_hint.is_some();
                     self.moved(&addr, leader_hint, next_endpoint);
                     // A hint is followed at once; a second one in a row (stores that disagree
                     // on the leader, as in an election) waits like any other retry.
-                    let wait = !hinted || followed_hint;
-                    followed_hint = hinted;
-                    if wait {
-                        if Instant::now() + pause >= deadline {
-                            return Err(ClientError::Timeout {
-                                timeout: self.timeout,
-                                last,
-                            });
-                        }
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(200));
-                    }
+                    retry.pace(hinted, err).await?;
                 }
             }
-            if Instant::now() >= deadline {
-                return Err(ClientError::Timeout {
-                    timeout: self.timeout,
-                    last,
-                });
-            }
+        }
+    }
+
+    /// Sends the command `cmd` builds for the region holding `key` to that region's leader
+    /// until it is answered without a region error or `deadline` passes, and hands the answer to
+    /// `ok` (None: the answer is of the wrong kind). Also returns the region that answered, as the
+    /// request named it (its range is what the store served).
+    async fn call_routed<T>(
+        &self,
+        loc: &RegionLocator<SchedulerSource>,
+        key: &[u8],
+        deadline: Instant,
+        cmd: impl Fn(Context) -> raw_request::Cmd,
+        ok: impl Fn(raw_response::Cmd) -> Option<T>,
+    ) -> Result<(T, Region), ClientError> {
+        let mut retry = Retry::new(deadline, self.timeout);
+        let mut last;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Whether the failure brought what the retry needs, so it may go at once.
+            let at_once = match tokio::time::timeout(left, loc.locate(key)).await {
+                Err(_) => {
+                    last = format!("scheduler {}: timed out", loc.source().addr());
+                    false
+                }
+                Ok(Err(e)) => {
+                    last = e.to_string();
+                    false
+                }
+                Ok(Ok(route)) => match self.try_route(&route, deadline, &cmd).await {
+                    Ok(answer) => match answer.region_error() {
+                        Some(e) => {
+                            last = format!(
+                                "{} (region {}): {}",
+                                route.addr,
+                                route.region.id,
+                                describe(e)
+                            );
+                            loc.on_region_error(&route, e)
+                        }
+                        None => {
+                            loc.on_success(&route);
+                            match ok(answer) {
+                                Some(t) => return Ok((t, route.region)),
+                                None => {
+                                    last = format!("{}: an answer of the wrong kind", route.addr);
+                                    false
+                                }
+                            }
+                        }
+                    },
+                    Err(Failure::Rejected(e)) => return Err(e),
+                    Err(Failure::Store(err)) => {
+                        last = err;
+                        loc.on_store_failure(&route);
+                        false
+                    }
+                },
+            };
+            retry.pace(at_once, last).await?;
+        }
+    }
+
+    /// One attempt along `route`: the store's answer, region error or not.
+    async fn try_route(
+        &self,
+        route: &Route,
+        deadline: Instant,
+        cmd: &impl Fn(Context) -> raw_request::Cmd,
+    ) -> Result<raw_response::Cmd, Failure> {
+        let ctx = Context {
+            region_id: route.region.id,
+            region_epoch: route.region.region_epoch,
+            peer: Some(route.peer),
+            term: 0,
+        };
+        // A store address the scheduler has that is no address fails like an unreachable store.
+        let conn = self
+            .conn(&route.addr)
+            .map_err(|e| Failure::Store(e.to_string()))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.send(cmd(ctx))).await {
+            Err(_) => Err(Failure::Store(format!("{}: timed out", route.addr))),
+            Ok(Ok((answer, _))) => Ok(answer),
+            Ok(Err(status)) => match rejection(&status) {
+                Some(e) => Err(Failure::Rejected(e)),
+                None => Err(Failure::Store(format!(
+                    "{}: {}",
+                    route.addr,
+                    status.message()
+                ))),
+            },
         }
     }
 
@@ -303,10 +450,18 @@ impl Client {
             value: value.to_vec(),
             cf: cf.to_string(),
         };
-        self.call(raw_request::Cmd::Put(req), |a| {
-            matches!(a, raw_response::Cmd::Put(_)).then_some(())
-        })
-        .await
+        let ok = |a| matches!(a, raw_response::Cmd::Put(_)).then_some(());
+        let Some(loc) = &self.regions else {
+            return self.call(raw_request::Cmd::Put(req), ok).await;
+        };
+        let cmd = |ctx| {
+            raw_request::Cmd::Put(RawPutRequest {
+                context: Some(ctx),
+                ..req.clone()
+            })
+        };
+        let (t, _) = self.call_routed(loc, key, self.deadline(), cmd, ok).await?;
+        Ok(t)
     }
 
     /// The value of `key` in `cf`, or None when missing.
@@ -316,11 +471,21 @@ impl Client {
             key: key.to_vec(),
             cf: cf.to_string(),
         };
-        self.call(raw_request::Cmd::Get(req), |a| match a {
+        let ok = |a| match a {
             raw_response::Cmd::Get(r) => Some((!r.not_found).then_some(r.value)),
             _ => None,
-        })
-        .await
+        };
+        let Some(loc) = &self.regions else {
+            return self.call(raw_request::Cmd::Get(req), ok).await;
+        };
+        let cmd = |ctx| {
+            raw_request::Cmd::Get(RawGetRequest {
+                context: Some(ctx),
+                ..req.clone()
+            })
+        };
+        let (t, _) = self.call_routed(loc, key, self.deadline(), cmd, ok).await?;
+        Ok(t)
     }
 
     /// Deletes `key` from `cf`.
@@ -330,32 +495,140 @@ impl Client {
             key: key.to_vec(),
             cf: cf.to_string(),
         };
-        self.call(raw_request::Cmd::Delete(req), |a| {
-            matches!(a, raw_response::Cmd::Delete(_)).then_some(())
-        })
-        .await
+        let ok = |a| matches!(a, raw_response::Cmd::Delete(_)).then_some(());
+        let Some(loc) = &self.regions else {
+            return self.call(raw_request::Cmd::Delete(req), ok).await;
+        };
+        let cmd = |ctx| {
+            raw_request::Cmd::Delete(RawDeleteRequest {
+                context: Some(ctx),
+                ..req.clone()
+            })
+        };
+        let (t, _) = self.call_routed(loc, key, self.deadline(), cmd, ok).await?;
+        Ok(t)
     }
 
-    /// At most `limit` pairs of `cf` from `start` on, in key order.
+    /// At most `limit` pairs of `cf` from `start` on, in key order. With a scheduler the scan
+    /// crosses regions (see the module comment); the deadline covers the whole scan.
     pub async fn scan(
         &self,
         cf: &str,
         start: &[u8],
         limit: u32,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
-        let req = RawScanRequest {
-            context: None,
-            start_key: start.to_vec(),
-            limit,
-            cf: cf.to_string(),
-        };
-        self.call(raw_request::Cmd::Scan(req), |a| match a {
-            raw_response::Cmd::Scan(r) => {
-                Some(r.kvs.into_iter().map(|p| (p.key, p.value)).collect())
-            }
+        let ok = |a| match a {
+            raw_response::Cmd::Scan(r) => Some(
+                r.kvs
+                    .into_iter()
+                    .map(|p| (p.key, p.value))
+                    .collect::<Vec<_>>(),
+            ),
             _ => None,
-        })
-        .await
+        };
+        let Some(loc) = &self.regions else {
+            let req = RawScanRequest {
+                context: None,
+                start_key: start.to_vec(),
+                limit,
+                cf: cf.to_string(),
+            };
+            return self.call(raw_request::Cmd::Scan(req), ok).await;
+        };
+        let deadline = self.deadline();
+        let mut merge = ScanMerge::new(start, limit);
+        while let Some((cursor, remaining)) = merge.next_request() {
+            let cursor = cursor.to_vec();
+            let cmd = |ctx| {
+                raw_request::Cmd::Scan(RawScanRequest {
+                    context: Some(ctx),
+                    start_key: cursor.clone(),
+                    limit: remaining,
+                    cf: cf.to_string(),
+                })
+            };
+            let (kvs, region) = self.call_routed(loc, &cursor, deadline, cmd, ok).await?;
+            merge.add(&region.end_key, kvs);
+        }
+        Ok(merge.finish())
+    }
+}
+
+/// Why an attempt along a route failed.
+enum Failure {
+    /// The store refused the request; retrying will not help.
+    Rejected(ClientError),
+    /// The store did not answer (or answered with a retryable status).
+    Store(String),
+}
+
+/// The error to give up with when `status` refuses the request for good (bad input and the
+/// like); None when a retry may succeed.
+fn rejection(status: &Status) -> Option<ClientError> {
+    match status.code() {
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::Unimplemented
+        | Code::OutOfRange
+        | Code::ResourceExhausted
+        | Code::PermissionDenied
+        | Code::Unauthenticated => Some(ClientError::Rejected {
+            code: status.code(),
+            message: status.message().to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// A scan that may span regions, put together region by region: ask for the pairs from
+/// [`Self::next_request`]'s cursor within the region holding it, [`Self::add`] the answer with
+/// that region's end key, until `next_request` says the scan is done (the limit is reached or the
+/// last region of the key space answered).
+struct ScanMerge {
+    cursor: Vec<u8>,
+    limit: usize,
+    out: Vec<(Vec<u8>, Vec<u8>)>,
+    done: bool,
+}
+
+impl ScanMerge {
+    fn new(start: &[u8], limit: u32) -> ScanMerge {
+        ScanMerge {
+            cursor: start.to_vec(),
+            limit: limit as usize,
+            out: Vec::new(),
+            done: limit == 0,
+        }
+    }
+
+    /// Where the next region's scan starts and how many pairs it may return; None when done.
+    fn next_request(&self) -> Option<(&[u8], u32)> {
+        let remaining = self.limit.saturating_sub(self.out.len());
+        (!self.done && remaining > 0).then_some((self.cursor.as_slice(), remaining as u32))
+    }
+
+    /// The pairs one region (ending at `region_end`; empty: the key space's end) returned for
+    /// [`Self::next_request`]. Pairs outside `[cursor, region_end)` are dropped (a store serves
+    /// only its region, but the merge does not rely on it), as are pairs past the limit. An
+    /// answer short of the limit means the region holds no more: the next one starts at its end.
+    fn add(&mut self, region_end: &[u8], kvs: Vec<(Vec<u8>, Vec<u8>)>) {
+        let remaining = self.limit.saturating_sub(self.out.len());
+        let cursor = self.cursor.as_slice();
+        let in_range = |k: &[u8]| k >= cursor && (region_end.is_empty() || k < region_end);
+        self.out
+            .extend(kvs.into_iter().filter(|(k, _)| in_range(k)).take(remaining));
+        // A region that does not end after the cursor cannot be the cursor's region: stop rather
+        // than ask for the same range forever.
+        if self.out.len() >= self.limit || region_end.is_empty() || region_end <= cursor {
+            self.done = true;
+        } else {
+            self.cursor = region_end.to_vec();
+        }
+    }
+
+    /// Every pair, in key order.
+    fn finish(self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.out
     }
 }
 
@@ -620,6 +893,117 @@ mod tests {
             Some("127.0.0.1:20161")
         );
         assert_eq!(hint_of("not an address"), None);
+    }
+
+    type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// Runs a scan from `start` over a key space cut at `splits`, each region answering as a
+    /// store does (its pairs from the cursor on, up to its end, at most the limit asked for).
+    fn scan_regions(data: &[&str], splits: &[&str], start: &str, limit: u32) -> (Pairs, usize) {
+        let mut merge = ScanMerge::new(start.as_bytes(), limit);
+        let mut asked = 0;
+        while let Some((cursor, n)) = merge.next_request() {
+            asked += 1;
+            let cursor = cursor.to_vec();
+            let end = splits
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .find(|s| *s > cursor)
+                .unwrap_or_default();
+            let kvs: Pairs = data
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .filter(|k| *k >= cursor && (end.is_empty() || *k < end))
+                .take(n as usize)
+                .map(|k| (k.clone(), k))
+                .collect();
+            merge.add(&end, kvs);
+            assert!(asked <= splits.len() + 1, "a region asked twice");
+        }
+        (merge.finish(), asked)
+    }
+
+    #[test]
+    fn a_scan_across_regions_is_one_ordered_answer_within_the_limit() {
+        let data = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+        let splits = ["c", "d", "f", "x"]; // [, c) [c, d) [d, f) [f, x) [x, )
+        let expect = |start: &str, limit: usize| -> Pairs {
+            data.iter()
+                .filter(|k| **k >= start)
+                .take(limit)
+                .map(|k| (k.as_bytes().to_vec(), k.as_bytes().to_vec()))
+                .collect()
+        };
+        for start in ["", "a", "b", "c", "cc", "e", "j", "k", "z"] {
+            for limit in 0..12 {
+                let (got, _) = scan_regions(&data, &splits, start, limit);
+                assert_eq!(
+                    got,
+                    expect(start, limit as usize),
+                    "from {start:?}, {limit}"
+                );
+            }
+        }
+        // The scan stops at the limit: the later regions are not asked.
+        // ([, c) answers a, b: short of 3, so [c, d) is asked and its c completes the scan.)
+        assert_eq!(scan_regions(&data, &splits, "", 3).1, 2);
+        assert_eq!(scan_regions(&data, &splits, "", 4).1, 3);
+        assert_eq!(scan_regions(&data, &splits, "", 2).1, 1);
+        assert_eq!(scan_regions(&data, &splits, "", 0).1, 0);
+        // Without a limit in sight, every region from the start's on is asked once.
+        assert_eq!(scan_regions(&data, &splits, "", 100).1, 5);
+        assert_eq!(scan_regions(&data, &splits, "e", 100).1, 3);
+        // One region: one request.
+        assert_eq!(scan_regions(&data, &[], "", 100), (expect("", 100), 1));
+    }
+
+    #[test]
+    fn a_scan_drops_pairs_outside_the_region_asked() {
+        let pair = |k: &str| (k.as_bytes().to_vec(), b"v".to_vec());
+        let mut m = ScanMerge::new(b"c", 10);
+        // A pair before the cursor and one at the region's end are not the region's.
+        m.add(b"f", vec![pair("b"), pair("c"), pair("e"), pair("f")]);
+        assert_eq!(m.next_request(), Some((&b"f"[..], 8)));
+        m.add(b"", vec![pair("g"), pair("h")]);
+        assert_eq!(m.next_request(), None);
+        assert_eq!(m.finish(), vec![pair("c"), pair("e"), pair("g"), pair("h")]);
+        // A region that does not end after the cursor ends the scan instead of looping.
+        let mut m = ScanMerge::new(b"m", 10);
+        m.add(b"k", vec![]);
+        assert_eq!(m.next_request(), None);
+    }
+
+    #[test]
+    fn a_scheduler_client_checks_its_address_and_gives_up_on_an_unreachable_scheduler() {
+        assert!(matches!(
+            Client::with_scheduler("no port".into(), Duration::from_secs(1)),
+            Err(ClientError::BadScheduler(_))
+        ));
+        // A port nobody listens on (free a moment ago).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let client = Client::with_scheduler(addr.clone(), Duration::from_millis(300)).unwrap();
+        assert!(client.region_locator().is_some());
+        assert_eq!(client.leader(), None);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match rt.block_on(client.get("", b"k")) {
+            Err(ClientError::Timeout { last, .. }) => {
+                assert!(last.contains(&format!("scheduler {addr}")), "{last}")
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        match rt.block_on(client.scan("", b"", 10)) {
+            Err(ClientError::Timeout { .. }) => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        // A zero limit asks nobody.
+        assert_eq!(rt.block_on(client.scan("", b"", 0)).unwrap(), vec![]);
     }
 
     #[test]

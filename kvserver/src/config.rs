@@ -20,7 +20,30 @@
 //! grpc-threads = 1                 # threads of the async runtime serving gRPC
 //! raft-async-sync = true           # sync the raft log off the store's round
 //! raft-wal-preallocate-mb = 20     # raft WAL files written to full size at start (0: off)
+//! region-max-size = "144MiB"       # a region grows past this: split (bytes or a size string)
+//! region-split-size = "96MiB"      # where a split cuts
+//! split-region-check-tick-interval = "10s"   # ms number or duration string
 //! ```
+//!
+//! A store runs in one of three modes:
+//! - **static** (`--store-id N --initial-cluster 1=h:p,...`): a fixed set of stores, one region
+//!   with a peer on each, no scheduler;
+//! - **with a scheduler** (`--scheduler HOST:PORT`, TinyKV's Project 3C): the scheduler allocates
+//!   the store's id (kept in the data dir), bootstraps the cluster's first region on the first
+//!   store to ask, tells stores each other's addresses, and moves regions and leaders; these keys
+//!   apply there:
+//!
+//! ```toml
+//! scheduler = "127.0.0.1:2379"
+//! scheduler-connect-timeout = "60s"            # how long start-up waits for an unreachable scheduler
+//! scheduler-heartbeat-tick-interval = "1s"     # region heartbeats of leaders (default 10 base ticks)
+//! scheduler-store-heartbeat-tick-interval = "10s" # store heartbeats (default 100 base ticks)
+//! capacity = "0"   # disk size reported to the scheduler; 0: the data dir's filesystem (`df`)
+//! ```
+//!
+//!   `--store-id` and `--initial-cluster` are refused with `--scheduler`: the store id comes from
+//!   the scheduler and is kept in the data dir, addresses from the scheduler.
+//! - **standalone** (`--standalone`, Project 1): one RocksDB, no raft.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +53,12 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::limits::{MAX_GRPC_MESSAGE, RAFT_ENVELOPE_ROOM};
+use crate::units::{ReadableDuration, ReadableSize};
+
+/// TinyKV's `SplitRegionCheckTickInterval` (`kv/config/config.go`).
+pub const DEFAULT_SPLIT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// How long start-up keeps retrying an unreachable scheduler by default.
+pub const DEFAULT_SCHEDULER_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A configuration problem, described in one line.
 #[derive(Debug, Error)]
@@ -73,6 +102,22 @@ pub struct FileConfig {
     /// Size in MiB of the raft engine's WAL files written out at start (see
     /// [`ServerConfig::raft_wal_preallocate`]); 0 turns it off.
     pub raft_wal_preallocate_mb: Option<u64>,
+    /// The scheduler's address, `HOST:PORT`: run with a scheduler (see the module documentation).
+    pub scheduler: Option<String>,
+    /// How long start-up keeps retrying an unreachable scheduler.
+    pub scheduler_connect_timeout: Option<ReadableDuration>,
+    /// A region whose data grows past this is split (TiKV's `region-max-size`).
+    pub region_max_size: Option<ReadableSize>,
+    /// Where a split cuts: after this much of the region's data (TiKV's `region-split-size`).
+    pub region_split_size: Option<ReadableSize>,
+    /// How often a leader checks whether its region needs a split.
+    pub split_region_check_tick_interval: Option<ReadableDuration>,
+    /// How often a leader sends its region's heartbeat to the scheduler.
+    pub scheduler_heartbeat_tick_interval: Option<ReadableDuration>,
+    /// How often the store sends its heartbeat to the scheduler.
+    pub scheduler_store_heartbeat_tick_interval: Option<ReadableDuration>,
+    /// The capacity reported to the scheduler; 0: the size of the data dir's filesystem.
+    pub capacity: Option<ReadableSize>,
 }
 
 impl FileConfig {
@@ -90,35 +135,7 @@ impl FileConfig {
     }
 }
 
-/// Collapses a multi-line message into one line.
-pub fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Parses the command line of binary `name`; on bad usage prints one line (and where to get
-/// help) on stderr and exits with status 2. `--help` and `--version` print and exit 0.
-pub fn parse_args_or_exit<T: clap::Parser>(name: &str) -> T {
-    match T::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                e.exit();
-            }
-            let text = e.to_string();
-            let kept: Vec<&str> = text
-                .lines()
-                .filter(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-                .collect();
-            eprintln!("{} (see {name} --help)", one_line(&kept.join("\n")));
-            std::process::exit(2);
-        }
-    }
-}
+pub use scheduler::cmdline::{one_line, parse_args_or_exit};
 
 /// An async runtime of `threads` threads named `name`: the single-threaded scheduler for 1 (the
 /// tasks woken together then run in order before their connection writes, so answers leave
@@ -170,6 +187,13 @@ pub struct ServerConfig {
     /// file (`RocksEngine::preallocate_wal`; 0: off). Default `WAL_FILE_BYTES` (20 MiB): 40 MiB
     /// written once per start.
     pub raft_wal_preallocate: u64,
+    /// The scheduler's address (`HOST:PORT`) when the store runs with one; None in static and
+    /// standalone mode.
+    pub scheduler: Option<String>,
+    /// How long start-up keeps retrying an unreachable scheduler before it gives up.
+    pub scheduler_connect_timeout: Duration,
+    /// The capacity reported in store heartbeats; 0: the size of the data dir's filesystem.
+    pub capacity: u64,
 }
 
 impl ServerConfig {
@@ -209,6 +233,30 @@ impl ServerConfig {
         set!(raft_max_size_per_msg);
         set!(raft_max_inflight_msgs);
         raft.async_raft_sync = file.raft_async_sync.unwrap_or(true);
+        if let Some(ReadableSize(n)) = flags.region_max_size.or(file.region_max_size) {
+            raft.region_max_size = n;
+        }
+        if let Some(ReadableSize(n)) = flags.region_split_size.or(file.region_split_size) {
+            raft.region_split_size = n;
+        }
+        let base = raft.raft_base_tick_interval;
+        let split_check = flags
+            .split_region_check_tick_interval
+            .or(file.split_region_check_tick_interval)
+            .map_or(DEFAULT_SPLIT_CHECK_INTERVAL, |d| d.0);
+        raft.split_region_check_ticks = ticks_of(split_check, base);
+        if let Some(d) = flags
+            .scheduler_heartbeat_tick_interval
+            .or(file.scheduler_heartbeat_tick_interval)
+        {
+            raft.scheduler_heartbeat_ticks = ticks_of(d.0, base);
+        }
+        if let Some(d) = flags
+            .scheduler_store_heartbeat_tick_interval
+            .or(file.scheduler_store_heartbeat_tick_interval)
+        {
+            raft.scheduler_store_heartbeat_ticks = ticks_of(d.0, base);
+        }
         raft.validate()
             .map_err(|e| ConfigError(format!("bad raft settings: {e}")))?;
         // A raft message carrying the largest entry, or the most entries one message may carry,
@@ -242,20 +290,60 @@ impl ServerConfig {
                 )))
             }
         };
+        let scheduler = match flags.scheduler.or(file.scheduler) {
+            Some(text) => Some(parse_scheduler_addr(&text)?),
+            None => None,
+        };
+        let scheduler_connect_timeout = flags
+            .scheduler_connect_timeout
+            .or(file.scheduler_connect_timeout)
+            .map_or(DEFAULT_SCHEDULER_CONNECT_TIMEOUT, |d| d.0);
+        let capacity = flags.capacity.or(file.capacity).map_or(0, |c| c.0);
+        let mut cfg = ServerConfig {
+            store_id: 0,
+            addr,
+            data_dir,
+            cluster: BTreeMap::new(),
+            standalone,
+            raft,
+            command_timeout,
+            grpc_threads,
+            raft_wal_preallocate,
+            scheduler: None,
+            scheduler_connect_timeout,
+            capacity,
+        };
         if standalone {
-            return Ok(ServerConfig {
-                store_id: store_id.unwrap_or(0),
-                addr,
-                data_dir,
-                cluster: BTreeMap::new(),
-                standalone,
-                raft,
-                command_timeout,
-                grpc_threads,
-                raft_wal_preallocate,
-            });
+            if scheduler.is_some() {
+                return Err(ConfigError(
+                    "--scheduler and --standalone exclude each other".into(),
+                ));
+            }
+            cfg.store_id = store_id.unwrap_or(0);
+            return Ok(cfg);
         }
-        let store_id = store_id.ok_or_else(|| ConfigError("missing --store-id N".into()))?;
+        if let Some(scheduler) = scheduler {
+            // The scheduler allocates the store id (kept in the data dir) and knows every
+            // store's address: a static setting of either would only be a second truth.
+            if store_id.is_some() {
+                return Err(ConfigError(
+                    "--store-id is not used with --scheduler: the scheduler allocates the store id \
+                     and the data dir keeps it"
+                        .into(),
+                ));
+            }
+            if cluster_text.is_some() {
+                return Err(ConfigError(
+                    "--initial-cluster is not used with --scheduler: stores learn each other's \
+                     addresses from the scheduler"
+                        .into(),
+                ));
+            }
+            cfg.scheduler = Some(scheduler);
+            return Ok(cfg);
+        }
+        let store_id = store_id
+            .ok_or_else(|| ConfigError("missing --store-id N (or --scheduler HOST:PORT)".into()))?;
         if store_id == 0 {
             return Err(ConfigError("--store-id must be greater than 0".into()));
         }
@@ -268,17 +356,9 @@ impl ServerConfig {
                 "--initial-cluster {cluster_text:?} does not contain store {store_id}"
             )));
         }
-        Ok(ServerConfig {
-            store_id,
-            addr,
-            data_dir,
-            cluster,
-            standalone,
-            raft,
-            command_timeout,
-            grpc_threads,
-            raft_wal_preallocate,
-        })
+        cfg.store_id = store_id;
+        cfg.cluster = cluster;
+        Ok(cfg)
     }
 
     /// An id of the cluster, the same for every store given the same `--initial-cluster`: a hash
@@ -294,6 +374,33 @@ impl ServerConfig {
         }
         h.max(1)
     }
+}
+
+/// Base ticks of `base` that make up at least `d` (one at least; past `usize` saturates, which
+/// the raftstore's validation refuses).
+fn ticks_of(d: Duration, base: Duration) -> usize {
+    let base = base.as_nanos().max(1);
+    let n = d.as_nanos().div_ceil(base).max(1);
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Whether `addr` is `HOST:PORT` with a non-empty host and a port number.
+fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok())
+}
+
+/// Parses the scheduler's address: `HOST:PORT`, or `http://HOST:PORT` (TinyKV's form); returns
+/// `HOST:PORT`.
+pub fn parse_scheduler_addr(text: &str) -> Result<String, ConfigError> {
+    let t = text.trim();
+    let hp = t.strip_prefix("http://").unwrap_or(t).trim_end_matches('/');
+    if !is_host_port(hp) {
+        return Err(ConfigError(format!(
+            "--scheduler {text:?} is not HOST:PORT (e.g. 127.0.0.1:2379)"
+        )));
+    }
+    Ok(hp.to_string())
 }
 
 /// Parses `1=host:port,2=host:port,...`.
@@ -442,6 +549,94 @@ mod tests {
         let file = FileConfig::parse("raft-wal-preallocate-mb = 1025").unwrap();
         let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
         assert!(e.0.contains("raft-wal-preallocate-mb"), "{e}");
+    }
+
+    fn scheduler_flags() -> FileConfig {
+        FileConfig {
+            addr: Some("127.0.0.1:1".into()),
+            data_dir: Some("d".into()),
+            scheduler: Some("127.0.0.1:2379".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn scheduler_mode_needs_no_store_id_and_refuses_static_settings() {
+        let cfg = ServerConfig::resolve(scheduler_flags(), FileConfig::default(), false).unwrap();
+        assert_eq!(cfg.scheduler.as_deref(), Some("127.0.0.1:2379"));
+        assert_eq!(cfg.store_id, 0);
+        assert!(cfg.cluster.is_empty());
+        assert_eq!(
+            cfg.scheduler_connect_timeout,
+            DEFAULT_SCHEDULER_CONNECT_TIMEOUT
+        );
+        let mut f = scheduler_flags();
+        f.scheduler = Some("http://h:2379/".into());
+        let cfg = ServerConfig::resolve(f, FileConfig::default(), false).unwrap();
+        assert_eq!(cfg.scheduler.as_deref(), Some("h:2379"));
+        for bad in ["h", "h:", ":2379", "h:99999", "h:port", "grpc://h:1", ""] {
+            let mut f = scheduler_flags();
+            f.scheduler = Some(bad.into());
+            let e = ServerConfig::resolve(f, FileConfig::default(), false).unwrap_err();
+            assert!(e.0.contains("is not HOST:PORT"), "{bad:?}: {e}");
+        }
+        let mut f = scheduler_flags();
+        f.store_id = Some(1);
+        let e = ServerConfig::resolve(f, FileConfig::default(), false).unwrap_err();
+        assert!(
+            e.0.contains("--store-id is not used with --scheduler"),
+            "{e}"
+        );
+        let file = FileConfig::parse("initial-cluster = \"1=h:1\"").unwrap();
+        let e = ServerConfig::resolve(scheduler_flags(), file, false).unwrap_err();
+        assert!(e.0.contains("--initial-cluster is not used"), "{e}");
+        let e = ServerConfig::resolve(scheduler_flags(), FileConfig::default(), true).unwrap_err();
+        assert!(e.0.contains("--standalone"), "{e}");
+        let file =
+            FileConfig::parse("scheduler = \"h:1\"\nscheduler-connect-timeout = \"5s\"").unwrap();
+        let mut f = scheduler_flags();
+        f.scheduler = None;
+        let cfg = ServerConfig::resolve(f, file, false).unwrap();
+        assert_eq!(cfg.scheduler.as_deref(), Some("h:1"));
+        assert_eq!(cfg.scheduler_connect_timeout, Duration::from_secs(5));
+        let e = ServerConfig::resolve(FileConfig::default(), FileConfig::default(), false);
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn region_sizes_and_intervals_map_onto_the_raftstore() {
+        let cfg = ServerConfig::resolve(flags(), FileConfig::default(), false).unwrap();
+        // TinyKV's defaults (kv/config/config.go): 144 MiB, 96 MiB, a split check every 10 s.
+        assert_eq!(cfg.raft.region_max_size, 144 << 20);
+        assert_eq!(cfg.raft.region_split_size, 96 << 20);
+        assert_eq!(cfg.raft.split_region_check_ticks, 100);
+        let file = FileConfig::parse(
+            "region-max-size = \"1MiB\"\nregion-split-size = 65536\n\
+             split-region-check-tick-interval = \"1s\"\nraft-base-tick-ms = 50\n\
+             scheduler-heartbeat-tick-interval = 120\n\
+             scheduler-store-heartbeat-tick-interval = \"2s\"\ncapacity = \"1GiB\"",
+        )
+        .unwrap();
+        let cfg = ServerConfig::resolve(flags(), file, false).unwrap();
+        assert_eq!(cfg.raft.region_max_size, 1 << 20);
+        assert_eq!(cfg.raft.region_split_size, 64 << 10);
+        assert_eq!(cfg.raft.split_region_check_ticks, 20);
+        assert_eq!(
+            cfg.raft.scheduler_heartbeat_ticks, 3,
+            "120 ms is 3 ticks of 50 ms"
+        );
+        assert_eq!(cfg.raft.scheduler_store_heartbeat_ticks, 40);
+        assert_eq!(cfg.capacity, 1 << 30);
+        let file = FileConfig::parse("region-max-size = \"1MiB\"").unwrap();
+        let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
+        assert!(e.0.contains("region_split_size"), "{e}");
+        let e = FileConfig::parse("region-max-size = \"lots\"").unwrap_err();
+        assert!(e.0.contains("is not a size"), "{e}");
+        let e = FileConfig::parse("split-region-check-tick-interval = \"soon\"").unwrap_err();
+        assert!(e.0.contains("is not a duration"), "{e}");
+        let file = FileConfig::parse("split-region-check-tick-interval = \"1000h\"").unwrap();
+        let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
+        assert!(e.0.contains("split_region_check_ticks"), "{e}");
     }
 
     #[test]

@@ -6,10 +6,17 @@
 //! directory must belong to this store id and to this cluster (the hash of `--initial-cluster`).
 //! The first start of a store bootstraps it: the store ident, then the single region `["", "")`
 //! with one peer per store of `--initial-cluster` (peer id = store id), synced. Later starts resume.
+//!
+//! With `--scheduler` (TinyKV's Project 3C), the store's identity, the cluster's first region and
+//! the store's registration come from the scheduler instead (`crate::node`); the raftstore then
+//! runs with a [`GrpcSchedulerClient`] (region and store heartbeats, split ids, the scheduler's
+//! operators), and the transport finds other stores through the scheduler
+//! ([`StoreResolver`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proto::raft_serverpb::StoreIdent;
@@ -19,6 +26,7 @@ use raftstore::bootstrap::{
 use raftstore::engine::rocks::RocksEngine;
 use raftstore::engine::{Engine, EngineError, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
 use raftstore::keys;
+use raftstore::runtime::{NoScheduler, StoreMsg};
 use raftstore::SnapManager;
 use slog::{debug, info, Logger};
 use thiserror::Error;
@@ -27,10 +35,13 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServerConfig;
 use crate::limits::{ENTRY_OVERHEAD, MAX_GRPC_MESSAGE};
+use crate::resolver::StoreResolver;
+use crate::scheduler_client::{Deliver, GrpcSchedulerClient, SchedulerConn, SchedulerError};
 use crate::service::TinyKvService;
 use crate::storage::raft::RaftStorage;
 use crate::storage::standalone::StandaloneStorage;
 use crate::storage::{Storage, StorageError};
+use crate::store_stats::StatsSource;
 use crate::store_task::StoreTask;
 use crate::tinykvpb::tiny_kv_server::TinyKvServer;
 use crate::transport::GrpcTransport;
@@ -66,6 +77,9 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The scheduler could not be reached, or refused a start-up step.
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
 }
 
 fn open_engine(path: &Path, cfs: &[&str]) -> Result<RocksEngine, ServerError> {
@@ -81,14 +95,20 @@ fn engine_open_error(path: &Path, e: EngineError) -> ServerError {
     }
 }
 
-/// Opens the store's engines and bootstraps them on the first start; checks identity otherwise.
+/// Opens the store's two engines (`kv` and `raft` under the data dir).
+pub fn open_engines(cfg: &ServerConfig) -> Result<Engines<RocksEngine, RocksEngine>, ServerError> {
+    let kv = open_engine(&cfg.data_dir.join("kv"), &ALL_CFS)?;
+    let raft = open_engine(&cfg.data_dir.join("raft"), &[CF_DEFAULT])?;
+    Ok(Engines::new(kv, raft))
+}
+
+/// Static mode: opens the store's engines and bootstraps them on the first start; checks
+/// identity otherwise.
 pub fn open_store(
     cfg: &ServerConfig,
     logger: &Logger,
 ) -> Result<Engines<RocksEngine, RocksEngine>, ServerError> {
-    let kv = open_engine(&cfg.data_dir.join("kv"), &ALL_CFS)?;
-    let raft = open_engine(&cfg.data_dir.join("raft"), &[CF_DEFAULT])?;
-    let engines = Engines::new(kv, raft);
+    let engines = open_engines(cfg)?;
     let cluster_id = cfg.cluster_id();
     let unreadable = |e: raftstore::Error| {
         ServerError::DataDir(format!(
@@ -147,6 +167,16 @@ pub fn open_store(
         }
     }
     // Only once the data dir is known to be this store's: a refused start writes nothing.
+    preallocate_wal(cfg, &engines, logger)?;
+    Ok(engines)
+}
+
+/// Writes out the raft engine's WAL files (`ServerConfig::raft_wal_preallocate`).
+fn preallocate_wal(
+    cfg: &ServerConfig,
+    engines: &Engines<RocksEngine, RocksEngine>,
+    logger: &Logger,
+) -> Result<(), ServerError> {
     if cfg.raft_wal_preallocate > 0 {
         let started = std::time::Instant::now();
         let rounds = engines
@@ -156,7 +186,7 @@ pub fn open_store(
         info!(logger, "raft WAL files written out"; "bytes" => cfg.raft_wal_preallocate,
             "rounds" => rounds, "elapsed_ms" => started.elapsed().as_millis() as u64);
     }
-    Ok(engines)
+    Ok(())
 }
 
 /// Binds the listen address.
@@ -244,52 +274,89 @@ pub async fn run(
         return Ok(());
     }
 
-    let engines = open_store(&cfg, &logger)?;
-    let addrs: HashMap<u64, String> = cfg.cluster.clone().into_iter().collect();
+    let (engines, store_id, scheduler) = match &cfg.scheduler {
+        None => (open_store(&cfg, &logger)?, cfg.store_id, None),
+        Some(addr) => {
+            // The engines first: a data dir in use is refused before any wait for the scheduler.
+            let engines = open_engines(&cfg)?;
+            let conn = SchedulerConn::connect(addr, cfg.scheduler_connect_timeout, &logger).await?;
+            let store_id = crate::node::prepare_store(&cfg, &engines, &conn, &logger).await?;
+            preallocate_wal(&cfg, &engines, &logger)?;
+            (engines, store_id, Some(conn))
+        }
+    };
+    let resolver = match &scheduler {
+        Some(conn) => StoreResolver::with_scheduler(conn.clone()),
+        None => StoreResolver::fixed(cfg.cluster.clone().into_iter().collect::<HashMap<_, _>>()),
+    };
     let snap_dir = cfg.data_dir.join("snap");
     let snap_mgr = SnapManager::new(&snap_dir)
         .map_err(|e| ServerError::DataDir(format!("cannot use {}: {e}", snap_dir.display())))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let rt = tokio::runtime::Handle::current();
     let transport = GrpcTransport::new(
-        cfg.store_id,
-        &addrs,
+        store_id,
+        resolver.clone(),
         snap_mgr.clone(),
         tx.clone(),
-        &tokio::runtime::Handle::current(),
+        &rt,
         &logger,
     );
     let mut raft_cfg = cfg.raft.clone();
-    raft_cfg.seed = cfg.store_id;
-    let store = StoreTask::spawn(
-        raft_cfg,
-        engines.clone(),
-        snap_mgr.clone(),
-        transport,
-        &logger,
-        tx.clone(),
-        rx,
-    )?;
+    raft_cfg.seed = store_id;
+    let store = match scheduler {
+        None => StoreTask::spawn(
+            raft_cfg,
+            engines.clone(),
+            snap_mgr.clone(),
+            transport,
+            NoScheduler,
+            &logger,
+            tx.clone(),
+            rx,
+        )?,
+        Some(conn) => {
+            let mailbox = tx.clone();
+            // The scheduler's operators go to the store like any other message.
+            let deliver: Deliver = Arc::new(move |resp| {
+                let _ = mailbox.send(StoreMsg::SchedulerResponse(resp));
+            });
+            let stats = StatsSource::new(&cfg.data_dir, cfg.capacity);
+            let hb_logger = logger.new(slog::o!("store_id" => store_id));
+            let client = GrpcSchedulerClient::new(conn, &rt, deliver, stats, &hb_logger);
+            StoreTask::spawn(
+                raft_cfg,
+                engines.clone(),
+                snap_mgr.clone(),
+                transport,
+                client,
+                &logger,
+                tx.clone(),
+                rx,
+            )?
+        }
+    };
     let storage = RaftStorage::new(
-        cfg.store_id,
+        store_id,
         tx.clone(),
         engines.kv.clone(),
         cfg.command_timeout,
     )?;
     let svc = TinyKvService::new(
         storage,
-        cfg.store_id,
+        store_id,
         Some((tx, snap_mgr)),
-        addrs,
+        resolver,
         max_value,
         logger.clone(),
     );
-    info!(logger, "server listening"; "store_id" => cfg.store_id, "addr" => &cfg.addr,
+    info!(logger, "server listening"; "store_id" => store_id, "addr" => &cfg.addr,
         "data_dir" => %cfg.data_dir.display());
     let served = serve(svc, incoming, shutdown, &logger).await;
-    info!(logger, "stopping the store"; "store_id" => cfg.store_id);
+    info!(logger, "stopping the store"; "store_id" => store_id);
     // Waits for the store's task and worker threads; every acknowledged write is already synced.
     store.stop().await;
     served?;
-    info!(logger, "server stopped"; "store_id" => cfg.store_id);
+    info!(logger, "server stopped"; "store_id" => store_id);
     Ok(())
 }

@@ -12,11 +12,11 @@
 //! its unary call would, with the unary call's gRPC status carried in the answer.
 //! The transactional methods (Project 4) answer `UNIMPLEMENTED`.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use crate::resolver::StoreResolver;
 use crate::store_task::StoreRouter;
 use prost::Message;
 use proto::errorpb;
@@ -65,7 +65,7 @@ struct Inner<S> {
     storage: S,
     store_id: u64,
     raft_router: Option<(StoreRouter, SnapManager)>,
-    store_addrs: HashMap<u64, String>,
+    store_addrs: StoreResolver,
     max_value_size: usize,
     logger: Logger,
 }
@@ -73,12 +73,13 @@ struct Inner<S> {
 impl<S: Storage> TinyKvService<S> {
     /// A service over `storage` on store `store_id`. `raft_router` receives the `Raft` stream's
     /// messages (None: a standalone server, which refuses them); `store_addrs` maps store ids to
-    /// addresses for leader hints; values over `max_value_size` bytes are refused.
+    /// addresses for leader hints (a map, or the resolver the transport fills); values over
+    /// `max_value_size` bytes are refused.
     pub fn new(
         storage: S,
         store_id: u64,
         raft_router: Option<(StoreRouter, SnapManager)>,
-        store_addrs: HashMap<u64, String>,
+        store_addrs: impl Into<StoreResolver>,
         max_value_size: usize,
         logger: Logger,
     ) -> Self {
@@ -87,7 +88,7 @@ impl<S: Storage> TinyKvService<S> {
                 storage,
                 store_id,
                 raft_router,
-                store_addrs,
+                store_addrs: store_addrs.into(),
                 max_value_size,
                 logger,
             }),
@@ -95,9 +96,9 @@ impl<S: Storage> TinyKvService<S> {
     }
 
     /// The address of the leader named by a NotLeader `region_error`, when it is known.
-    fn leader_addr(&self, region_error: Option<&errorpb::Error>) -> Option<&str> {
+    fn leader_addr(&self, region_error: Option<&errorpb::Error>) -> Option<String> {
         let store = region_error?.not_leader.as_ref()?.leader.as_ref()?.store_id;
-        self.inner.store_addrs.get(&store).map(String::as_str)
+        self.inner.store_addrs.cached(store)
     }
 
     /// Wraps a response with the store-id header, and `leader`'s address (see
@@ -222,10 +223,7 @@ impl<S: Storage> TinyKvService<S> {
         };
         match answer {
             Ok(cmd) => RawResponse {
-                leader_addr: self
-                    .leader_addr(cmd.region_error())
-                    .unwrap_or_default()
-                    .to_string(),
+                leader_addr: self.leader_addr(cmd.region_error()).unwrap_or_default(),
                 cmd: Some(cmd),
                 code: 0,
                 message: String::new(),
@@ -371,7 +369,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
     ) -> Result<Response<RawGetResponse>, Status> {
         let resp = self.get(request.into_inner()).await?;
         let leader = self.leader_addr(resp.region_error.as_ref());
-        Ok(self.respond(resp, leader))
+        Ok(self.respond(resp, leader.as_deref()))
     }
 
     async fn raw_put(
@@ -380,7 +378,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
     ) -> Result<Response<RawPutResponse>, Status> {
         let resp = self.put(request.into_inner()).await?;
         let leader = self.leader_addr(resp.region_error.as_ref());
-        Ok(self.respond(resp, leader))
+        Ok(self.respond(resp, leader.as_deref()))
     }
 
     async fn raw_delete(
@@ -389,7 +387,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
     ) -> Result<Response<RawDeleteResponse>, Status> {
         let resp = self.delete(request.into_inner()).await?;
         let leader = self.leader_addr(resp.region_error.as_ref());
-        Ok(self.respond(resp, leader))
+        Ok(self.respond(resp, leader.as_deref()))
     }
 
     async fn raw_scan(
@@ -398,7 +396,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
     ) -> Result<Response<RawScanResponse>, Status> {
         let resp = self.scan(request.into_inner()).await?;
         let leader = self.leader_addr(resp.region_error.as_ref());
-        Ok(self.respond(resp, leader))
+        Ok(self.respond(resp, leader.as_deref()))
     }
 
     async fn batch_raw(

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use raftstore::engine::{Engine, Engines};
-use raftstore::runtime::{Mailbox, NoScheduler, StoreDriver, StoreMsg, Transport};
+use raftstore::runtime::{Mailbox, SchedulerClient, StoreDriver, StoreMsg, Transport};
 use raftstore::{Config, SnapManager};
 use slog::Logger;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -49,12 +49,15 @@ pub struct StoreTask {
 impl StoreTask {
     /// Opens the store on bootstrapped `engines` and spawns its task on the current runtime and
     /// its worker threads. `router`/`rx` is its mailbox, made beforehand so that the transport
-    /// can hold a sender before the store exists.
-    pub fn spawn<K: Engine, R: Engine, T: Transport>(
+    /// can hold a sender before the store exists. `scheduler` is the scheduler client its
+    /// scheduler worker thread calls (`NoScheduler` in a static cluster).
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn<K: Engine, R: Engine, T: Transport, S: SchedulerClient>(
         cfg: Config,
         engines: Engines<K, R>,
         snap_mgr: SnapManager,
         transport: T,
+        scheduler: S,
         logger: &Logger,
         router: StoreRouter,
         rx: UnboundedReceiver<StoreMsg>,
@@ -64,7 +67,7 @@ impl StoreTask {
             engines,
             snap_mgr,
             transport,
-            NoScheduler,
+            scheduler,
             logger,
             TaskMailbox(router.clone()),
         )?;

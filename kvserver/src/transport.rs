@@ -15,10 +15,16 @@
 //! and checksums before it hands the message to its store. The outcome goes back to this store as
 //! `StoreMsg::ReportSnapshot`: raft waits for it before replicating to that peer again, and sends
 //! a new snapshot after a failure.
+//!
+//! Store addresses come from a [`StoreResolver`]: in static mode the fixed `--initial-cluster`
+//! map (a connection task per store from the start); with a scheduler, a store first sent to
+//! gets its queue and task then, and the task asks the resolver for the address before every
+//! connection attempt, the cached address being dropped after a failed one.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::resolver::StoreResolver;
 use crate::store_task::StoreRouter;
 use proto::raft_serverpb::{RaftMessage, SnapshotChunk};
 use raft::SnapshotStatus;
@@ -50,8 +56,9 @@ const SNAP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Sends raft messages to peer stores over gRPC.
 pub struct GrpcTransport {
+    self_id: u64,
     queues: HashMap<u64, mpsc::Sender<RaftMessage>>,
-    addrs: HashMap<u64, String>,
+    resolver: StoreResolver,
     snap_mgr: SnapManager,
     store: StoreRouter,
     rt: Handle,
@@ -60,54 +67,71 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// A transport from store `self_id` to every other store of `addrs` (store id -> address),
-    /// whose connection tasks run on `rt`; snapshots are read from `snap_mgr` and their outcome
-    /// reported to the store's mailbox `store`.
+    /// A transport from store `self_id` to the stores `resolver` knows or finds (store id ->
+    /// address), whose connection tasks run on `rt`; snapshots are read from `snap_mgr` and
+    /// their outcome reported to the store's mailbox `store`.
     pub fn new(
         self_id: u64,
-        addrs: &HashMap<u64, String>,
+        resolver: StoreResolver,
         snap_mgr: SnapManager,
         store: StoreRouter,
         rt: &Handle,
         logger: &Logger,
     ) -> Self {
-        let mut queues = HashMap::new();
-        for (&id, addr) in addrs {
-            if id == self_id {
-                continue;
-            }
-            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-            let logger = logger.new(slog::o!("to_store" => id, "to_addr" => addr.clone()));
-            rt.spawn(connection(addr.clone(), rx, logger));
-            queues.insert(id, tx);
-        }
-        GrpcTransport {
-            queues,
-            addrs: addrs.clone(),
+        let mut t = GrpcTransport {
+            self_id,
+            queues: HashMap::new(),
+            resolver,
             snap_mgr,
             store,
             rt: rt.clone(),
             logger: logger.clone(),
             dropped: 0,
+        };
+        let mut known: Vec<u64> = t.resolver.known().into_keys().collect();
+        known.sort_unstable();
+        for id in known {
+            if id != self_id {
+                t.open_queue(id);
+            }
         }
+        t
+    }
+
+    /// The queue to store `to` with its connection task, made now.
+    fn open_queue(&mut self, to: u64) -> &mpsc::Sender<RaftMessage> {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let logger = self.logger.new(slog::o!("to_store" => to));
+        self.rt
+            .spawn(connection(to, self.resolver.clone(), rx, logger));
+        self.queues.entry(to).or_insert(tx)
     }
 
     /// Streams the snapshot of `msg` to its store in the background.
     fn send_snapshot(&self, msg: RaftMessage) -> raftstore::Result<()> {
         let to = msg.to_peer.unwrap_or_default();
-        let Some(addr) = self.addrs.get(&to.store_id).cloned() else {
+        if !self.resolver.is_dynamic() && self.resolver.cached(to.store_id).is_none() {
             return Err(raftstore::Error::Other(format!(
                 "no address for store {}",
                 to.store_id
             )));
-        };
+        }
+        let resolver = self.resolver.clone();
         let (mgr, store) = (self.snap_mgr.clone(), self.store.clone());
         let logger = self.logger.new(slog::o!("region_id" => msg.region_id,
             "to_store" => to.store_id, "to_peer" => to.id));
         let region_id = msg.region_id;
         self.rt.spawn(async move {
             let started = std::time::Instant::now();
-            let sent = tokio::time::timeout(SNAP_TIMEOUT, stream_snapshot(addr, mgr, msg)).await;
+            let send = async {
+                let addr = resolver.resolve(to.store_id).await?;
+                let sent = stream_snapshot(addr, mgr, msg).await;
+                if sent.is_err() {
+                    resolver.invalidate(to.store_id);
+                }
+                sent
+            };
+            let sent = tokio::time::timeout(SNAP_TIMEOUT, send).await;
             let status = match sent {
                 Ok(Ok(bytes)) => {
                     info!(logger, "snapshot sent"; "bytes" => bytes,
@@ -181,10 +205,18 @@ impl Transport for GrpcTransport {
             return self.send_snapshot(msg);
         }
         let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
-        let Some(q) = self.queues.get(&to) else {
-            return Err(raftstore::Error::Other(format!(
-                "no address for store {to}"
-            )));
+        let q = match self.queues.get(&to) {
+            Some(q) => q,
+            // With a scheduler, a store first sent to now: its address is looked up by the
+            // new connection task.
+            None if self.resolver.is_dynamic() && to != 0 && to != self.self_id => {
+                self.open_queue(to)
+            }
+            None => {
+                return Err(raftstore::Error::Other(format!(
+                    "no address for store {to}"
+                )))
+            }
         };
         if let Err(e) = q.try_send(msg) {
             self.dropped += 1;
@@ -197,27 +229,65 @@ impl Transport for GrpcTransport {
     }
 }
 
-/// Keeps a `Raft` stream open to `addr`, feeding it from `rx`, until the transport is dropped.
-async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: Logger) {
-    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
-        Ok(e) => e
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5)),
-        Err(e) => {
-            warn!(logger, "bad peer address; no raft messages will reach it"; "err" => %e);
-            // Keep draining so the store never sees a full queue for this store.
-            while rx.recv().await.is_some() {}
-            return;
-        }
-    };
+/// The endpoint of a peer store at `addr`.
+fn peer_endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+/// Keeps a `Raft` stream open to store `to`, found through `resolver`, feeding it from `rx`,
+/// until the transport is dropped.
+async fn connection(
+    to: u64,
+    resolver: StoreResolver,
+    mut rx: mpsc::Receiver<RaftMessage>,
+    logger: Logger,
+) {
     let mut backoff = BACKOFF_MIN;
     // Since the last stream that lived: whether a failure was logged as a warning (its repeats
     // are debug lines), and whether the last failure was a failed connect.
     let mut failing = false;
     let mut unreachable = false;
     loop {
+        let endpoint = match resolver.resolve(to).await {
+            Ok(addr) => peer_endpoint(&addr).map_err(|e| (addr, e)),
+            Err(e) => {
+                if std::mem::replace(&mut failing, true) {
+                    debug!(logger, "peer store address still unknown"; "err" => e);
+                } else {
+                    warn!(logger, "peer store address unknown; retrying with back-off"; "err" => e);
+                }
+                if drain_for(&mut rx, backoff).await.is_none() {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let endpoint = match endpoint {
+            Ok(e) => e,
+            Err((addr, e)) if !resolver.is_dynamic() => {
+                warn!(logger, "bad peer address; no raft messages will reach it";
+                    "to_addr" => addr, "err" => %e);
+                // Keep draining so the store never sees a full queue for this store.
+                while rx.recv().await.is_some() {}
+                return;
+            }
+            Err((addr, e)) => {
+                // The scheduler may learn a better address: ask again after the back-off.
+                warn!(logger, "bad peer address from the scheduler"; "to_addr" => addr,
+                    "err" => %e);
+                resolver.invalidate(to);
+                if drain_for(&mut rx, backoff).await.is_none() {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
         let failure = match endpoint.connect().await {
             Err(e) => {
                 unreachable = true;
@@ -249,11 +319,16 @@ async fn connection(addr: String, mut rx: mpsc::Receiver<RaftMessage>, logger: L
                 }
             }
         };
+        let addr = endpoint.uri().authority().map(|a| a.to_string());
         if std::mem::replace(&mut failing, true) {
-            debug!(logger, "raft stream to peer store still failing"; "err" => failure);
+            debug!(logger, "raft stream to peer store still failing"; "to_addr" => addr,
+                "err" => failure);
         } else {
-            warn!(logger, "no raft stream to peer store; retrying with back-off"; "err" => failure);
+            warn!(logger, "no raft stream to peer store; retrying with back-off";
+                "to_addr" => addr, "err" => failure);
         }
+        // With a scheduler, the store may have moved: look it up again next time.
+        resolver.invalidate(to);
         // Messages queued meanwhile are stale by the time a stream is back.
         if drain_for(&mut rx, backoff).await.is_none() {
             return;
@@ -332,7 +407,8 @@ mod tests {
                 .serve_with_incoming(TcpIncoming::from(listener)),
         );
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let task = tokio::spawn(connection(addr, rx, logger));
+        let resolver = StoreResolver::fixed([(2, addr)].into());
+        let task = tokio::spawn(connection(2, resolver, rx, logger));
         // Back-off of 50, 100, 200, 400 and 800 ms: about five streams in these 1.5 s; the loop
         // without it opened hundreds.
         for _ in 0..15 {

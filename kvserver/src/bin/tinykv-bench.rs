@@ -7,7 +7,8 @@
 //! new files, later ones are recycled). A progress line goes to stderr every second; at the end it
 //! prints throughput, latency percentiles (an HDR histogram, microsecond precision) and the error
 //! count, all of the measured part alone. Read and mixed workloads first write every key once (not
-//! measured) unless `--no-preload`.
+//! measured) unless `--no-preload`. `--scheduler HOST:PORT` (instead of `--endpoints`) runs it
+//! against a multi-region cluster: each request goes to the leader of its key's region.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,12 +47,14 @@ enum Api {
 #[derive(Parser, Debug)]
 #[command(name = "tinykv-bench", version, about)]
 struct Cli {
-    /// The stores, HOST:PORT,HOST:PORT,...
-    #[arg(
-        long,
-        default_value = "127.0.0.1:20160,127.0.0.1:20161,127.0.0.1:20162"
-    )]
-    endpoints: String,
+    /// The stores of a static cluster, HOST:PORT,HOST:PORT,... [default:
+    /// 127.0.0.1:20160,127.0.0.1:20161,127.0.0.1:20162 when --scheduler is not given either]
+    #[arg(long, conflicts_with = "scheduler")]
+    endpoints: Option<String>,
+    /// The scheduler of a multi-region cluster, HOST:PORT (instead of --endpoints): each request
+    /// goes to the leader of its key's region.
+    #[arg(long)]
+    scheduler: Option<String>,
     /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -96,6 +99,9 @@ fn main() {
     }
 }
 
+/// The stores `--endpoints` names when neither it nor `--scheduler` is given.
+const DEFAULT_ENDPOINTS: &str = "127.0.0.1:20160,127.0.0.1:20161,127.0.0.1:20162";
+
 /// Fewest concurrent writers of the (unmeasured) preload before a read or mixed run.
 const PRELOAD_CLIENTS: usize = 64;
 
@@ -116,8 +122,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.clients == 0 || cli.keys == 0 {
         anyhow::bail!("--clients and --keys must be greater than 0");
     }
-    let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
-    let mut client = Client::new(endpoints, cli.timeout)?;
+    let mut client = match &cli.scheduler {
+        Some(addr) => Client::with_scheduler(addr.clone(), cli.timeout)?,
+        None => {
+            let endpoints = cli.endpoints.as_deref().unwrap_or(DEFAULT_ENDPOINTS);
+            Client::new(
+                endpoints.split(',').map(str::to_string).collect(),
+                cli.timeout,
+            )?
+        }
+    };
     if cli.api == Api::Batch {
         client = client.batched();
     }

@@ -4,27 +4,40 @@
 //! tinykv-ctl --endpoints 127.0.0.1:20160,127.0.0.1:20161,127.0.0.1:20162 put k v
 //! tinykv-ctl --endpoints ... get k            # prints the value alone; exit 1 when missing
 //! tinykv-ctl --endpoints ... scan a --limit 10  # key<TAB>value lines
+//! tinykv-ctl --scheduler 127.0.0.1:2379 get k   # a multi-region cluster, through its scheduler
+//! tinykv-ctl --scheduler 127.0.0.1:2379 stores  # a table of the scheduler's stores
+//! tinykv-ctl --scheduler 127.0.0.1:2379 regions # a table of its regions
 //! ```
-//! It finds the leader, follows NotLeader hints and retries until `--timeout`. Every failure is
-//! one line on stderr and a non-zero exit: 1 for a missing key or a failed request, 2 for bad usage.
+//! It finds the leader, follows NotLeader hints and retries until `--timeout`. With `--scheduler`
+//! (instead of `--endpoints`) each key goes to the leader of its region, and a scan crosses
+//! regions. Every failure is one line on stderr and a non-zero exit: 1 for a missing key, a failed
+//! request or a missing scheduler, 2 for bad usage.
 
 use std::io::Write;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kvserver::client::{parse_seconds, Client};
 use kvserver::config::{async_runtime, one_line, parse_args_or_exit};
+use kvserver::region_cache::{readable_key, SchedulerSource};
+use proto::metapb::{Peer, Region, Store, StoreState};
+use proto::schedulerpb::StoreStats;
+
+/// The stores `--endpoints` names when neither it nor `--scheduler` is given.
+const DEFAULT_ENDPOINTS: &str = "127.0.0.1:20160,127.0.0.1:20161,127.0.0.1:20162";
 
 /// Command-line client of a TinyKV cluster's raw API.
 #[derive(Parser, Debug)]
 #[command(name = "tinykv-ctl", version, about)]
 struct Cli {
-    /// The stores to talk to, HOST:PORT,HOST:PORT,...
-    #[arg(
-        long,
-        default_value = "127.0.0.1:20160,127.0.0.1:20161,127.0.0.1:20162"
-    )]
-    endpoints: String,
+    /// The stores of a static cluster, HOST:PORT,HOST:PORT,... [default:
+    /// 127.0.0.1:20160,127.0.0.1:20161,127.0.0.1:20162 when --scheduler is not given either]
+    #[arg(long, conflicts_with = "scheduler")]
+    endpoints: Option<String>,
+    /// The scheduler of a multi-region cluster, HOST:PORT (instead of --endpoints).
+    #[arg(long)]
+    scheduler: Option<String>,
     /// Give up after this many seconds (fractions allowed; at most a week).
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     timeout: Duration,
@@ -62,6 +75,12 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Print the scheduler's stores: id, address, state, regions, leaders, size (needs
+    /// --scheduler).
+    Stores,
+    /// Print the scheduler's regions in key order: id, start, end, peers' stores (the leader's
+    /// marked *), leader store (needs --scheduler).
+    Regions,
 }
 
 fn main() {
@@ -76,17 +95,25 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    let endpoints: Vec<String> = cli.endpoints.split(',').map(str::to_string).collect();
-    let client = Client::new(endpoints, cli.timeout)?;
     let rt = async_runtime(1, "tinykv-ctl")?;
     let cf = cli.cf.as_str();
-    rt.block_on(async move {
+    let client = || match &cli.scheduler {
+        Some(addr) => Client::with_scheduler(addr.clone(), cli.timeout),
+        None => {
+            let endpoints = cli.endpoints.as_deref().unwrap_or(DEFAULT_ENDPOINTS);
+            Client::new(
+                endpoints.split(',').map(str::to_string).collect(),
+                cli.timeout,
+            )
+        }
+    };
+    rt.block_on(async {
         let mut out = std::io::stdout().lock();
-        match cli.cmd {
+        match &cli.cmd {
             Cmd::Put { key, value } => {
-                client.put(cf, key.as_bytes(), value.as_bytes()).await?;
+                client()?.put(cf, key.as_bytes(), value.as_bytes()).await?;
             }
-            Cmd::Get { key } => match client.get(cf, key.as_bytes()).await? {
+            Cmd::Get { key } => match client()?.get(cf, key.as_bytes()).await? {
                 Some(v) => {
                     out.write_all(&v)?;
                     out.write_all(b"\n")?;
@@ -97,18 +124,237 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             },
             Cmd::Delete { key } => {
-                client.delete(cf, key.as_bytes()).await?;
+                client()?.delete(cf, key.as_bytes()).await?;
             }
             Cmd::Scan { start, limit } => {
-                for (k, v) in client.scan(cf, start.as_bytes(), limit).await? {
+                for (k, v) in client()?.scan(cf, start.as_bytes(), *limit).await? {
                     out.write_all(&k)?;
                     out.write_all(b"\t")?;
                     out.write_all(&v)?;
                     out.write_all(b"\n")?;
                 }
             }
+            Cmd::Stores => out.write_all(cluster_table(&cli, "stores").await?.as_bytes())?,
+            Cmd::Regions => out.write_all(cluster_table(&cli, "regions").await?.as_bytes())?,
         }
         out.flush()?;
         Ok(0)
     })
+}
+
+/// The table of `what` ("stores" or "regions"), from the scheduler of `--scheduler`.
+async fn cluster_table(cli: &Cli, what: &str) -> anyhow::Result<String> {
+    let Some(addr) = &cli.scheduler else {
+        anyhow::bail!("`{what}` needs --scheduler HOST:PORT");
+    };
+    let source = SchedulerSource::new(addr)?;
+    let ask = async {
+        let regions = source.all_regions().await?;
+        if what == "regions" {
+            return Ok::<_, anyhow::Error>(regions_table(&regions));
+        }
+        let mut stores = Vec::new();
+        for store in source.all_stores().await? {
+            let (_, stats) = source.store(store.id).await?;
+            stores.push((store, stats));
+        }
+        Ok(stores_table(&stores, &regions))
+    };
+    tokio::time::timeout(cli.timeout, ask)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "scheduler {} gave no answer within {:?}",
+                source.addr(),
+                cli.timeout
+            )
+        })?
+        .with_context(|| format!("cannot list the {what}"))
+}
+
+/// The `stores` table: one row per store (by id) with its state, its region count (from its last
+/// heartbeat's statistics), the regions it leads (from the scheduler's regions), and the size of
+/// those regions ("-": the scheduler's region list carries no sizes).
+fn stores_table(
+    stores: &[(Store, Option<StoreStats>)],
+    regions: &[(Region, Option<Peer>)],
+) -> String {
+    let mut rows = vec![["ID", "ADDRESS", "STATE", "REGIONS", "LEADERS", "SIZE"]
+        .map(String::from)
+        .to_vec()];
+    let mut sorted: Vec<_> = stores.iter().collect();
+    sorted.sort_by_key(|(s, _)| s.id);
+    for (store, stats) in sorted {
+        let leaders = regions
+            .iter()
+            .filter(|(_, l)| l.is_some_and(|l| l.store_id == store.id))
+            .count();
+        let state = StoreState::try_from(store.state)
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|_| format!("state {}", store.state));
+        rows.push(vec![
+            store.id.to_string(),
+            store.address.clone(),
+            state,
+            stats
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |s| s.region_count.to_string()),
+            leaders.to_string(),
+            "-".to_string(),
+        ]);
+    }
+    format_table(&rows)
+}
+
+/// The `regions` table: one row per region in key order.
+fn regions_table(regions: &[(Region, Option<Peer>)]) -> String {
+    let mut rows = vec![["ID", "START", "END", "PEERS", "LEADER"]
+        .map(String::from)
+        .to_vec()];
+    for (region, leader) in regions {
+        let peers: Vec<String> = region
+            .peers
+            .iter()
+            .map(|p| {
+                let mark = if Some(*p) == *leader { "*" } else { "" };
+                format!("{}{mark}", p.store_id)
+            })
+            .collect();
+        rows.push(vec![
+            region.id.to_string(),
+            bound(&region.start_key, "(min)"),
+            bound(&region.end_key, "(max)"),
+            peers.join(","),
+            leader.map_or_else(|| "-".to_string(), |l| l.store_id.to_string()),
+        ]);
+    }
+    format_table(&rows)
+}
+
+/// A region's start or end key for the table; `empty` for an empty key (the key space's edge).
+fn bound(key: &[u8], empty: &str) -> String {
+    if key.is_empty() {
+        empty.to_string()
+    } else {
+        readable_key(key)
+    }
+}
+
+/// `rows` as lines of left-aligned columns two spaces apart (no trailing spaces).
+fn format_table(rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let w = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(m) => *m = (*m).max(w),
+                None => widths.push(w),
+            }
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = widths[i] - cell.chars().count();
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::metapb::RegionEpoch;
+
+    fn region(id: u64, start: &[u8], end: &[u8], stores: &[u64]) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(RegionEpoch::default()),
+            peers: stores
+                .iter()
+                .map(|&s| Peer {
+                    id: 10 * id + s,
+                    store_id: s,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tables_are_aligned() {
+        let rows = vec![
+            vec!["ID".to_string(), "NAME".into(), "X".into()],
+            vec!["1000".to_string(), "a".into(), "".into()],
+        ];
+        assert_eq!(format_table(&rows), "ID    NAME  X\n1000  a\n");
+    }
+
+    #[test]
+    fn the_regions_table_marks_leaders_and_prints_keys_readably() {
+        let regions = vec![
+            (
+                region(2, b"", b"k\x00", &[1, 2, 3]),
+                Some(Peer {
+                    id: 22,
+                    store_id: 2,
+                }),
+            ),
+            (region(14, b"k\x00", b"", &[1, 2, 3]), None),
+        ];
+        assert_eq!(
+            regions_table(&regions),
+            "ID  START   END     PEERS   LEADER\n\
+             2   (min)   0x6b00  1,2*,3  2\n\
+             14  0x6b00  (max)   1,2,3   -\n"
+        );
+    }
+
+    #[test]
+    fn the_stores_table_counts_leaders() {
+        let store = |id: u64, state: StoreState| Store {
+            id,
+            address: format!("127.0.0.1:2016{id}"),
+            state: state as i32,
+        };
+        let stats = StoreStats {
+            region_count: 2,
+            ..Default::default()
+        };
+        let stores = vec![
+            (store(3, StoreState::Offline), None),
+            (store(1, StoreState::Up), Some(stats)),
+        ];
+        let regions = vec![
+            (
+                region(2, b"", b"m", &[1, 3]),
+                Some(Peer {
+                    id: 21,
+                    store_id: 1,
+                }),
+            ),
+            (
+                region(5, b"m", b"", &[1, 3]),
+                Some(Peer {
+                    id: 51,
+                    store_id: 1,
+                }),
+            ),
+        ];
+        assert_eq!(
+            stores_table(&stores, &regions),
+            "ID  ADDRESS          STATE    REGIONS  LEADERS  SIZE\n\
+             1   127.0.0.1:20161  Up       2        2        -\n\
+             3   127.0.0.1:20163  Offline  -        0        -\n"
+        );
+    }
 }

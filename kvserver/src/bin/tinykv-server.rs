@@ -1,6 +1,8 @@
-//! `tinykv-server`: one store of a static TinyKV cluster, or a standalone server (Project 1).
+//! `tinykv-server`: one store of a TinyKV cluster run by a scheduler (Project 3C) or of a static
+//! cluster, or a standalone server (Project 1).
 //!
 //! ```text
+//! tinykv-server --scheduler 127.0.0.1:2379 --addr 127.0.0.1:20160 --data-dir data/store-1
 //! tinykv-server --store-id 1 --addr 127.0.0.1:20160 --data-dir data/store-1 \
 //!     --initial-cluster 1=127.0.0.1:20160,2=127.0.0.1:20161,3=127.0.0.1:20162
 //! tinykv-server --standalone --addr 127.0.0.1:20160 --data-dir data/standalone
@@ -12,6 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use kvserver::config::{async_runtime, one_line, parse_args_or_exit, FileConfig, ServerConfig};
+use kvserver::units::{ReadableDuration, ReadableSize};
 use kvserver::{logging, server};
 use slog::info;
 
@@ -23,7 +26,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(name = "tinykv-server", version, about)]
 struct Cli {
-    /// This store's id (> 0); must appear in --initial-cluster.
+    /// The scheduler's address, HOST:PORT: the scheduler allocates this store's id (kept in the
+    /// data dir), bootstraps the cluster and tells stores each other's addresses. Excludes
+    /// --store-id and --initial-cluster.
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// This store's id (> 0) in a static cluster; must appear in --initial-cluster.
     #[arg(long)]
     store_id: Option<u64>,
     /// Address to listen on, HOST:PORT.
@@ -54,6 +62,18 @@ struct Cli {
     /// Threads serving gRPC (default 1: one thread batches answers best on few cores).
     #[arg(long)]
     grpc_threads: Option<usize>,
+    /// Split a region whose data grows past this size: bytes, or with a unit ("144MiB").
+    #[arg(long)]
+    region_max_size: Option<ReadableSize>,
+    /// Where a split cuts: after this much of the region ("96MiB").
+    #[arg(long)]
+    region_split_size: Option<ReadableSize>,
+    /// How often a leader checks its region's size: milliseconds, or with a unit ("10s").
+    #[arg(long)]
+    split_region_check_tick_interval: Option<ReadableDuration>,
+    /// How long start-up keeps retrying an unreachable scheduler ("60s").
+    #[arg(long)]
+    scheduler_connect_timeout: Option<ReadableDuration>,
 }
 
 fn main() {
@@ -70,6 +90,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let flags = FileConfig {
+        scheduler: cli.scheduler,
+        region_max_size: cli.region_max_size,
+        region_split_size: cli.region_split_size,
+        split_region_check_tick_interval: cli.split_region_check_tick_interval,
+        scheduler_connect_timeout: cli.scheduler_connect_timeout,
         store_id: cli.store_id,
         addr: cli.addr,
         data_dir: cli.data_dir,
