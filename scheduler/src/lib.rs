@@ -10,7 +10,10 @@
 //! - [`cluster`]: `RaftCluster`, the state machine the service drives: region and store
 //!   heartbeats, split ids, the schedulers' timer; it does no IO (its answers to stores are
 //!   collected in an outbox the service drains);
-//! - the service layer (gRPC, persistence, TSO) around it.
+//! - the service layer around it: [`server`] (the gRPC service and the process's serving loop),
+//!   [`storage`] (its state in RocksDB), [`id`] and [`tso`] (ids and timestamps that never
+//!   repeat), [`config`] and [`cmdline`] (settings, the binaries' command-line helpers);
+//! - [`tso_client`]: the client side of timestamps, batching many callers on one stream.
 
 #![deny(missing_docs)]
 
@@ -25,6 +28,7 @@ pub mod schedulers;
 pub mod server;
 pub mod storage;
 pub mod tso;
+pub mod tso_client;
 
 /// The generated gRPC client and server of `service Scheduler`.
 #[allow(missing_docs, clippy::all)]

@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use kvserver::client::{parse_seconds, parse_seconds_or_zero, Client};
 use kvserver::config::{async_runtime, one_line, parse_args_or_exit};
 use rand::{Rng, SeedableRng};
+use scheduler::tso_client::TsoClient;
 
 /// mimalloc instead of glibc malloc: fewer cycles per allocation on the request path.
 #[global_allocator]
@@ -32,6 +33,9 @@ enum Workload {
     Read,
     /// Half puts, half gets.
     Mixed,
+    /// Timestamps from the scheduler (needs --scheduler): each client asks for one at a time;
+    /// the clients' requests travel batched on one `Tso` stream.
+    Tso,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -111,6 +115,8 @@ fn key(i: u64) -> Vec<u8> {
 
 struct Shared {
     client: Client,
+    /// The timestamp client of a `tso` run.
+    tso: Option<TsoClient>,
     value: Vec<u8>,
     done: AtomicU64,
     errors: AtomicU64,
@@ -135,18 +141,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.api == Api::Batch {
         client = client.batched();
     }
+    if cli.workload == Workload::Tso && cli.scheduler.is_none() {
+        anyhow::bail!("--workload tso needs --scheduler");
+    }
     let rt = async_runtime(cli.threads.into(), "tinykv-bench")?;
     rt.block_on(async move {
         let value: Vec<u8> = (0..cli.value_size).map(|i| b'a' + (i % 26) as u8).collect();
+        let tso = match (&cli.scheduler, cli.workload) {
+            (Some(addr), Workload::Tso) => Some(TsoClient::connect(addr).await?),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             client,
+            tso,
             value,
             done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             issued: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
-        if cli.workload != Workload::Write && !cli.no_preload {
+        if !matches!(cli.workload, Workload::Write | Workload::Tso) && !cli.no_preload {
             // The preload is not measured: it runs with at least PRELOAD_CLIENTS writers, so
             // that a one-client read run does not spend minutes writing its keys first.
             preload(&shared, cli.keys, cli.clients.max(PRELOAD_CLIENTS)).await?;
@@ -204,16 +218,14 @@ async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
                     }
                 }
                 let k = key(rng.random_range(0..keys));
-                let write = match workload {
-                    Workload::Write => true,
-                    Workload::Read => false,
-                    Workload::Mixed => rng.random_bool(0.5),
-                };
                 let t = Instant::now();
-                let ok = if write {
-                    shared.client.put("", &k, &shared.value).await.is_ok()
-                } else {
-                    shared.client.get("", &k).await.is_ok()
+                let ok = match (workload, &shared.tso) {
+                    (Workload::Tso, Some(tso)) => tso.get_ts().await.is_ok(),
+                    (Workload::Write, _) => shared.client.put("", &k, &shared.value).await.is_ok(),
+                    (Workload::Mixed, _) if rng.random_bool(0.5) => {
+                        shared.client.put("", &k, &shared.value).await.is_ok()
+                    }
+                    _ => shared.client.get("", &k).await.is_ok(),
                 };
                 if !measured {
                     continue;
