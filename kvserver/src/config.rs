@@ -23,6 +23,7 @@
 //! region-max-size = "144MiB"       # a region grows past this: split (bytes or a size string)
 //! region-split-size = "96MiB"      # where a split cuts
 //! split-region-check-tick-interval = "10s"   # ms number or duration string
+//! status-addr = "127.0.0.1:20180"  # serve GET /metrics here (docs/METRICS.md); default: no
 //! ```
 //!
 //! A store runs in one of three modes:
@@ -118,6 +119,8 @@ pub struct FileConfig {
     pub scheduler_store_heartbeat_tick_interval: Option<ReadableDuration>,
     /// The capacity reported to the scheduler; 0: the size of the data dir's filesystem.
     pub capacity: Option<ReadableSize>,
+    /// Address of the status server (`GET /metrics`), `HOST:PORT`.
+    pub status_addr: Option<String>,
 }
 
 impl FileConfig {
@@ -194,6 +197,8 @@ pub struct ServerConfig {
     pub scheduler_connect_timeout: Duration,
     /// The capacity reported in store heartbeats; 0: the size of the data dir's filesystem.
     pub capacity: u64,
+    /// Address of the status server (`GET /metrics`, docs/METRICS.md); None: no status server.
+    pub status_addr: Option<String>,
 }
 
 impl ServerConfig {
@@ -299,6 +304,12 @@ impl ServerConfig {
             .or(file.scheduler_connect_timeout)
             .map_or(DEFAULT_SCHEDULER_CONNECT_TIMEOUT, |d| d.0);
         let capacity = flags.capacity.or(file.capacity).map_or(0, |c| c.0);
+        let status_addr = match flags.status_addr.or(file.status_addr) {
+            Some(a) => Some(
+                scheduler::status::parse_status_addr(&a).map_err(|e| ConfigError(e.to_string()))?,
+            ),
+            None => None,
+        };
         let mut cfg = ServerConfig {
             store_id: 0,
             addr,
@@ -312,6 +323,7 @@ impl ServerConfig {
             scheduler: None,
             scheduler_connect_timeout,
             capacity,
+            status_addr,
         };
         if standalone {
             if scheduler.is_some() {
@@ -637,6 +649,22 @@ mod tests {
         let file = FileConfig::parse("split-region-check-tick-interval = \"1000h\"").unwrap();
         let e = ServerConfig::resolve(flags(), file, false).unwrap_err();
         assert!(e.0.contains("split_region_check_ticks"), "{e}");
+    }
+
+    #[test]
+    fn metrics_status_addr_is_optional_and_checked() {
+        let cfg = ServerConfig::resolve(flags(), FileConfig::default(), false).unwrap();
+        assert_eq!(cfg.status_addr, None, "no status server unless asked");
+        let file = FileConfig::parse("status-addr = \"127.0.0.1:20180\"").unwrap();
+        let cfg = ServerConfig::resolve(flags(), file, false).unwrap();
+        assert_eq!(cfg.status_addr.as_deref(), Some("127.0.0.1:20180"));
+        let mut f = flags();
+        f.status_addr = Some("127.0.0.1".into());
+        let e = ServerConfig::resolve(f, FileConfig::default(), false).unwrap_err();
+        assert!(
+            e.0.contains("--status-addr") && e.0.contains("HOST:PORT"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -25,9 +25,10 @@ use raftstore::bootstrap::{
 };
 use raftstore::engine::rocks::RocksEngine;
 use raftstore::engine::{Engine, EngineError, Engines, ALL_CFS, CF_DEFAULT, CF_RAFT};
-use raftstore::keys;
 use raftstore::runtime::{NoScheduler, StoreMsg};
 use raftstore::SnapManager;
+use raftstore::{keys, metrics};
+use scheduler::status::StatusError;
 use slog::{debug, info, Logger};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -80,6 +81,9 @@ pub enum ServerError {
     /// The scheduler could not be reached, or refused a start-up step.
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    /// The status server could not start.
+    #[error(transparent)]
+    Status(#[from] StatusError),
 }
 
 fn open_engine(path: &Path, cfs: &[&str]) -> Result<RocksEngine, ServerError> {
@@ -95,10 +99,13 @@ fn engine_open_error(path: &Path, e: EngineError) -> ServerError {
     }
 }
 
-/// Opens the store's two engines (`kv` and `raft` under the data dir).
+/// Opens the store's two engines (`kv` and `raft` under the data dir), their fsyncs counted in
+/// `tinykv_engine_fsyncs_total` (`raftstore::metrics`).
 pub fn open_engines(cfg: &ServerConfig) -> Result<Engines<RocksEngine, RocksEngine>, ServerError> {
-    let kv = open_engine(&cfg.data_dir.join("kv"), &ALL_CFS)?;
-    let raft = open_engine(&cfg.data_dir.join("raft"), &[CF_DEFAULT])?;
+    let kv = open_engine(&cfg.data_dir.join("kv"), &ALL_CFS)?
+        .with_fsync_counter(metrics::KV_ENGINE_FSYNCS.clone());
+    let raft = open_engine(&cfg.data_dir.join("raft"), &[CF_DEFAULT])?
+        .with_fsync_counter(metrics::RAFT_ENGINE_FSYNCS.clone());
     Ok(Engines::new(kv, raft))
 }
 
@@ -197,6 +204,17 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
             addr: addr.to_string(),
             source,
         })
+}
+
+/// Binds `addr` and serves the store's metrics there (`GET /metrics`: `raftstore::metrics`,
+/// docs/METRICS.md) on a task of the current runtime, which ends with the runtime.
+pub async fn start_status_server(addr: &str, logger: &Logger) -> Result<(), ServerError> {
+    let listener = scheduler::status::bind(addr).await?;
+    if let Ok(at) = listener.local_addr() {
+        info!(logger, "status server listening"; "addr" => %at);
+    }
+    scheduler::status::spawn(listener, vec![metrics::registry().clone()], logger.clone());
+    Ok(())
 }
 
 /// How long in-flight calls get to finish after the shutdown signal; then the remaining

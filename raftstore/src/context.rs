@@ -3,11 +3,14 @@
 //! scheduler, a sync to make), which each driver carries out its own way; and the `ApplyContext`
 //! that collects the store's applies for one kv-engine write.
 
+use std::time::Instant;
+
 use proto::raft_serverpb::RaftMessage;
 
 use crate::callback::{Callback, CmdResponse};
 use crate::engine::{Engine, Engines, WriteBatch};
 use crate::errors::Result;
+use crate::metrics;
 use crate::scheduler::SchedulerTask;
 use crate::task::Task;
 
@@ -48,9 +51,19 @@ pub struct ApplyContext {
     /// Whether the write must be synced: a log compaction's truncated state must be durable
     /// before the log GC deletes the entries.
     pub sync: bool,
+    /// When the first entry of this batch was applied (for `metrics::APPLY_DURATION` only).
+    started: Option<Instant>,
 }
 
 impl ApplyContext {
+    /// Notes that an entry is being applied into this batch: the first one starts the batch's
+    /// timer, which its kv write stops (a metric only; nothing reads it back).
+    pub fn batch_started(&mut self) {
+        if self.started.is_none() {
+            self.started = Some(Instant::now());
+        }
+    }
+
     /// Makes the writes so far visible to reads of the kv engine (an unsynced write), for a read
     /// inside a command that also writes.
     pub fn flush<K: Engine>(&mut self, kv: &K) -> Result<()> {
@@ -78,6 +91,9 @@ impl ApplyContext {
         }
         self.wb.clear();
         self.sync = false;
+        if let Some(started) = self.started.take() {
+            metrics::APPLY_DURATION.observe(metrics::seconds_since(started));
+        }
         Ok(())
     }
 }

@@ -20,11 +20,12 @@
 //! - [`scheduler`]: what a store asks of the scheduler (heartbeats, split ids), the client trait
 //!   drivers run it with, and the admin commands the answers become.
 //! - [`runtime`]: the threaded driver (crossbeam mailboxes, a poller thread, a ticker, workers).
+//! - [`metrics`]: the store's Prometheus metrics and their registry (docs/METRICS.md).
 //!
-//! The handlers are sans-IO beyond the engines: they never spawn, sleep or read a clock. Their
-//! effects (messages, callbacks, tasks, scheduler heartbeats) are collected in a
-//! [`StoreContext`] that each driver drains its own way; the simulator in the `test_raftstore`
-//! crate is the other driver.
+//! The handlers are sans-IO beyond the engines: they never spawn, sleep or read a clock (but to
+//! time a batch of applies for [`metrics`], which nothing reads back). Their effects (messages,
+//! callbacks, tasks, scheduler heartbeats) are collected in a [`StoreContext`] that each driver
+//! drains its own way; the simulator in the `test_raftstore` crate is the other driver.
 
 #![deny(missing_docs)]
 
@@ -35,6 +36,7 @@ pub mod context;
 pub mod engine;
 pub mod errors;
 pub mod keys;
+pub mod metrics;
 pub mod peer;
 pub mod peer_storage;
 mod read_queue;

@@ -58,6 +58,7 @@ use crate::config::Config;
 use crate::context::StoreContext;
 use crate::engine::{Engine, EngineError, Engines};
 use crate::errors::{Error, Result};
+use crate::metrics;
 use crate::scheduler::{run_scheduler_task, SchedulerTask};
 use crate::snap::SnapManager;
 use crate::store::Store;
@@ -472,7 +473,7 @@ impl<K: Engine, R: Engine, T: Transport> StoreDriver<K, R, T> {
     /// (nothing else in the mailbox) a sync the round asked for is returned, for the loop to do
     /// in place with [`StoreDriver::sync_inline`] once the round's messages have left: handing
     /// it to the raft-sync thread would only add two thread wake-ups to the wait. Otherwise the
-    /// raft-sync thread gets it.
+    /// raft-sync thread gets it. Its duration goes to `metrics::ROUND_DURATION`.
     pub fn round(&mut self, idle: bool) -> Result<Option<u64>> {
         let now = Instant::now();
         if now >= self.next_tick {
@@ -493,6 +494,7 @@ impl<K: Engine, R: Engine, T: Transport> StoreDriver<K, R, T> {
             None
         };
         self.carry_out();
+        metrics::ROUND_DURATION.observe(metrics::seconds_since(now));
         Ok(inline)
     }
 

@@ -51,6 +51,7 @@ use crate::context::{ApplyContext, StoreContext};
 use crate::engine::{Engine, Engines, WriteBatch, CF_RAFT};
 use crate::errors::{Error, Result};
 use crate::keys;
+use crate::metrics::{self, GaugeShare};
 use crate::peer::{ApplyResult, Peer};
 use crate::scheduler::SchedulerTask;
 use crate::snap::{SnapKey, SnapManager};
@@ -104,6 +105,10 @@ pub struct Store<K: Engine, R: Engine> {
     pending_votes: BTreeMap<u64, RaftMessage>,
     /// Base ticks of the store (for its own periodic work).
     ticks: u64,
+    /// This store's share of the `tinykv_store_regions` gauge.
+    regions_gauge: GaugeShare,
+    /// This store's share of the `tinykv_store_leaders` gauge.
+    leaders_gauge: GaugeShare,
     logger: Logger,
 }
 
@@ -139,6 +144,8 @@ impl<K: Engine, R: Engine> Store<K, R> {
             range_of: BTreeMap::new(),
             pending_votes: BTreeMap::new(),
             ticks: 0,
+            regions_gauge: GaugeShare::new(&metrics::REGIONS),
+            leaders_gauge: GaugeShare::new(&metrics::LEADERS),
             logger,
         };
         store.load_peers()?;
@@ -663,12 +670,16 @@ impl<K: Engine, R: Engine> Store<K, R> {
         );
     }
 
-    /// One base tick for every replica.
+    /// One base tick for every replica; the gauges of regions and leaders are set.
     pub fn on_tick(&mut self, ctx: &mut StoreContext) {
+        let mut leaders = 0;
         for (&id, peer) in self.peers.iter_mut() {
             peer.tick(ctx);
+            leaders += i64::from(peer.is_leader());
             self.touched.insert(id);
         }
+        self.regions_gauge.set(self.peers.len() as i64);
+        self.leaders_gauge.set(leaders);
         self.ticks += 1;
         if self.ticks % self.cfg.scheduler_store_heartbeat_ticks as u64 == 0 {
             let applying = self

@@ -23,6 +23,7 @@ pub use crate::schedule::ScheduleConfig;
 
 use crate::core::{BasicCluster, RegionInfo, StoreInfo};
 use crate::errors::{Error, Result};
+use crate::metrics;
 use crate::schedule::checker::ReplicaChecker;
 use crate::schedule::operator::{OpKind, Operator};
 use crate::schedule::operator_controller::{DispatchSource, OperatorController};
@@ -394,17 +395,18 @@ impl RaftCluster {
     }
 
     /// Records a store's heartbeat: its statistics and the time. Unknown and removed stores are
-    /// refused.
+    /// refused. Counted in `tinykv_scheduler_store_heartbeats_total` by result.
     pub fn handle_store_heartbeat(&mut self, stats: StoreStats) -> Result<()> {
         let id = stats.store_id;
-        let store = self
-            .core
-            .stores
-            .get_store(id)
-            .ok_or(Error::StoreNotFound(id))?;
+        let Some(store) = self.core.stores.get_store(id) else {
+            metrics::STORE_HEARTBEATS_ERROR.inc();
+            return Err(Error::StoreNotFound(id));
+        };
         if store.is_tombstone() {
+            metrics::STORE_HEARTBEATS_ERROR.inc();
             return Err(Error::StoreTombstone(id));
         }
+        metrics::STORE_HEARTBEATS_OK.inc();
         let now = self.clock.now();
         self.core
             .stores
@@ -500,12 +502,20 @@ impl RaftCluster {
     /// [`RaftCluster::process_region_heartbeat`] for a heartbeat from a store (TinyKV's
     /// `HandleRegionHeartbeat`): a region without peers is refused; then the region's operator
     /// is dispatched (its pending command re-queued, or the operator finished or dropped).
+    /// Counted in `tinykv_scheduler_region_heartbeats_total` by result.
     pub fn handle_region_heartbeat(&mut self, region: RegionInfo) -> Result<RegionChange> {
         if region.peers().is_empty() {
+            metrics::REGION_HEARTBEATS_ERROR.inc();
             return Err(Error::ZeroPeers(region.id()));
         }
         let id = region.id();
-        let change = self.process_region_heartbeat(region)?;
+        let change = self
+            .process_region_heartbeat(region)
+            .inspect_err(|e| match e {
+                Error::StaleRegion { .. } => metrics::REGION_HEARTBEATS_STALE.inc(),
+                _ => metrics::REGION_HEARTBEATS_ERROR.inc(),
+            })?;
+        metrics::REGION_HEARTBEATS_OK.inc();
         let now = self.clock.now();
         if let Some(region) = self.core.regions.get_region(id) {
             self.ops.dispatch(region, DispatchSource::Heartbeat, now);
@@ -599,6 +609,11 @@ impl RaftCluster {
     /// The number of running operators whose kind has any flag of `mask`.
     pub fn operator_count(&self, mask: OpKind) -> u64 {
         self.ops.operator_count(mask)
+    }
+
+    /// The number of running operators.
+    pub fn running_operator_count(&self) -> usize {
+        self.ops.operators().count()
     }
 
     /// Takes the queued commands, each with the id of the store (the region leader's) it is for.

@@ -4,6 +4,7 @@
 //! addr = "127.0.0.1:2379"
 //! data-dir = "data/scheduler"
 //! name = "scheduler"
+//! status-addr = "127.0.0.1:2381"  # serve GET /metrics here (docs/METRICS.md); default: no
 //!
 //! [schedule]                     # any subset; the rest keep TinyKV's defaults
 //! max-replicas = 3
@@ -39,6 +40,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// This member's name.
     pub name: Option<String>,
+    /// Address of the status server (`GET /metrics`).
+    pub status_addr: Option<String>,
     /// Scheduling options (keys left out keep their defaults).
     pub schedule: Option<ScheduleConfig>,
 }
@@ -67,6 +70,10 @@ impl FileConfig {
         }
         if let Some(n) = flags.name.or(file.name) {
             cfg.name = n;
+        }
+        if let Some(a) = flags.status_addr.or(file.status_addr) {
+            cfg.status_addr =
+                Some(crate::status::parse_status_addr(&a).map_err(|e| ConfigError(e.to_string()))?);
         }
         if let Some(s) = flags.schedule.or(file.schedule) {
             cfg.schedule = s;
@@ -120,5 +127,26 @@ mod tests {
         assert!(e.contains("soon") && !e.contains('\n'), "{e}");
         let file = FileConfig::parse("[schedule]\nmax-replicas = 0").unwrap();
         assert!(FileConfig::resolve(FileConfig::default(), file).is_err());
+    }
+
+    #[test]
+    fn test_metrics_status_addr_from_the_file_or_the_flag_and_checked() {
+        let cfg = FileConfig::resolve(FileConfig::default(), FileConfig::default()).unwrap();
+        assert_eq!(cfg.status_addr, None, "no status server unless asked");
+        let file = FileConfig::parse("status-addr = \"127.0.0.1:2381\"").unwrap();
+        let cfg = FileConfig::resolve(FileConfig::default(), file.clone()).unwrap();
+        assert_eq!(cfg.status_addr.as_deref(), Some("127.0.0.1:2381"));
+        let flags = FileConfig {
+            status_addr: Some("127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        let cfg = FileConfig::resolve(flags, file).unwrap();
+        assert_eq!(cfg.status_addr.as_deref(), Some("127.0.0.1:9"));
+        let flags = FileConfig {
+            status_addr: Some("nowhere".into()),
+            ..Default::default()
+        };
+        let e = FileConfig::resolve(flags, FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("--status-addr"), "{e}");
     }
 }

@@ -42,6 +42,7 @@ impl IdAlloc {
             s.end = end;
         }
         s.cur += 1;
+        crate::metrics::IDS_ALLOCATED.inc();
         Ok(s.cur)
     }
 }

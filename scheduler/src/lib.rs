@@ -13,7 +13,9 @@
 //! - the service layer around it: [`server`] (the gRPC service and the process's serving loop),
 //!   [`storage`] (its state in RocksDB), [`id`] and [`tso`] (ids and timestamps that never
 //!   repeat), [`config`] and [`cmdline`] (settings, the binaries' command-line helpers);
-//! - [`tso_client`]: the client side of timestamps, batching many callers on one stream.
+//! - [`tso_client`]: the client side of timestamps, batching many callers on one stream;
+//! - [`metrics`] and [`status`]: the scheduler's Prometheus metrics, and the status HTTP server
+//!   (`--status-addr`, `GET /metrics`) both binaries serve their metrics on (docs/METRICS.md).
 
 #![deny(missing_docs)]
 
@@ -23,9 +25,11 @@ pub mod config;
 pub mod core;
 pub mod errors;
 pub mod id;
+pub mod metrics;
 pub mod schedule;
 pub mod schedulers;
 pub mod server;
+pub mod status;
 pub mod storage;
 pub mod tso;
 pub mod tso_client;

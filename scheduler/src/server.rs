@@ -33,6 +33,7 @@ use crate::cluster::{Clock, IdAllocator, RaftCluster, ScheduleConfig, SystemCloc
 use crate::core::RegionInfo;
 use crate::errors::Error as ClusterError;
 use crate::id::IdAlloc;
+use crate::metrics;
 use crate::schedulerpb::scheduler_server::{Scheduler, SchedulerServer};
 use crate::storage::{Storage, StorageError};
 use crate::tso::{wall_clock_ms, Tso};
@@ -54,6 +55,9 @@ pub struct ServerConfig {
     pub name: String,
     /// The scheduling options.
     pub schedule: ScheduleConfig,
+    /// Address of the status server (`GET /metrics`), `HOST:PORT`; None: no status server. The
+    /// binary serves it (`crate::status`); [`RunningScheduler`] does not.
+    pub status_addr: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +67,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data/scheduler"),
             name: "scheduler".into(),
             schedule: ScheduleConfig::default(),
+            status_addr: None,
         }
     }
 }
@@ -199,13 +204,16 @@ impl Inner {
         req: RegionHeartbeatRequest,
         tx: &HeartbeatSender,
     ) -> Result<(), Status> {
-        self.validate(&req.header)?;
+        self.validate(&req.header)
+            .inspect_err(|_| metrics::REGION_HEARTBEATS_ERROR.inc())?;
         let Some(leader) = req.leader else {
+            metrics::REGION_HEARTBEATS_ERROR.inc();
             warn!(self.logger, "a region heartbeat without a leader is ignored";
                 "region_id" => req.region.as_ref().map_or(0, |r| r.id));
             return Ok(());
         };
         if self.cluster().get_store(leader.store_id).is_none() {
+            metrics::REGION_HEARTBEATS_ERROR.inc();
             return Err(Status::unknown(format!(
                 "invalid store ID {}, not found",
                 leader.store_id
@@ -217,6 +225,7 @@ impl Inner {
             .insert(leader.store_id, tx.clone());
         let region_id = req.region.as_ref().map_or(0, |r| r.id);
         if region_id == 0 {
+            metrics::REGION_HEARTBEATS_ERROR.inc();
             let _ = tx.send(Ok(RegionHeartbeatResponse {
                 header: self.error_header(
                     ErrorType::Unknown,
@@ -365,11 +374,18 @@ impl SchedulerService {
         self.inner.cluster_id
     }
 
-    /// Runs the cluster's schedulers and checkers once and sends what they decide.
+    /// Runs the cluster's schedulers and checkers once and sends what they decide; sets the
+    /// gauges of `crate::metrics`.
     pub fn tick(&self) {
         let msgs = {
             let mut c = self.inner.cluster();
             c.tick();
+            let core = c.basic();
+            metrics::set_gauges(
+                c.running_operator_count(),
+                core.stores.store_count(),
+                core.regions.region_count(),
+            );
             c.take_messages()
         };
         self.inner.dispatch(msgs);
@@ -614,6 +630,7 @@ impl Scheduler for SchedulerService {
         if c.get_store(stats.store_id)
             .is_some_and(|s| s.meta().state() == StoreState::Tombstone)
         {
+            metrics::STORE_HEARTBEATS_ERROR.inc();
             return Ok(Response::new(StoreHeartbeatResponse {
                 header: i.error_header(ErrorType::StoreTombstone, "store is tombstone"),
             }));
@@ -659,7 +676,9 @@ impl Scheduler for SchedulerService {
         let i = &self.inner;
         let req = req.into_inner();
         i.validate(&req.header)?;
-        Ok(Response::new(i.region_response(|c| c.get_region_by_key(&req.region_key))))
+        Ok(Response::new(
+            i.region_response(|c| c.get_region_by_key(&req.region_key)),
+        ))
     }
 
     async fn get_prev_region(
@@ -669,7 +688,9 @@ impl Scheduler for SchedulerService {
         let i = &self.inner;
         let req = req.into_inner();
         i.validate(&req.header)?;
-        Ok(Response::new(i.region_response(|c| c.get_prev_region(&req.region_key))))
+        Ok(Response::new(
+            i.region_response(|c| c.get_prev_region(&req.region_key)),
+        ))
     }
 
     async fn get_region_by_id(
@@ -679,7 +700,9 @@ impl Scheduler for SchedulerService {
         let i = &self.inner;
         let req = req.into_inner();
         i.validate(&req.header)?;
-        Ok(Response::new(i.region_response(|c| c.get_region(req.region_id))))
+        Ok(Response::new(
+            i.region_response(|c| c.get_region(req.region_id)),
+        ))
     }
 
     async fn scan_regions(

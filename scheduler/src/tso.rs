@@ -96,6 +96,7 @@ impl Tso {
             s.bound = bound;
         }
         s.logical += count;
+        crate::metrics::TSO_TIMESTAMPS.inc_by(count);
         Ok((s.physical, s.logical))
     }
 }

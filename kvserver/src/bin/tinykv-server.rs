@@ -7,6 +7,8 @@
 //!     --initial-cluster 1=127.0.0.1:20160,2=127.0.0.1:20161,3=127.0.0.1:20162
 //! tinykv-server --standalone --addr 127.0.0.1:20160 --data-dir data/standalone
 //! ```
+//! With `--status-addr HOST:PORT`, `GET /metrics` there answers the store's Prometheus metrics
+//! (docs/METRICS.md).
 //! SIGINT and SIGTERM stop it cleanly. Every failure to start is one line on stderr and exit 1.
 
 use std::path::PathBuf;
@@ -74,6 +76,10 @@ struct Cli {
     /// How long start-up keeps retrying an unreachable scheduler ("60s").
     #[arg(long)]
     scheduler_connect_timeout: Option<ReadableDuration>,
+    /// Serve Prometheus metrics on GET /metrics at this address, HOST:PORT (default: no status
+    /// server).
+    #[arg(long)]
+    status_addr: Option<String>,
 }
 
 fn main() {
@@ -102,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         raft_base_tick_ms: cli.raft_base_tick_ms,
         raft_log_gc_count_limit: cli.raft_log_gc_count_limit,
         grpc_threads: cli.grpc_threads,
+        status_addr: cli.status_addr,
         ..Default::default()
     };
     let cfg = ServerConfig::resolve(flags, file, cli.standalone)?;
@@ -116,6 +123,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let listener = server::bind(&cfg.addr).await?;
+        if let Some(addr) = &cfg.status_addr {
+            server::start_status_server(addr, &logger).await?;
+        }
         let log = logger.clone();
         let shutdown = async move {
             let name = tokio::select! {

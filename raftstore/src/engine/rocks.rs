@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use prometheus::IntCounter;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
     ReadOptions, WriteOptions, DB,
@@ -60,6 +61,8 @@ pub struct RocksEngine {
     db: Arc<DB>,
     path: Arc<PathBuf>,
     sync_count: Arc<AtomicU64>,
+    /// A metric counting the syncs too (`RocksEngine::with_fsync_counter`).
+    fsync_counter: Option<IntCounter>,
 }
 
 impl RocksEngine {
@@ -91,7 +94,22 @@ impl RocksEngine {
             db: Arc::new(db),
             path: Arc::new(path.to_path_buf()),
             sync_count: Arc::new(AtomicU64::new(0)),
+            fsync_counter: None,
         })
+    }
+
+    /// This engine, whose syncs (synced writes and [`Engine::sync`] calls, by the clones made
+    /// from it afterwards too) also count in `counter`: a metric of `crate::metrics`.
+    pub fn with_fsync_counter(mut self, counter: IntCounter) -> Self {
+        self.fsync_counter = Some(counter);
+        self
+    }
+
+    fn count_sync(&self) {
+        self.sync_count.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &self.fsync_counter {
+            c.inc();
+        }
     }
 
     /// The directory of the database.
@@ -324,7 +342,7 @@ impl Engine for RocksEngine {
         opts.set_sync(sync);
         self.db.write_opt(batch, &opts)?;
         if sync {
-            self.sync_count.fetch_add(1, Ordering::Relaxed);
+            self.count_sync();
         }
         Ok(())
     }
@@ -353,7 +371,7 @@ impl Engine for RocksEngine {
         // With automatic WAL flushing (the default) every write is already in the WAL file, and
         // `flush_wal(true)` fsyncs it.
         self.db.flush_wal(true)?;
-        self.sync_count.fetch_add(1, Ordering::Relaxed);
+        self.count_sync();
         Ok(())
     }
 }
@@ -496,6 +514,23 @@ mod tests {
         // Reopen with fewer CFs than exist on disk: the others are opened anyway.
         let e = RocksEngine::open(&path, &[CF_DEFAULT]).unwrap();
         assert_eq!(e.get_cf(CF_RAFT, b"x").unwrap(), None);
+    }
+
+    #[test]
+    fn metrics_fsync_counter_counts_synced_writes_and_syncs_of_every_clone() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = IntCounter::new("tinykv_test_fsyncs", "a test counter").unwrap();
+        let e = RocksEngine::open(dir.path(), &[CF_DEFAULT])
+            .unwrap()
+            .with_fsync_counter(counter.clone());
+        let mut wb = WriteBatch::new();
+        wb.put_cf(CF_DEFAULT, &b"k"[..], &b"v"[..]);
+        e.write(&wb, false).unwrap();
+        assert_eq!(counter.get(), 0, "an unsynced write is no fsync");
+        e.write(&wb, true).unwrap();
+        e.clone().sync().unwrap();
+        assert_eq!(counter.get(), 2);
+        assert_eq!(e.sync_count(), 2);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::context::{ApplyContext, StoreContext};
 use crate::engine::{Engine, CF_RAFT, DATA_CFS};
 use crate::errors::{Error, Result};
 use crate::keys;
+use crate::metrics;
 use crate::peer_storage::{initial_apply_state, put_region_state};
 use crate::task::Task;
 use crate::util::{check_key_in_region, check_region_epoch};
@@ -40,10 +41,18 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         while self.committed.front().is_some_and(|e| e.index <= applied) {
             self.committed.pop_front();
         }
+        let mut count = 0;
         while !self.pending_remove && self.committed.front().is_some_and(|e| e.index <= upto) {
+            if count == 0 {
+                apply.batch_started();
+            }
             let e = self.committed.pop_front().expect("checked");
             self.apply_entry(ctx, &e, apply)?;
             last = Some(e.index);
+            count += 1;
+        }
+        if count > 0 {
+            metrics::APPLIED_ENTRIES.inc_by(count);
         }
         if let Some(last_index) = last {
             let region_id = self.region_id;

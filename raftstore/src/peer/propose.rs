@@ -18,6 +18,7 @@ use crate::callback::{Callback, CmdResponse};
 use crate::context::StoreContext;
 use crate::engine::{Engine, DATA_CFS};
 use crate::errors::{Error, Result};
+use crate::metrics;
 use crate::read_queue::is_read_only;
 use crate::util::{check_key_in_region, check_region_epoch};
 
@@ -88,6 +89,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         }
         if is_read_only(&req) {
             // Not proposed: served through ReadIndex once this round's batch is confirmed.
+            metrics::PROPOSALS_READ_INDEX.inc();
             self.reads.push(req, cb);
             return;
         }
@@ -103,6 +105,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                         .unwrap_or(INVALID_ID);
                     // The writes taken before it this round go first, as they would unbatched.
                     self.flush_proposals(ctx);
+                    metrics::PROPOSALS_ADMIN.inc();
                     self.raft_group.transfer_leader(to);
                     let resp = RaftCmdResponse {
                         header: Some(RaftResponseHeader {
@@ -120,6 +123,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     return;
                 }
                 AdminCmdType::ChangePeer => {
+                    metrics::PROPOSALS_ADMIN.inc();
                     self.propose_conf_change(ctx, req, cb);
                     return;
                 }
@@ -140,6 +144,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             ));
             ctx.responses.push((cb, CmdResponse::error(e, term)));
             return;
+        }
+        if req.admin_request.is_some() {
+            metrics::PROPOSALS_ADMIN.inc();
+        } else {
+            metrics::PROPOSALS_NORMAL.inc();
         }
         self.batched.push((data, cb));
     }

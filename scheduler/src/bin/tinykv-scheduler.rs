@@ -2,8 +2,10 @@
 //! TiKV): stores register with it, report their regions, and carry out what it decides.
 //!
 //! ```text
-//! tinykv-scheduler --addr 127.0.0.1:2379 --data-dir data/scheduler [--config scheduler.toml]
+//! tinykv-scheduler --addr 127.0.0.1:2379 --data-dir data/scheduler [--config scheduler.toml] \
+//!     [--status-addr 127.0.0.1:2381]
 //! ```
+//! With `--status-addr`, `GET /metrics` there answers its Prometheus metrics (docs/METRICS.md).
 //! SIGINT and SIGTERM stop it cleanly; a restart on the same data dir resumes (ids and
 //! timestamps never repeat). Every failure to start is one line on stderr and exit 1.
 
@@ -14,6 +16,7 @@ use clap::Parser;
 use scheduler::cmdline::{one_line, parse_args_or_exit};
 use scheduler::config::FileConfig;
 use scheduler::server::{self, SchedulerService};
+use scheduler::{metrics, status};
 use slog::info;
 
 /// The scheduler of a TinyKV cluster.
@@ -26,6 +29,10 @@ struct Cli {
     /// Directory of the scheduler's state (created if missing; default data/scheduler).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on GET /metrics at this address, HOST:PORT (default: no status
+    /// server).
+    #[arg(long)]
+    status_addr: Option<String>,
     /// TOML file with any of the settings (flags win over it).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -50,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let flags = FileConfig {
         addr: cli.addr,
         data_dir: cli.data_dir,
+        status_addr: cli.status_addr,
         ..Default::default()
     };
     let cfg = FileConfig::resolve(flags, file)?;
@@ -67,9 +75,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let listener = server::bind(&cfg.addr).await?;
         let addr = listener.local_addr().context("the bound address")?;
+        let status = match &cfg.status_addr {
+            Some(a) => Some(status::bind(a).await?),
+            None => None,
+        };
         let svc = SchedulerService::open(&cfg, &addr.to_string(), logger.clone())?;
         info!(logger, "scheduler serving"; "addr" => %addr, "cluster_id" => svc.cluster_id(),
             "data_dir" => %cfg.data_dir.display());
+        if let Some(l) = status {
+            let at = l.local_addr().context("the status server's address")?;
+            info!(logger, "status server listening"; "addr" => %at);
+            status::spawn(l, vec![metrics::registry().clone()], logger.clone());
+        }
         let log = logger.clone();
         let shutdown = async move {
             let name = tokio::select! {

@@ -15,6 +15,7 @@ use slog::{info, Logger};
 
 use super::operator::{OpKind, OpStep, Operator};
 use crate::core::RegionInfo;
+use crate::metrics;
 
 /// How long the status of a finished operator is kept.
 pub const OPERATOR_STATUS_REMAIN_TIME: Duration = Duration::from_secs(10 * 60);
@@ -92,6 +93,7 @@ impl OperatorController {
     /// Removes the operator of `region_id` and records it with `status`.
     fn finish(&mut self, region_id: u64, status: OperatorStatus, now: Instant) {
         if let Some(op) = self.operators.remove(&region_id) {
+            metrics::operator_event(op.desc(), metrics::operator_end_event(status));
             let elapsed = op
                 .start_time()
                 .map(|t| now.saturating_duration_since(t))
@@ -144,14 +146,17 @@ impl OperatorController {
         };
         if let Some(reason) = refusal {
             info!(self.logger, "operator refused"; "region_id" => region_id, "reason" => reason, "operator" => %op);
+            metrics::operator_event(op.desc(), "refused");
             self.record(op, OperatorStatus::Cancel, now);
             return false;
         }
         if let Some(old) = self.operators.remove(&region_id) {
             info!(self.logger, "operator replaced"; "region_id" => region_id, "operator" => %old);
+            metrics::operator_event(old.desc(), "replaced");
             self.record(old, OperatorStatus::Replace, now);
         }
         info!(self.logger, "operator created"; "region_id" => region_id, "operator" => %op);
+        metrics::operator_event(op.desc(), "created");
         op.set_start_time(now);
         let step = region.and_then(|r| op.check(r));
         self.operators.insert(region_id, op);
