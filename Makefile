@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all setup build test fmt lint cluster raft-stress bench \
+.PHONY: all setup build test fmt lint cluster cluster-add raft-stress bench \
 	project1 project2a project2aa project2ab project2ac project2b project2c project3a project3b project3c
 
 all: build
@@ -62,8 +62,16 @@ raft-stress: setup
 bench: setup
 	$(CARGO) bench -p raft
 
-## cluster: release binaries, then a local 3-store cluster on 127.0.0.1:20160-20162, data in ./data,
-## a log per store; Ctrl-C stops it cleanly and running it again resumes from the same data.
+## cluster: release binaries, then a local cluster: the scheduler on 127.0.0.1:2379 and three stores
+## on 127.0.0.1:20160-20162 (and any added earlier), data in ./data, a log per process; Ctrl-C stops
+## it cleanly and running it again resumes from the same data (scripts/cluster.sh says which
+## TINYKV_* variables change ports, data dir and region sizes).
 cluster: setup
-	$(CARGO) build --release -p kvserver --bins
+	$(CARGO) build --release -p kvserver -p scheduler --bins
 	@scripts/cluster.sh "$${CARGO_TARGET_DIR:-target}/release"
+
+## cluster-add: one more store for the running cluster, on the next free port (127.0.0.1:20163, ...),
+## in the foreground: Ctrl-C stops it.
+cluster-add: setup
+	$(CARGO) build --release -p kvserver -p scheduler --bins
+	@scripts/cluster.sh add "$${CARGO_TARGET_DIR:-target}/release"

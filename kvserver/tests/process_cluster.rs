@@ -3,8 +3,8 @@
 //! flight at the kill); every write that was acknowledged must afterwards be readable and in the
 //! kv engine of every store, including the killed and restarted one, and a store that was down
 //! while the others moved on catches up. Writers use both unary calls and BatchRaw streams.
-//! `scripts/cluster.sh` (what `make cluster` runs) starts three stores, stops them cleanly on
-//! Ctrl-C and resumes from the same data.
+//! `scripts/cluster.sh` (what `make cluster` runs) starts a scheduler and three stores, stops
+//! them cleanly on Ctrl-C and resumes from the same data; `scripts/cluster.sh add` adds a store.
 
 mod common;
 
@@ -271,23 +271,23 @@ fn test_batched_client_reconnects_to_a_restarted_store() {
     });
 }
 
-/// Three consecutive free loopback ports (`scripts/cluster.sh` takes a base port).
-fn free_port_run() -> u16 {
+/// `n` consecutive free loopback ports (`scripts/cluster.sh` puts store N on base+N-1).
+fn free_port_run(n: u16) -> u16 {
     use std::net::TcpListener;
     for _ in 0..200 {
         // Below Linux's ephemeral range (32768-60999), where outgoing connections take ports.
         let base = 20_000 + rand::random::<u16>() % 12_000;
-        let held: Vec<_> = (0..3)
+        let held: Vec<_> = (0..n)
             .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
-        if held.len() == 3 {
+        if held.len() == n as usize {
             return base;
         }
     }
-    panic!("no three consecutive free ports");
+    panic!("no {n} consecutive free ports");
 }
 
-/// Kills a process group (the script and the stores it started) when dropped: a no-op after a
+/// Kills a process group (a script and the processes it started) when dropped: a no-op after a
 /// clean stop, a clean-up after a failed assertion.
 struct KillGroupOnDrop(u32);
 
@@ -300,93 +300,251 @@ impl Drop for KillGroupOnDrop {
     }
 }
 
-/// `scripts/cluster.sh` as `make cluster` runs it, with its data and ports moved aside: it prints
-/// how to use the CLI once the stores run, `tinykv-ctl` works against it, Ctrl-C (SIGINT to the
-/// script's whole process group, as a terminal sends it) stops all three stores cleanly (exit 0)
-/// without calling any exit unexpected, whether the script can trap SIGINT or not, and a second
-/// run resumes from the same data.
-#[test]
-fn test_cluster_script_serves_stops_cleanly_and_resumes() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+/// Where `scripts/cluster.sh` runs in a test: its data dir, ports and binaries moved aside.
+struct ScriptEnv {
+    script: String,
+    bin_dir: std::path::PathBuf,
+    data: std::path::PathBuf,
+    /// Store N listens on base+N-1.
+    base: u16,
+    /// The scheduler's address.
+    sched: String,
+}
 
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    // The manifest dir as cargo gives it when the test runs (a build reused from another checkout
-    // of the same commit has that checkout's path compiled in); the compiled-in one otherwise.
-    let manifest =
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    let script = format!("{manifest}/../scripts/cluster.sh");
-    let bin_dir = std::path::Path::new(common::SERVER).parent().unwrap();
-    let base = free_port_run();
-    let eps = (0..3)
-        .map(|i| format!("127.0.0.1:{}", base + i))
-        .collect::<Vec<_>>()
-        .join(",");
-    let ctl = |args: &[&str]| common::ctl(&eps, args);
-    let run_script = |first: bool| {
+impl ScriptEnv {
+    /// Ports for four stores and the scheduler (the port after theirs), data under `root`.
+    fn new(root: &std::path::Path) -> ScriptEnv {
+        // The manifest dir as cargo gives it when the test runs (a build reused from another
+        // checkout of the same commit has that checkout's path compiled in); the compiled-in one
+        // otherwise.
+        let manifest = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        let bin_dir = std::path::Path::new(common::SERVER)
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        // The scheduler is another crate's binary: cargo builds it next to this crate's ones
+        // with the workspace (`cargo build --workspace`, `cargo test --workspace`).
+        let scheduler = bin_dir.join("tinykv-scheduler");
+        assert!(
+            scheduler.is_file(),
+            "{} is missing: build it with `cargo build --workspace`",
+            scheduler.display()
+        );
+        let base = free_port_run(5);
+        ScriptEnv {
+            script: format!("{manifest}/../scripts/cluster.sh"),
+            bin_dir,
+            data: root.join("data"),
+            base,
+            sched: format!("127.0.0.1:{}", base + 4),
+        }
+    }
+
+    /// `tinykv-ctl --scheduler <the script's scheduler> --timeout 20 args...`.
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["--scheduler", self.sched.as_str(), "--timeout", "20"];
+        all.extend_from_slice(args);
+        common::run(common::CTL, &all)
+    }
+
+    /// Starts `cluster.sh [args...] BIN_DIR` in a process group of its own (so that a failed
+    /// assertion kills it and everything it started), and reads its output up to its greeting's
+    /// "Press Ctrl-C". With `ignore_int` the script starts with SIGINT ignored, as it does from a
+    /// non-interactive shell's background job: bash cannot trap a signal ignored on entry, so it
+    /// only sees its processes exit, cleanly, on the group's SIGINT. From a terminal it can trap.
+    fn start(&self, args: &[&str], ignore_int: bool) -> Script {
+        use std::io::BufRead;
         use std::os::unix::process::CommandExt;
-        // Its own process group, so a failed assertion below kills the script and its stores.
-        // From a terminal the script can trap SIGINT. Started from a non-interactive shell's
-        // background job it cannot (SIGINT is ignored on entry, and bash cannot trap a signal
-        // ignored on entry): then it only sees its stores exit, cleanly, on the group's SIGINT.
-        let trap = if first { "" } else { "trap '' INT; " };
+        use std::process::{Command, Stdio};
+        let trap = if ignore_int { "trap '' INT; " } else { "" };
         let mut child = Command::new("bash")
             .arg("-c")
-            .arg(format!("{trap}exec bash \"$0\" \"$1\""))
-            .arg(&script)
-            .arg(bin_dir)
-            .env("TINYKV_DATA", &data)
-            .env("TINYKV_BASE_PORT", base.to_string())
+            .arg(format!("{trap}exec bash \"$0\" \"$@\""))
+            .arg(&self.script)
+            .args(args)
+            .arg(&self.bin_dir)
+            .env("TINYKV_DATA", &self.data)
+            .env("TINYKV_BASE_PORT", self.base.to_string())
+            .env("TINYKV_SCHEDULER_PORT", (self.base + 4).to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .expect("run scripts/cluster.sh");
-        let _group = KillGroupOnDrop(child.id());
-        // Its greeting says the stores run and how to reach them.
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let group = KillGroupOnDrop(child.id());
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut greeting = String::new();
         while !greeting.contains("Press Ctrl-C") {
             let mut line = String::new();
             if out.read_line(&mut line).unwrap() == 0 {
                 let mut err = String::new();
                 let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
-                panic!("cluster.sh ended early: {greeting}{err}");
+                panic!("cluster.sh {args:?} ended early: {greeting}{err}");
             }
             greeting.push_str(&line);
         }
-        assert!(
-            greeting.contains("tinykv-ctl put hello world"),
-            "{greeting}"
-        );
+        Script {
+            child,
+            out,
+            greeting,
+            _group: group,
+        }
+    }
+}
+
+/// A running `scripts/cluster.sh`.
+struct Script {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    /// Its output up to "Press Ctrl-C".
+    greeting: String,
+    _group: KillGroupOnDrop,
+}
+
+impl Script {
+    /// Ctrl-C as a terminal sends it: SIGINT to the script's whole process group. Returns the
+    /// exit status and the rest of the output (stdout, then stderr).
+    fn interrupt(mut self) -> (std::process::ExitStatus, String) {
+        let status = common::signal_group_and_wait(&mut self.child, "INT", "cluster.sh");
+        self.rest(status)
+    }
+
+    /// Waits (at most 60 s) for the script to end by itself.
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "cluster.sh did not end"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.rest(status)
+    }
+
+    fn rest(mut self, status: std::process::ExitStatus) -> (std::process::ExitStatus, String) {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
+        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut rest).unwrap();
+        (status, rest)
+    }
+}
+
+/// Checks the output of a cluster script stopped by Ctrl-C: exit 0, every store and then the
+/// scheduler stopped cleanly, no process called unexpectedly gone.
+fn assert_stopped_cleanly((status, rest): (std::process::ExitStatus, String)) {
+    assert!(status.success(), "exit {status}: {rest}");
+    assert!(rest.contains("all stores stopped cleanly"), "{rest}");
+    assert!(rest.contains("the scheduler stopped cleanly"), "{rest}");
+    assert!(!rest.contains("unexpectedly"), "{rest}");
+}
+
+/// `scripts/cluster.sh` as `make cluster` runs it, with its data and ports moved aside: it starts
+/// the scheduler and three stores with `--scheduler`, prints how to use the CLI once they run,
+/// `tinykv-ctl --scheduler` works against it, Ctrl-C (SIGINT to the script's whole process
+/// group, as a terminal sends it) stops every process cleanly (exit 0) without calling any exit
+/// unexpected, whether the script can trap SIGINT or not, and a second run resumes from the same
+/// data.
+#[test]
+fn test_cluster_script_serves_stops_cleanly_and_resumes() {
+    let root = tempfile::tempdir().unwrap();
+    let env = ScriptEnv::new(root.path());
+    let run_script = |first: bool| {
+        let script = env.start(&[], !first);
+        // Its greeting says the processes run and how to reach them.
+        let put = format!("tinykv-ctl --scheduler {} put hello world", env.sched);
+        assert!(script.greeting.contains(&put), "{}", script.greeting);
         if first {
-            let put = ctl(&["put", "hello", "world"]);
+            let put = env.ctl(&["put", "hello", "world"]);
             assert!(put.status.success(), "{put:?}");
         }
-        let get = ctl(&["get", "hello"]);
+        let get = env.ctl(&["get", "hello"]);
         assert!(get.status.success(), "{get:?}");
         assert_eq!(String::from_utf8_lossy(&get.stdout), "world\n");
-        let scan = ctl(&["scan", "", "--limit", "10"]);
+        let scan = env.ctl(&["scan", "", "--limit", "10"]);
         assert_eq!(String::from_utf8_lossy(&scan.stdout), "hello\tworld\n");
-        // Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group, the
-        // script and its stores at once. The stores exit cleanly on it, which is expected; the
-        // script stops every store and says so, with no word of a store exiting unexpectedly.
-        let status = common::signal_group_and_wait(&mut child, "INT", "cluster.sh");
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut rest).unwrap();
-        assert!(status.success(), "exit {status}: {rest}");
-        assert!(rest.contains("all stores stopped cleanly"), "{rest}");
-        assert!(!rest.contains("unexpectedly"), "{rest}");
+        // The stores exit cleanly on the group's SIGINT, which is expected; the script stops
+        // every process and says so, with no word of one exiting unexpectedly.
+        assert_stopped_cleanly(script.interrupt());
     };
     run_script(true);
     for i in 1..=3 {
-        assert!(data.join(format!("store-{i}")).is_dir());
-        assert!(data.join(format!("store-{i}.log")).is_file());
+        assert!(env.data.join(format!("store-{i}")).is_dir());
+        assert!(env.data.join(format!("store-{i}.log")).is_file());
     }
+    assert!(env.data.join("scheduler").is_dir());
+    assert!(env.data.join("scheduler.log").is_file());
     // The second run serves what the first one wrote, with SIGINT ignored by the script.
     run_script(false);
+}
+
+/// The stores' rows of `tinykv-ctl stores` whose state is Up.
+fn stores_up(env: &ScriptEnv) -> Vec<String> {
+    let out = env.ctl(&["stores"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(2) == Some("Up"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `scripts/cluster.sh add` (what `make cluster-add` runs) starts a fourth store on the port after
+/// the three, against the running scheduler, which registers it; stopping the cluster stops it
+/// too (cleanly: its own script says so and exits 0), and the cluster's next run starts it with
+/// the other three.
+#[test]
+fn test_cluster_script_adds_a_store() {
+    let root = tempfile::tempdir().unwrap();
+    let env = ScriptEnv::new(root.path());
+    let cluster = env.start(&[], false);
+    let put = env.ctl(&["put", "hello", "world"]);
+    assert!(put.status.success(), "{put:?}");
+    let fourth = format!("127.0.0.1:{}", env.base + 3);
+    let added = env.start(&["add"], false);
+    assert!(
+        added
+            .greeting
+            .contains(&format!("Store 4 running on {fourth}")),
+        "{}",
+        added.greeting
+    );
+    // The scheduler lists it once its first heartbeat arrives.
+    let start = std::time::Instant::now();
+    loop {
+        let up = stores_up(&env);
+        if up.len() == 4 && up.iter().any(|l| l.contains(&fourth)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the fourth store did not register: {up:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let get = env.ctl(&["get", "hello"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "world\n", "{get:?}");
+    assert!(env.data.join("store-4.pid").is_file());
+    // Ctrl-C in the cluster's terminal: the cluster stops the added store too.
+    assert_stopped_cleanly(cluster.interrupt());
+    let (status, rest) = added.wait();
+    assert!(status.success(), "exit {status}: {rest}");
+    assert!(rest.contains("store 4 stopped cleanly"), "{rest}");
+    assert!(!env.data.join("store-4.pid").exists());
+    // The next run resumes all four.
+    let cluster = env.start(&[], false);
+    assert!(
+        cluster.greeting.contains("stores 1-4") && cluster.greeting.contains(&fourth),
+        "{}",
+        cluster.greeting
+    );
+    let get = env.ctl(&["get", "hello"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "world\n", "{get:?}");
+    assert_stopped_cleanly(cluster.interrupt());
 }
 
 /// `tinykv-server --standalone` (Project 1, no raft) serves the raw API to `tinykv-ctl`, stops
