@@ -571,6 +571,21 @@ impl SchedulerSource {
         end: &[u8],
         limit: i32,
     ) -> Result<Vec<(Region, Option<Peer>)>, SourceError> {
+        Ok(self
+            .scan_region_rows(start, end, limit)
+            .await?
+            .into_iter()
+            .map(|r| (r.region, r.leader))
+            .collect())
+    }
+
+    /// As [`SchedulerSource::scan_regions`], with each region's size as the scheduler knows it.
+    pub async fn scan_region_rows(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: i32,
+    ) -> Result<Vec<RegionRow>, SourceError> {
         let req = ScanRegionsRequest {
             header: self.header().await?,
             start_key: start.to_vec(),
@@ -585,38 +600,70 @@ impl SchedulerSource {
             .into_inner();
         check(resp.header.as_ref())?;
         let mut leaders = resp.leaders.into_iter();
+        let mut sizes = resp.approximate_sizes.into_iter();
         Ok(resp
             .regions
             .into_iter()
-            .map(|r| (r, known(leaders.next())))
+            .map(|region| RegionRow {
+                region,
+                leader: known(leaders.next()),
+                size_mib: sizes.next(),
+            })
             .collect())
     }
 
     /// Every region, in key order, each with its leader (None: unknown).
     pub async fn all_regions(&self) -> Result<Vec<(Region, Option<Peer>)>, SourceError> {
-        let mut out: Vec<(Region, Option<Peer>)> = Vec::new();
+        Ok(self
+            .all_region_rows()
+            .await?
+            .into_iter()
+            .map(|r| (r.region, r.leader))
+            .collect())
+    }
+
+    /// Every region, in key order, each with its leader and size.
+    pub async fn all_region_rows(&self) -> Result<Vec<RegionRow>, SourceError> {
+        let mut out: Vec<RegionRow> = Vec::new();
         let mut start = Vec::new();
         loop {
-            let page = self.scan_regions(&start, &[], SCAN_REGIONS_PAGE).await?;
+            let page = self
+                .scan_region_rows(&start, &[], SCAN_REGIONS_PAGE)
+                .await?;
             let full = page.len() >= SCAN_REGIONS_PAGE as usize;
-            for (r, l) in page {
+            for row in page {
                 // A page starts at the region holding `start`: the last one of the previous page.
-                if out.last().is_some_and(|(last, _)| last.id == r.id) {
+                if out
+                    .last()
+                    .is_some_and(|last| last.region.id == row.region.id)
+                {
                     continue;
                 }
-                out.push((r, l));
+                out.push(row);
             }
-            let Some((last, _)) = out.last() else {
+            let Some(last) = out.last() else {
                 return Ok(out);
             };
             // The next page starts after the last region; stop at the end of the key space, on a
             // short page, or when the scheduler's answer did not move forward.
-            if !full || last.end_key.is_empty() || last.end_key <= start {
+            let end = &last.region.end_key;
+            if !full || end.is_empty() || *end <= start {
                 return Ok(out);
             }
-            start = last.end_key.clone();
+            start = end.clone();
         }
     }
+}
+
+/// A region as the scheduler lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionRow {
+    /// The region's meta.
+    pub region: Region,
+    /// Its leader, if known.
+    pub leader: Option<Peer>,
+    /// Its approximate size in MiB, if the scheduler said.
+    pub size_mib: Option<u64>,
 }
 
 /// The error of a response header, if it has one.

@@ -721,14 +721,17 @@ impl Scheduler for SchedulerService {
         let found = c.scan_regions(&req.start_key, &req.end_key, limit);
         let mut regions = Vec::with_capacity(found.len());
         let mut leaders = Vec::with_capacity(found.len());
+        let mut approximate_sizes = Vec::with_capacity(found.len());
         for r in found {
             regions.push(r.meta().clone());
             leaders.push(r.leader().cloned().unwrap_or_default());
+            approximate_sizes.push(r.approximate_size().max(0) as u64);
         }
         Ok(Response::new(ScanRegionsResponse {
             header: i.header(),
             regions,
             leaders,
+            approximate_sizes,
         }))
     }
 

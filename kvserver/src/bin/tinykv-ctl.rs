@@ -20,8 +20,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kvserver::client::{parse_seconds, Client};
 use kvserver::config::{async_runtime, one_line, parse_args_or_exit};
-use kvserver::region_cache::{readable_key, SchedulerSource};
-use proto::metapb::{Peer, Region, Store, StoreState};
+use kvserver::region_cache::{readable_key, RegionRow, SchedulerSource};
+use proto::metapb::{Store, StoreState};
 use proto::schedulerpb::StoreStats;
 
 /// The stores `--endpoints` names when neither it nor `--scheduler` is given.
@@ -149,7 +149,7 @@ async fn cluster_table(cli: &Cli, what: &str) -> anyhow::Result<String> {
     };
     let source = SchedulerSource::new(addr)?;
     let ask = async {
-        let regions = source.all_regions().await?;
+        let regions = source.all_region_rows().await?;
         if what == "regions" {
             return Ok::<_, anyhow::Error>(regions_table(&regions));
         }
@@ -173,12 +173,9 @@ async fn cluster_table(cli: &Cli, what: &str) -> anyhow::Result<String> {
 }
 
 /// The `stores` table: one row per store (by id) with its state, its region count (from its last
-/// heartbeat's statistics), the regions it leads (from the scheduler's regions), and the size of
-/// those regions ("-": the scheduler's region list carries no sizes).
-fn stores_table(
-    stores: &[(Store, Option<StoreStats>)],
-    regions: &[(Region, Option<Peer>)],
-) -> String {
+/// heartbeat's statistics), the regions it leads and the size of the regions it holds a peer of
+/// (both from the scheduler's regions).
+fn stores_table(stores: &[(Store, Option<StoreStats>)], regions: &[RegionRow]) -> String {
     let mut rows = vec![["ID", "ADDRESS", "STATE", "REGIONS", "LEADERS", "SIZE"]
         .map(String::from)
         .to_vec()];
@@ -187,8 +184,17 @@ fn stores_table(
     for (store, stats) in sorted {
         let leaders = regions
             .iter()
-            .filter(|(_, l)| l.is_some_and(|l| l.store_id == store.id))
+            .filter(|r| r.leader.is_some_and(|l| l.store_id == store.id))
             .count();
+        let held: Vec<&RegionRow> = regions
+            .iter()
+            .filter(|r| r.region.peers.iter().any(|p| p.store_id == store.id))
+            .collect();
+        let size = if held.iter().all(|r| r.size_mib.is_some()) {
+            mib(held.iter().filter_map(|r| r.size_mib).sum())
+        } else {
+            "-".to_string()
+        };
         let state = StoreState::try_from(store.state)
             .map(|s| format!("{s:?}"))
             .unwrap_or_else(|_| format!("state {}", store.state));
@@ -200,32 +206,40 @@ fn stores_table(
                 .as_ref()
                 .map_or_else(|| "-".to_string(), |s| s.region_count.to_string()),
             leaders.to_string(),
-            "-".to_string(),
+            size,
         ]);
     }
     format_table(&rows)
 }
 
+/// `n` MiB for a table.
+fn mib(n: u64) -> String {
+    format!("{n} MiB")
+}
+
 /// The `regions` table: one row per region in key order.
-fn regions_table(regions: &[(Region, Option<Peer>)]) -> String {
-    let mut rows = vec![["ID", "START", "END", "PEERS", "LEADER"]
+fn regions_table(regions: &[RegionRow]) -> String {
+    let mut rows = vec![["ID", "START", "END", "PEERS", "LEADER", "SIZE"]
         .map(String::from)
         .to_vec()];
-    for (region, leader) in regions {
-        let peers: Vec<String> = region
+    for r in regions {
+        let peers: Vec<String> = r
+            .region
             .peers
             .iter()
             .map(|p| {
-                let mark = if Some(*p) == *leader { "*" } else { "" };
+                let mark = if Some(*p) == r.leader { "*" } else { "" };
                 format!("{}{mark}", p.store_id)
             })
             .collect();
         rows.push(vec![
-            region.id.to_string(),
-            bound(&region.start_key, "(min)"),
-            bound(&region.end_key, "(max)"),
+            r.region.id.to_string(),
+            bound(&r.region.start_key, "(min)"),
+            bound(&r.region.end_key, "(max)"),
             peers.join(","),
-            leader.map_or_else(|| "-".to_string(), |l| l.store_id.to_string()),
+            r.leader
+                .map_or_else(|| "-".to_string(), |l| l.store_id.to_string()),
+            r.size_mib.map_or_else(|| "-".to_string(), mib),
         ]);
     }
     format_table(&rows)
@@ -272,7 +286,7 @@ fn format_table(rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::metapb::RegionEpoch;
+    use proto::metapb::{Peer, Region, RegionEpoch};
 
     fn region(id: u64, start: &[u8], end: &[u8], stores: &[u64]) -> Region {
         Region {
@@ -290,6 +304,14 @@ mod tests {
         }
     }
 
+    fn row(region: Region, leader: Option<Peer>, size_mib: Option<u64>) -> RegionRow {
+        RegionRow {
+            region,
+            leader,
+            size_mib,
+        }
+    }
+
     #[test]
     fn tables_are_aligned() {
         let rows = vec![
@@ -302,20 +324,21 @@ mod tests {
     #[test]
     fn the_regions_table_marks_leaders_and_prints_keys_readably() {
         let regions = vec![
-            (
+            row(
                 region(2, b"", b"k\x00", &[1, 2, 3]),
                 Some(Peer {
                     id: 22,
                     store_id: 2,
                 }),
+                Some(3),
             ),
-            (region(14, b"k\x00", b"", &[1, 2, 3]), None),
+            row(region(14, b"k\x00", b"", &[1, 2, 3]), None, None),
         ];
         assert_eq!(
             regions_table(&regions),
-            "ID  START   END     PEERS   LEADER\n\
-             2   (min)   0x6b00  1,2*,3  2\n\
-             14  0x6b00  (max)   1,2,3   -\n"
+            "ID  START   END     PEERS   LEADER  SIZE\n\
+             2   (min)   0x6b00  1,2*,3  2       3 MiB\n\
+             14  0x6b00  (max)   1,2,3   -       -\n"
         );
     }
 
@@ -335,26 +358,28 @@ mod tests {
             (store(1, StoreState::Up), Some(stats)),
         ];
         let regions = vec![
-            (
+            row(
                 region(2, b"", b"m", &[1, 3]),
                 Some(Peer {
                     id: 21,
                     store_id: 1,
                 }),
+                Some(4),
             ),
-            (
-                region(5, b"m", b"", &[1, 3]),
+            row(
+                region(5, b"m", b"", &[1]),
                 Some(Peer {
                     id: 51,
                     store_id: 1,
                 }),
+                Some(1),
             ),
         ];
         assert_eq!(
             stores_table(&stores, &regions),
             "ID  ADDRESS          STATE    REGIONS  LEADERS  SIZE\n\
-             1   127.0.0.1:20161  Up       2        2        -\n\
-             3   127.0.0.1:20163  Offline  -        0        -\n"
+             1   127.0.0.1:20161  Up       2        2        5 MiB\n\
+             3   127.0.0.1:20163  Offline  -        0        4 MiB\n"
         );
     }
 }
