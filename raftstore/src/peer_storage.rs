@@ -20,7 +20,7 @@
 //! Snapshots: [`Storage::snapshot`] never builds one itself. It answers
 //! `SnapshotTemporarilyUnavailable` and raises `snapshot_requested`, which the peer turns into a
 //! generation task; once the generated snapshot is handed back (`generated_snapshot`), it is
-//! answered until it becomes stale (older than the truncated index, or of an older membership),
+//! answered until it becomes stale (older than the truncated index, or of an older epoch),
 //! and then a new one is requested. [`PeerStorage::apply_snapshot`] records a received snapshot in
 //! the states (the data itself is installed by a worker).
 
@@ -554,14 +554,16 @@ impl<K: Engine, R: Engine> Storage for PeerStorage<K, R> {
         let mut generated = self.generated_snapshot.borrow_mut();
         if let Some(s) = generated.as_ref() {
             let idx = s.metadata.as_ref().map_or(0, |m| m.index);
-            let conf_ver = |r: &Region| r.region_epoch.map_or(0, |e| e.conf_ver);
-            let snap_conf_ver = snapshot_data(s)
+            let epoch = |r: &Region| r.region_epoch.map(|e| (e.version, e.conf_ver));
+            let snap_epoch = snapshot_data(s)
                 .ok()
                 .and_then(|d| d.region)
-                .map_or(0, |r| conf_ver(&r));
+                .and_then(|r| epoch(&r));
             // A snapshot older than the log's start cannot help a follower, and one of an older
-            // membership would install it: make a new one.
-            if idx >= self.truncated_index() && snap_conf_ver == conf_ver(&self.region) {
+            // epoch would install a stale region: an older membership, or a range a split has
+            // since cut (a follower holding the split-off region refuses it as overlapping, and
+            // would refuse it again at every retry): make a new one.
+            if idx >= self.truncated_index() && snap_epoch == epoch(&self.region) {
                 return Ok(s.clone());
             }
             *generated = None;
@@ -833,5 +835,48 @@ mod tests {
         s.cache.append(&[&ent(20, 9)]);
         assert_eq!(s.cache.first_index(), Some(20));
         assert_eq!(s.cache.entries.len(), 1);
+    }
+
+    /// A generated snapshot is answered while it is of the region's epoch; after a split (a new
+    /// version, the same membership) or a membership change it is stale and a new one is asked
+    /// for.
+    #[test]
+    fn test_a_generated_snapshot_of_an_older_epoch_is_not_reused() {
+        use proto::metapb::RegionEpoch;
+        use proto::raft_serverpb::RaftSnapshotData;
+        let mut s = three();
+        let snap_of = |region: &Region| Snapshot {
+            data: RaftSnapshotData {
+                region: Some(region.clone()),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            metadata: Some(proto::eraftpb::SnapshotMetadata {
+                index: 5,
+                term: 5,
+                ..Default::default()
+            }),
+        };
+        let current = s.region.clone();
+        *s.generated_snapshot.borrow_mut() = Some(snap_of(&current));
+        assert_eq!(s.snapshot(0).unwrap(), snap_of(&current));
+        assert!(!s.snapshot_requested.get());
+
+        for bump in [
+            |e: &mut RegionEpoch| e.version += 1,
+            |e: &mut RegionEpoch| e.conf_ver += 1,
+        ] {
+            s.region = current.clone();
+            *s.generated_snapshot.borrow_mut() = Some(snap_of(&current));
+            bump(s.region.region_epoch.as_mut().unwrap());
+            assert!(matches!(
+                s.snapshot(0),
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable
+                ))
+            ));
+            assert!(s.snapshot_requested.replace(false));
+            assert!(s.generated_snapshot.borrow().is_none());
+        }
     }
 }
