@@ -25,7 +25,7 @@ use crate::core::{BasicCluster, RegionInfo, StoreInfo};
 use crate::errors::{Error, Result};
 use crate::metrics;
 use crate::schedule::checker::ReplicaChecker;
-use crate::schedule::operator::{OpKind, Operator};
+use crate::schedule::operator::{OpKind, Operator, PriorityLevel};
 use crate::schedule::operator_controller::{DispatchSource, OperatorController};
 use crate::schedule::Cluster;
 use crate::schedulers::{BalanceLeaderScheduler, BalanceRegionScheduler, Scheduler};
@@ -686,7 +686,12 @@ impl RaftCluster {
                 return;
             }
             self.patrol_key = end_key;
-            if self.ops.get_operator(id).is_some() {
+            // A region with a running operator is left to it, unless it has a peer on a down or
+            // offline store to replace and the operator is less urgent (a balance move, say,
+            // whose target store died after its peer was added: it would hold the region at a
+            // dead replica until it timed out, REGION_OPERATOR_WAIT_TIME).
+            let running = self.ops.get_operator(id).map(|op| op.priority());
+            if running.is_some_and(|p| p >= PriorityLevel::High) {
                 continue;
             }
             let Some(region) = self.core.regions.get_region(id) else {
@@ -699,7 +704,11 @@ impl RaftCluster {
                 ops: &self.ops,
                 now,
             };
-            if let Some(op) = self.checker.check(&view, region) {
+            let op = match running {
+                None => self.checker.check(&view, region),
+                Some(_) => self.checker.check_urgent(&view, region),
+            };
+            if let Some(op) = op {
                 self.ops.add_operator(op, Some(region), now);
             }
         }

@@ -920,3 +920,99 @@ fn raft_cluster_can_move_between_threads() {
     fn assert_send<T: Send + 'static>() {}
     assert_send::<RaftCluster>();
 }
+
+/// A balance move whose target store dies once its peer is added (the peer stays pending) gives
+/// way to the replica checker's removal of that dead peer (High priority) at the next patrol,
+/// instead of holding the region at a dead replica until the move times out.
+#[test]
+fn a_move_to_a_store_that_died_gives_way_to_removing_its_dead_peer() {
+    use crate::schedule::operator::OpStep;
+    let clock = Arc::new(ManualClock::new());
+    let cfg = ScheduleConfig {
+        max_store_down_time: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let mut cluster = RaftCluster::new(
+        1,
+        cfg,
+        Arc::new(MemoryIdAllocator::new(1000)),
+        clock.clone(),
+    );
+    for id in 1..=4 {
+        cluster
+            .put_store(Store {
+                id,
+                address: format!("s{id}"),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    heartbeat_stores(&mut cluster, &[1, 2, 3, 4]);
+    let peers: Vec<Peer> = (1..=3)
+        .map(|s| Peer {
+            id: 10 + s,
+            store_id: s,
+        })
+        .collect();
+    let epoch = RegionEpoch {
+        conf_ver: 3,
+        version: 1,
+    };
+    let meta = Region {
+        id: 9,
+        start_key: vec![],
+        end_key: vec![],
+        region_epoch: Some(epoch),
+        peers: peers.clone(),
+    };
+    let region = RegionInfo::new(meta, Some(peers[0]));
+    cluster.handle_region_heartbeat(region.clone()).unwrap();
+    let added = Peer {
+        id: 20,
+        store_id: 4,
+    };
+    let op = Operator::new(
+        "balance-region",
+        "mv peer: store 3 to 4",
+        9,
+        epoch,
+        OpKind::REGION | OpKind::BALANCE,
+        vec![
+            OpStep::AddPeer {
+                to_store: 4,
+                peer_id: added.id,
+            },
+            OpStep::RemovePeer { from_store: 3 },
+        ],
+    );
+    let now = clock.now();
+    assert!(cluster
+        .ops
+        .add_operator(op, cluster.core.regions.get_region(9), now));
+    // The peer on store 4 is added but never catches up: store 4 died.
+    let region = region.with_added_peer(added).with_inc_conf_ver();
+    cluster
+        .handle_region_heartbeat(region.clone().with_pending_peers(vec![added]))
+        .unwrap();
+    cluster.take_messages();
+    assert_eq!(cluster.get_operator(9).unwrap().desc(), "balance-region");
+
+    // Store 4 stays silent past max-store-down-time; the others heartbeat.
+    clock.advance(Duration::from_secs(4));
+    heartbeat_stores(&mut cluster, &[1, 2, 3]);
+    cluster.tick();
+    let op = cluster
+        .get_operator(9)
+        .expect("the dead peer's removal took over");
+    assert_eq!(op.desc(), "remove-extra-down-replica");
+    assert_eq!(op.step(0), Some(OpStep::RemovePeer { from_store: 4 }));
+    assert_eq!(
+        cluster.get_operator_status(9).map(|(_, s)| s),
+        Some(OperatorStatus::Running)
+    );
+    let msgs = cluster.take_messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let cp = msgs[0].1.change_peer.unwrap();
+    assert_eq!(cp.change_type(), ConfChangeType::RemoveNode);
+    assert_eq!(cp.peer, Some(added));
+}

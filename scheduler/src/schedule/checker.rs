@@ -50,8 +50,7 @@ impl ReplicaChecker {
 
     /// The operator `region` needs, if any.
     pub fn check(&self, cluster: &dyn Cluster, region: &RegionInfo) -> Option<Operator> {
-        if let Some(mut op) = self.check_lost_peer(cluster, region) {
-            op.set_priority(PriorityLevel::High);
+        if let Some(op) = self.check_urgent(cluster, region) {
             return Some(op);
         }
         let max = cluster.max_replicas();
@@ -79,6 +78,17 @@ impl ReplicaChecker {
             .ok();
         }
         None
+    }
+
+    /// The operator replacing (or removing) a peer of `region` on an offline or down store, if
+    /// any, at High priority: the first thing [`ReplicaChecker::check`] looks for, and the only
+    /// one worth taking over from a less urgent operator already running on the region (a
+    /// balance move whose target store died after its peer was added would otherwise hold the
+    /// region at a dead replica until the move times out).
+    pub fn check_urgent(&self, cluster: &dyn Cluster, region: &RegionInfo) -> Option<Operator> {
+        let mut op = self.check_lost_peer(cluster, region)?;
+        op.set_priority(PriorityLevel::High);
+        Some(op)
     }
 
     /// The store that should take a replica of `region` instead of the one on `old_store`.
