@@ -138,7 +138,7 @@ impl FileConfig {
     }
 }
 
-pub use scheduler::cmdline::{one_line, parse_args_or_exit};
+pub use scheduler::cmdline::{exit_on_error, one_line, parse_args_or_exit, shutdown_signal};
 
 /// An async runtime of `threads` threads named `name`: the single-threaded scheduler for 1 (the
 /// tasks woken together then run in order before their connection writes, so answers leave

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use proto::raft_serverpb::StoreIdent;
 use raftstore::bootstrap::{
@@ -28,6 +27,7 @@ use raftstore::engine::{Engine, EngineError, Engines, ALL_CFS, CF_DEFAULT, CF_RA
 use raftstore::runtime::{NoScheduler, StoreMsg};
 use raftstore::SnapManager;
 use raftstore::{keys, metrics};
+use scheduler::cmdline::serve_with_grace;
 use scheduler::status::StatusError;
 use slog::{debug, info, Logger};
 use thiserror::Error;
@@ -217,45 +217,37 @@ pub async fn start_status_server(addr: &str, logger: &Logger) -> Result<(), Serv
     Ok(())
 }
 
-/// How long in-flight calls get to finish after the shutdown signal; then the remaining
-/// connections (other stores' long-lived raft streams among them) are closed.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
-/// Serves `svc` on `incoming` until `shutdown` completes and then at most `SHUTDOWN_GRACE`.
+/// Serves `svc` on `incoming` until `shutdown` completes and then at most
+/// `scheduler::cmdline::SHUTDOWN_GRACE`.
 async fn serve<S: Storage>(
     svc: TinyKvService<S>,
     incoming: TcpIncoming,
     shutdown: impl Future<Output = ()> + Send + 'static,
     logger: &Logger,
 ) -> Result<(), ServerError> {
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = signalled_tx.send(());
-    };
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        // Fixed, large flow-control windows instead of BDP probing (a PING exchange per data
-        // burst on every connection): small requests never wait for a window update, and a
-        // snapshot stream keeps several 1 MiB chunks in flight.
-        .initial_stream_window_size(Some(STREAM_WINDOW))
-        .initial_connection_window_size(Some(CONNECTION_WINDOW))
-        .add_service(
-            TinyKvServer::new(svc)
-                .max_decoding_message_size(MAX_GRPC_MESSAGE)
-                .max_encoding_message_size(MAX_GRPC_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(incoming, signal);
-    tokio::select! {
-        r = served => Ok(r?),
-        _ = async {
-            if signalled_rx.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            debug!(logger, "closing the connections still open after the grace period");
+    let served = serve_with_grace(shutdown, |signal| {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            // Fixed, large flow-control windows instead of BDP probing (a PING exchange per data
+            // burst on every connection): small requests never wait for a window update, and a
+            // snapshot stream keeps several 1 MiB chunks in flight.
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
+            .add_service(
+                TinyKvServer::new(svc)
+                    .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                    .max_encoding_message_size(MAX_GRPC_MESSAGE),
+            )
+            .serve_with_incoming_shutdown(incoming, signal)
+    })
+    .await;
+    match served {
+        Some(r) => Ok(r?),
+        None => {
+            debug!(
+                logger,
+                "closing the connections still open after the grace period"
+            );
             Ok(())
         }
     }

@@ -30,6 +30,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::{Clock, IdAllocator, RaftCluster, ScheduleConfig, SystemClock};
+use crate::cmdline::serve_with_grace;
 use crate::core::RegionInfo;
 use crate::errors::Error as ClusterError;
 use crate::id::IdAlloc;
@@ -907,12 +908,9 @@ where
     Box::pin(UnboundedReceiverStream::new(rx))
 }
 
-/// How long in-flight calls get to finish after the shutdown signal; then the remaining
-/// connections (the stores' long-lived heartbeat streams among them) are closed.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
 /// Serves the scheduler on `listener` until `shutdown` completes and then at most
-/// [`SHUTDOWN_GRACE`]: the gRPC service and the timer that runs the schedulers.
+/// [`crate::cmdline::SHUTDOWN_GRACE`] (the stores' heartbeat streams stay open as long as they
+/// run): the gRPC service and the timer that runs the schedulers.
 pub async fn serve(
     svc: SchedulerService,
     listener: tokio::net::TcpListener,
@@ -929,27 +927,15 @@ pub async fn serve(
             }
         })
     };
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = signalled_tx.send(());
-    };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let served = tonic::transport::Server::builder()
-        .add_service(svc.into_server())
-        .serve_with_incoming_shutdown(incoming, signal);
-    // Graceful shutdown waits for every open stream, and a store's heartbeat stream stays open
-    // as long as the store runs: after the grace, stop waiting.
-    let result = tokio::select! {
-        r = served => r.map_err(ServerError::from),
-        _ = async {
-            if signalled_rx.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => Ok(()),
-    };
+    let result = serve_with_grace(shutdown, |signal| {
+        tonic::transport::Server::builder()
+            .add_service(svc.into_server())
+            .serve_with_incoming_shutdown(incoming, signal)
+    })
+    .await
+    .unwrap_or(Ok(()))
+    .map_err(ServerError::from);
     ticker.abort();
     result
 }

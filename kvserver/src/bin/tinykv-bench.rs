@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use kvserver::client::{parse_seconds, parse_seconds_or_zero, Client};
-use kvserver::config::{async_runtime, one_line, parse_args_or_exit};
+use kvserver::config::{async_runtime, exit_on_error, parse_args_or_exit};
 use rand::{Rng, SeedableRng};
 use scheduler::tso_client::TsoClient;
 
@@ -97,10 +97,7 @@ struct Cli {
 
 fn main() {
     let cli: Cli = parse_args_or_exit("tinykv-bench");
-    if let Err(e) = run(cli) {
-        eprintln!("tinykv-bench: error: {}", one_line(&format!("{e:#}")));
-        std::process::exit(1);
-    }
+    exit_on_error("tinykv-bench", run(cli));
 }
 
 /// The stores `--endpoints` names when neither it nor `--scheduler` is given.

@@ -15,10 +15,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use kvserver::config::{async_runtime, one_line, parse_args_or_exit, FileConfig, ServerConfig};
+use kvserver::config::{
+    async_runtime, exit_on_error, parse_args_or_exit, shutdown_signal, FileConfig, ServerConfig,
+};
 use kvserver::units::{ReadableDuration, ReadableSize};
 use kvserver::{logging, server};
-use slog::info;
 
 /// mimalloc instead of glibc malloc: fewer cycles per allocation on the request path.
 #[global_allocator]
@@ -84,10 +85,7 @@ struct Cli {
 
 fn main() {
     let cli: Cli = parse_args_or_exit("tinykv-server");
-    if let Err(e) = run(cli) {
-        eprintln!("tinykv-server: error: {}", one_line(&format!("{e:#}")));
-        std::process::exit(1);
-    }
+    exit_on_error("tinykv-server", run(cli));
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -119,21 +117,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     rt.block_on(async move {
         // Handlers first: a signal that arrives while the store opens must stop it cleanly,
         // not kill it.
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let shutdown =
+            shutdown_signal(logger.clone()).context("cannot handle SIGINT and SIGTERM")?;
         let listener = server::bind(&cfg.addr).await?;
         if let Some(addr) = &cfg.status_addr {
             server::start_status_server(addr, &logger).await?;
         }
-        let log = logger.clone();
-        let shutdown = async move {
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            };
-            info!(log, "signal received; shutting down"; "signal" => name);
-        };
         server::run(cfg, listener, shutdown, logger).await?;
         Ok(())
     })

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use scheduler::cmdline::{one_line, parse_args_or_exit};
+use scheduler::cmdline::{exit_on_error, parse_args_or_exit, shutdown_signal};
 use scheduler::config::FileConfig;
 use scheduler::server::{self, SchedulerService};
 use scheduler::{metrics, status};
@@ -43,10 +43,7 @@ struct Cli {
 
 fn main() {
     let cli: Cli = parse_args_or_exit("tinykv-scheduler");
-    if let Err(e) = run(cli) {
-        eprintln!("tinykv-scheduler: error: {}", one_line(&format!("{e:#}")));
-        std::process::exit(1);
-    }
+    exit_on_error("tinykv-scheduler", run(cli));
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -70,9 +67,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let shutdown =
+            shutdown_signal(logger.clone()).context("cannot handle SIGINT and SIGTERM")?;
         let listener = server::bind(&cfg.addr).await?;
         let addr = listener.local_addr().context("the bound address")?;
         let status = match &cfg.status_addr {
@@ -87,14 +83,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             info!(logger, "status server listening"; "addr" => %at);
             status::spawn(l, vec![metrics::registry().clone()], logger.clone());
         }
-        let log = logger.clone();
-        let shutdown = async move {
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            };
-            info!(log, "signal received; shutting down"; "signal" => name);
-        };
         server::serve(svc, listener, shutdown).await?;
         info!(logger, "scheduler stopped");
         Ok(())
