@@ -404,6 +404,11 @@ impl Client {
                         loc.on_store_failure(&route);
                         false
                     }
+                    // The pace below ends the request: its deadline has passed.
+                    Err(Failure::Deadline(err)) => {
+                        last = err;
+                        false
+                    }
                 },
             };
             retry.pace(at_once, last).await?;
@@ -429,7 +434,7 @@ impl Client {
             .map_err(|e| Failure::Store(e.to_string()))?;
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, conn.send(cmd(ctx))).await {
-            Err(_) => Err(Failure::Store(format!("{}: timed out", route.addr))),
+            Err(_) => Err(Failure::Deadline(format!("{}: timed out", route.addr))),
             Ok(Ok((answer, _))) => Ok(answer),
             Ok(Err(status)) => match rejection(&status) {
                 Some(e) => Err(Failure::Rejected(e)),
@@ -560,6 +565,9 @@ enum Failure {
     Rejected(ClientError),
     /// The store did not answer (or answered with a retryable status).
     Store(String),
+    /// The request's own deadline ran out while the store worked on it: nothing is known of the
+    /// store (it may be merely slow for this request), so the shared cache keeps its regions.
+    Deadline(String),
 }
 
 /// The error to give up with when `status` refuses the request for good (bad input and the

@@ -297,9 +297,9 @@ impl RegionCache {
         self.store_answered(leader.store_id);
         if let Some(nl) = &err.not_leader {
             if let Some(l) = known(nl.leader) {
-                // A peer of the region vouches for the leader's store: a suspicion of it (a
-                // timeout may have been the caller's deadline, not the store) would otherwise
-                // keep every request on followers.
+                // A peer of the region vouches for the leader's store: a suspicion of it (it
+                // failed once, and may be back) would otherwise keep every request on
+                // followers.
                 self.store_answered(l.store_id);
                 if l != *leader && self.set_leader(region_id, l) {
                     return true;
@@ -698,11 +698,11 @@ impl RegionSource for SchedulerSource {
     }
 
     async fn store_addr(&self, store_id: u64) -> Result<String, SourceError> {
+        // The store's own resolver's rule: a tombstone or a store without an address is none.
         let (store, _) = self.store(store_id).await?;
-        if store.address.is_empty() {
-            return Err(SourceError::NoStore(store_id));
-        }
-        Ok(store.address)
+        crate::scheduler_client::usable_address(&store)
+            .map(str::to_string)
+            .ok_or(SourceError::NoStore(store_id))
     }
 }
 

@@ -445,21 +445,10 @@ impl SchedulerConn {
         }
     }
 
-    /// Starts the region heartbeat stream on the current runtime: requests sent on the returned
-    /// channel go up the stream (their header set here), and every answer without an error is
-    /// handed to `deliver`. The stream is reopened with back-off whenever it fails; the task
-    /// ends once the channel's senders are all dropped.
-    pub fn region_heartbeats(
-        &self,
-        deliver: Deliver,
-        logger: &Logger,
-    ) -> mpsc::Sender<RegionHeartbeatRequest> {
-        let (tx, rx) = mpsc::channel(HEARTBEAT_QUEUE);
-        tokio::spawn(heartbeat_loop(self.clone(), rx, deliver, logger.clone()));
-        tx
-    }
-
-    /// Like [`Self::region_heartbeats`], spawning on `rt` (from outside the runtime).
+    /// Starts the region heartbeat stream on `rt` (callable from outside the runtime): requests
+    /// sent on the returned channel go up the stream (their header set here), and every answer
+    /// without an error is handed to `deliver`. The stream is reopened with back-off whenever it
+    /// fails; the task ends once the channel's senders are all dropped.
     fn region_heartbeats_on(
         &self,
         rt: &Handle,
