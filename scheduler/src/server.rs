@@ -848,18 +848,11 @@ impl Scheduler for SchedulerService {
         let i = &self.inner;
         let req = req.into_inner();
         i.validate(&req.header)?;
-        // Serialized by the cluster lock, so two updates cannot both move it.
-        let _c = i.cluster();
-        let old = i.storage.gc_safe_point().map_err(unknown)?;
-        // The safe point only moves forward (PD's rule).
-        let new = if req.safe_point > old {
-            i.storage
-                .save_gc_safe_point(req.safe_point)
-                .map_err(unknown)?;
-            req.safe_point
-        } else {
-            old
-        };
+        // Off the cluster lock: the save is synced, and heartbeats need not wait for it.
+        let new = i
+            .storage
+            .advance_gc_safe_point(req.safe_point)
+            .map_err(unknown)?;
         Ok(Response::new(UpdateGcSafePointResponse {
             header: i.header(),
             new_safe_point: new,

@@ -55,6 +55,8 @@ fn region_key(id: u64) -> Vec<u8> {
 /// The scheduler's storage: one RocksDB.
 pub struct Storage {
     db: rocksdb::DB,
+    /// Orders the read-then-write of [`Storage::advance_gc_safe_point`].
+    gc_lock: std::sync::Mutex<()>,
 }
 
 impl Storage {
@@ -64,6 +66,7 @@ impl Storage {
         opts.create_if_missing(true);
         Ok(Storage {
             db: rocksdb::DB::open(&opts, dir)?,
+            gc_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -170,9 +173,16 @@ impl Storage {
         Ok(self.get_u64(GC_SAFE_POINT)?.unwrap_or(0))
     }
 
-    /// Saves the GC safe point (synced).
-    pub fn save_gc_safe_point(&self, sp: u64) -> Result<()> {
-        self.put_u64(GC_SAFE_POINT, sp)
+    /// Moves the GC safe point to `sp` if that is forward (PD's rule: it never goes back), saved
+    /// synced; returns the safe point after the call. Concurrent calls are ordered here.
+    pub fn advance_gc_safe_point(&self, sp: u64) -> Result<u64> {
+        let _order = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.gc_safe_point()?;
+        if sp <= old {
+            return Ok(old);
+        }
+        self.put_u64(GC_SAFE_POINT, sp)?;
+        Ok(sp)
     }
 
     /// The cluster config, if saved.
@@ -232,7 +242,8 @@ mod tests {
             .unwrap();
             s.save_alloc_id_bound(1000).unwrap();
             s.save_tso_bound(123_456).unwrap();
-            s.save_gc_safe_point(7).unwrap();
+            assert_eq!(s.advance_gc_safe_point(7).unwrap(), 7);
+            assert_eq!(s.advance_gc_safe_point(3).unwrap(), 7, "never back");
             for id in [2, 1, 300] {
                 s.save_store(&Store {
                     id,
