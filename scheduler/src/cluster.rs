@@ -202,6 +202,8 @@ impl PrepareChecker {
     fn check(&mut self, core: &BasicCluster, now: Instant) -> bool {
         if self.prepared || now.saturating_duration_since(self.start) > COLLECT_TIMEOUT {
             self.prepared = true;
+            // Needed no more: the set would otherwise grow with every region for good.
+            self.heartbeated = HashSet::new();
             return true;
         }
         let regions = &core.regions;
@@ -487,7 +489,9 @@ impl RaftCluster {
                 .is_none_or(|o| o.version() < region.version() || o.conf_ver() < region.conf_ver()),
             removed: Vec::new(),
         };
-        self.prepare.heartbeated.insert(region.id());
+        if !self.prepare.prepared {
+            self.prepare.heartbeated.insert(region.id());
+        }
         if change.saved {
             let id = region.id();
             let removed = self.core.put_region(region);

@@ -139,22 +139,6 @@ impl RegionTree {
         }
         Some(candidates[rng.random_range(0..candidates.len())])
     }
-
-    /// Up to `n` distinct region ids chosen at random (in random order) among those `keep`
-    /// accepts.
-    pub fn sample(
-        &self,
-        rng: &mut dyn RngCore,
-        n: usize,
-        mut keep: impl FnMut(u64) -> bool,
-    ) -> Vec<u64> {
-        let candidates: Vec<u64> = self.ids().filter(|id| keep(*id)).collect();
-        let n = n.min(candidates.len());
-        rand::seq::index::sample(rng, candidates.len(), n)
-            .into_iter()
-            .map(|i| candidates[i])
-            .collect()
-    }
 }
 
 #[cfg(test)]
