@@ -377,7 +377,7 @@ impl Client {
                     false
                 }
                 Ok(Ok(route)) => match self.try_route(&route, deadline, &cmd).await {
-                    Ok(answer) => match answer.region_error() {
+                    Ok((answer, hint)) => match answer.region_error() {
                         Some(e) => {
                             last = format!(
                                 "{} (region {}): {}",
@@ -385,7 +385,7 @@ impl Client {
                                 route.region.id,
                                 describe(e)
                             );
-                            loc.on_region_error(&route, e)
+                            loc.on_region_error(&route, e, hint)
                         }
                         None => {
                             loc.on_success(&route);
@@ -415,13 +415,14 @@ impl Client {
         }
     }
 
-    /// One attempt along `route`: the store's answer, region error or not.
+    /// One attempt along `route`: the store's answer, region error or not, and the address of
+    /// the leader a NotLeader answer names, when the store knows it.
     async fn try_route(
         &self,
         route: &Route,
         deadline: Instant,
         cmd: &impl Fn(Context) -> raw_request::Cmd,
-    ) -> Result<raw_response::Cmd, Failure> {
+    ) -> Result<(raw_response::Cmd, Option<String>), Failure> {
         let ctx = Context {
             region_id: route.region.id,
             region_epoch: route.region.region_epoch,
@@ -435,7 +436,7 @@ impl Client {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, conn.send(cmd(ctx))).await {
             Err(_) => Err(Failure::Deadline(format!("{}: timed out", route.addr))),
-            Ok(Ok((answer, _))) => Ok(answer),
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(status)) => match rejection(&status) {
                 Some(e) => Err(Failure::Rejected(e)),
                 None => Err(Failure::Store(format!(

@@ -13,8 +13,14 @@
 //! How entries go stale and are corrected (TinyKV routes the same way in its test cluster,
 //! `kv/test_raftstore/cluster.go` `Request`/`CallCommandOnLeader`, with the scheduler client of
 //! `scheduler/client/client.go`):
-//! - NotLeader naming a leader that is a peer of the cached region: the entry switches to it;
-//!   naming none, or a peer the cached region does not have: the entry is dropped (asked again);
+//! - NotLeader naming a leader: the entry switches to it; a peer the cached region does not have
+//!   joins the cached peers (a membership change does not change the epoch's version, so no
+//!   request was refused for it, and the scheduler may be unreachable); naming
+//!   none (an election is under way): the next peer is tried, after a pause, and only when every
+//!   peer has twice said it knows no leader is the entry dropped. The range and the peers are
+//!   still right, and the scheduler may be unreachable: a client that dropped the entry at once
+//!   could not write to a region that just split, or elects, for as long as the scheduler is
+//!   down;
 //! - EpochNotMatch: the entry is dropped and the error's `current_regions` are inserted (with the
 //!   answering store's peer as the leader guess: the epoch is checked after leadership);
 //! - KeyNotInRegion, RegionNotFound, StoreNotMatch, any other region error: the entry is dropped;
@@ -99,6 +105,8 @@ pub struct CachedRegion {
     pub region: Region,
     /// The leader, if known.
     pub leader: Option<Peer>,
+    /// How many NotLeader answers in a row named no leader.
+    leaderless: usize,
 }
 
 /// Whether `a` is newer than `b`: a later version (splits), or for the same region the same
@@ -214,8 +222,14 @@ impl RegionCache {
             }
         }
         self.by_id.insert(region.id, region.start_key.clone());
-        self.regions
-            .insert(region.start_key.clone(), CachedRegion { region, leader });
+        self.regions.insert(
+            region.start_key.clone(),
+            CachedRegion {
+                region,
+                leader,
+                leaderless: 0,
+            },
+        );
         true
     }
 
@@ -240,6 +254,51 @@ impl RegionCache {
             return false;
         }
         entry.leader = Some(leader);
+        entry.leaderless = 0;
+        true
+    }
+
+    /// A peer of region `region_id` named `leader`, which the cached region lacks, as its leader:
+    /// the region gained it by a membership change (which does not change the epoch's version,
+    /// so no request was refused for it). It joins the cached peers and leads; whether the region
+    /// is cached. A wrong guess costs one more region error, never a wrong answer: the store
+    /// checks the request's region and epoch.
+    fn add_leader(&mut self, region_id: u64, leader: Peer) -> bool {
+        let Some(start) = self.by_id.get(&region_id) else {
+            return false;
+        };
+        let Some(entry) = self.regions.get_mut(start) else {
+            return false;
+        };
+        // An older peer on the same store was replaced by this one.
+        entry.region.peers.retain(|p| p.store_id != leader.store_id);
+        entry.region.peers.push(leader);
+        entry.leader = Some(leader);
+        entry.leaderless = 0;
+        true
+    }
+
+    /// The peer `tried` of region `region_id` knows no leader: the next peer in the region's
+    /// order becomes the guess. Whether the entry stays: it is dropped once every peer has twice
+    /// answered so (the region may have moved on in ways only the scheduler knows).
+    fn leader_unknown(&mut self, region_id: u64, tried: &Peer) -> bool {
+        let Some(start) = self.by_id.get(&region_id) else {
+            return false;
+        };
+        let Some(entry) = self.regions.get_mut(start) else {
+            return false;
+        };
+        let peers = &entry.region.peers;
+        entry.leaderless += 1;
+        if peers.is_empty() || entry.leaderless >= 2 * peers.len() {
+            self.remove(region_id);
+            return false;
+        }
+        let next = peers
+            .iter()
+            .position(|p| p == tried)
+            .map_or(0, |i| (i + 1) % peers.len());
+        entry.leader = Some(peers[next]);
         true
     }
 
@@ -301,11 +360,16 @@ impl RegionCache {
                 // failed once, and may be back) would otherwise keep every request on
                 // followers.
                 self.store_answered(l.store_id);
-                if l != *leader && self.set_leader(region_id, l) {
+                if l != *leader && (self.set_leader(region_id, l) || self.add_leader(region_id, l))
+                {
                     return true;
                 }
+                // The answering peer names itself: it lost leadership and does not know it.
+                self.remove(region_id);
+                return false;
             }
-            self.remove(region_id);
+            // No leader known (an election): the next peer, after the caller's pause.
+            self.leader_unknown(region_id, leader);
             return false;
         }
         if let Some(e) = &err.epoch_not_match {
@@ -341,9 +405,9 @@ pub trait RegionSource: Send + Sync {
         key: &[u8],
     ) -> impl Future<Output = Result<(Region, Option<Peer>), SourceError>> + Send;
 
-    /// The address of store `store_id`.
-    fn store_addr(&self, store_id: u64)
-        -> impl Future<Output = Result<String, SourceError>> + Send;
+    /// The id and address of every store that can serve (tombstones and stores without an
+    /// address left out).
+    fn store_addrs(&self) -> impl Future<Output = Result<Vec<(u64, String)>, SourceError>> + Send;
 }
 
 /// Where a request for a key goes.
@@ -406,18 +470,38 @@ impl<S: RegionSource> RegionLocator<S> {
         let addr = match cached {
             Some(a) => a,
             None => {
-                let a = self.source.store_addr(peer.store_id).await?;
-                self.with_cache(|c| c.set_store_addr(peer.store_id, a.clone()));
-                a
+                // Every store's address at once: a leader that moves to another store later
+                // is reachable even while the scheduler is not.
+                let all = self.source.store_addrs().await?;
+                self.with_cache(|c| {
+                    for (id, a) in all {
+                        c.set_store_addr(id, a);
+                    }
+                    c.store_addr(peer.store_id).map(str::to_string)
+                })
+                .ok_or(SourceError::NoStore(peer.store_id))?
             }
         };
         Ok(Route { region, peer, addr })
     }
 
     /// Updates the cache after `route`'s store answered with region error `err`; whether the
-    /// retry may go at once (see [`RegionCache::on_region_error`]).
-    pub fn on_region_error(&self, route: &Route, err: &errorpb::Error) -> bool {
-        self.with_cache(|c| c.on_region_error(route.region.id, &route.peer, err))
+    /// retry may go at once (see [`RegionCache::on_region_error`]). `leader_addr` is the address
+    /// the store gave for the leader a NotLeader error names: with it, a leader on a store this
+    /// client never talked to is reached without asking the scheduler.
+    pub fn on_region_error(
+        &self,
+        route: &Route,
+        err: &errorpb::Error,
+        leader_addr: Option<String>,
+    ) -> bool {
+        self.with_cache(|c| {
+            let named = err.not_leader.as_ref().and_then(|nl| known(nl.leader));
+            if let (Some(l), Some(addr)) = (named, leader_addr) {
+                c.set_store_addr(l.store_id, addr);
+            }
+            c.on_region_error(route.region.id, &route.peer, err)
+        })
     }
 
     /// `route`'s store answered without a region error.
@@ -697,12 +781,16 @@ impl RegionSource for SchedulerSource {
         Ok((region, known(resp.leader)))
     }
 
-    async fn store_addr(&self, store_id: u64) -> Result<String, SourceError> {
+    async fn store_addrs(&self) -> Result<Vec<(u64, String)>, SourceError> {
         // The store's own resolver's rule: a tombstone or a store without an address is none.
-        let (store, _) = self.store(store_id).await?;
-        crate::scheduler_client::usable_address(&store)
-            .map(str::to_string)
-            .ok_or(SourceError::NoStore(store_id))
+        Ok(self
+            .all_stores()
+            .await?
+            .iter()
+            .filter_map(|s| {
+                crate::scheduler_client::usable_address(s).map(|a| (s.id, a.to_string()))
+            })
+            .collect())
     }
 }
 
@@ -813,13 +901,36 @@ mod tests {
         // A hint to a peer of the region: followed at once.
         assert!(c.on_region_error(1, &peer(11, 1), &not_leader(Some(peer(12, 2)))));
         assert_eq!(c.lookup(b"k").unwrap().leader, Some(peer(12, 2)));
-        // A hint to a peer the cached region lacks: the region changed; asked again.
-        assert!(!c.on_region_error(1, &peer(12, 2), &not_leader(Some(peer(44, 4)))));
-        assert!(c.is_empty());
-        // No hint: asked again.
+        // A hint to a peer the cached region lacks: the region gained it; it joins and leads.
+        assert!(c.on_region_error(1, &peer(12, 2), &not_leader(Some(peer(44, 4)))));
+        let r = c.lookup(b"k").unwrap();
+        assert_eq!(r.leader, Some(peer(44, 4)));
+        assert_eq!(r.region.peers.len(), 4);
+        // A new peer on a store that had an older one replaces it.
+        assert!(c.on_region_error(1, &peer(44, 4), &not_leader(Some(peer(45, 2)))));
+        let r = c.lookup(b"k").unwrap();
+        assert_eq!(r.leader, Some(peer(45, 2)));
+        let ids: Vec<u64> = r.region.peers.iter().map(|p| p.id).collect();
+        assert_eq!(ids, [11, 13, 44, 45]);
+        c.remove(1);
+        // No hint (an election): the entry stays and the next peers are tried in turn, after
+        // a pause; once every peer said twice that it knows no leader, the entry is dropped.
         c.insert(region(1, "", "", 1), Some(peer(11, 1)));
-        assert!(!c.on_region_error(1, &peer(11, 1), &not_leader(None)));
+        let mut tried = peer(11, 1);
+        for expect in [12, 13, 11, 12, 13] {
+            assert!(!c.on_region_error(1, &tried, &not_leader(None)));
+            tried = c.lookup(b"k").expect("kept while electing").leader.unwrap();
+            assert_eq!(tried.id, expect);
+        }
+        assert!(!c.on_region_error(1, &tried, &not_leader(None)));
         assert!(c.is_empty());
+        // A leader named in between starts the count again.
+        c.insert(region(1, "", "", 1), Some(peer(11, 1)));
+        for _ in 0..5 {
+            c.on_region_error(1, &peer(11, 1), &not_leader(None));
+            assert!(c.on_region_error(1, &peer(13, 3), &not_leader(Some(peer(11, 1)))));
+        }
+        assert_eq!(c.lookup(b"k").unwrap().leader, Some(peer(11, 1)));
         // A "hint" naming the peer that answered is no hint.
         c.insert(region(1, "", "", 1), Some(peer(11, 1)));
         assert!(!c.on_region_error(1, &peer(11, 1), &not_leader(Some(peer(11, 1)))));
@@ -940,6 +1051,7 @@ mod tests {
     struct FakeSource {
         regions: Mutex<Vec<(Region, Option<Peer>)>>,
         asked: AtomicUsize,
+        store_lists: AtomicUsize,
     }
 
     impl RegionSource for FakeSource {
@@ -954,11 +1066,9 @@ mod tests {
                 .ok_or_else(|| SourceError::NoRegion(readable_key(key)))
         }
 
-        async fn store_addr(&self, store_id: u64) -> Result<String, SourceError> {
-            if store_id == 0 || store_id > 3 {
-                return Err(SourceError::NoStore(store_id));
-            }
-            Ok(format!("store{store_id}:20160"))
+        async fn store_addrs(&self) -> Result<Vec<(u64, String)>, SourceError> {
+            self.store_lists.fetch_add(1, Ordering::SeqCst);
+            Ok((1..=3).map(|id| (id, format!("store{id}:20160"))).collect())
         }
     }
 
@@ -995,10 +1105,26 @@ mod tests {
                 Some(peer(21, 1))
             );
             assert_eq!(loc.source().asked.load(Ordering::SeqCst), 2);
-            // NotLeader without a hint: the scheduler is asked again.
-            loc.on_region_error(&r, &not_leader(None));
-            loc.locate(b"z").await.unwrap();
-            assert_eq!(loc.source().asked.load(Ordering::SeqCst), 3);
+            // NotLeader without a hint: the next peer, without asking the scheduler.
+            loc.on_region_error(&r, &not_leader(None), None);
+            let r = loc.locate(b"z").await.unwrap();
+            assert_eq!(r.peer, peer(22, 2));
+            assert_eq!(loc.source().asked.load(Ordering::SeqCst), 2);
+            // Every store's address came with the first listing: a leader moving to store 3
+            // needs no call to the scheduler.
+            assert!(loc.on_region_error(&r, &not_leader(Some(peer(23, 3))), None));
+            let r = loc.locate(b"z").await.unwrap();
+            assert_eq!((r.peer, r.addr.as_str()), (peer(23, 3), "store3:20160"));
+            assert_eq!(loc.source().asked.load(Ordering::SeqCst), 2);
+            assert_eq!(loc.source().store_lists.load(Ordering::SeqCst), 1);
+            // A leader on a store the listing did not have (it joined later), with the address
+            // the answering store gave: reached without the scheduler.
+            let hint = Some("store9:20160".to_string());
+            assert!(loc.on_region_error(&r, &not_leader(Some(peer(29, 9))), hint));
+            let r = loc.locate(b"z").await.unwrap();
+            assert_eq!((r.peer, r.addr.as_str()), (peer(29, 9), "store9:20160"));
+            assert_eq!(loc.source().asked.load(Ordering::SeqCst), 2);
+            assert_eq!(loc.source().store_lists.load(Ordering::SeqCst), 1);
         });
     }
 
@@ -1016,7 +1142,7 @@ mod tests {
                 }),
                 ..Default::default()
             };
-            assert!(loc.on_region_error(&r, &err));
+            assert!(loc.on_region_error(&r, &err, None));
             let r = loc.locate(b"z").await.unwrap();
             assert_eq!(r.region.id, 2);
             assert_eq!(loc.source().asked.load(Ordering::SeqCst), 1);
