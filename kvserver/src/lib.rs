@@ -6,6 +6,7 @@
 //! - [`storage`]: the storage interface (TinyKV's `kv/storage/storage.go`) and its two
 //!   implementations;
 //! - [`service`]: the `TinyKv` service (raw API, `Raft` stream);
+//! - [`transaction`]: Percolator transactions (TinyKV's Project 4): MVCC, latches, commands;
 //! - [`transport`]: the raftstore `Transport` over gRPC streams;
 //! - [`config`] and [`server`]: flags and TOML, bootstrap or resume, serve, stop;
 //! - [`node`], [`scheduler_client`], [`resolver`], [`store_stats`]: running with a scheduler
@@ -32,6 +33,7 @@ pub mod service;
 pub mod storage;
 pub mod store_stats;
 pub mod store_task;
+pub mod transaction;
 pub mod transport;
 pub mod units;
 

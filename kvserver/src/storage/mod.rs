@@ -1,11 +1,12 @@
 //! The storage interface (TinyKV's `kv/storage/storage.go`) that the gRPC service serves from,
-//! and its two implementations: [`standalone::StandaloneStorage`] (one RocksDB, no replication:
-//! Project 1) and [`raft::RaftStorage`] (commands proposed through the raftstore: Project 2
-//! onwards).
+//! and its implementations: [`standalone::StandaloneStorage`] (one RocksDB, no replication:
+//! Project 1), [`raft::RaftStorage`] (commands proposed through the raftstore: Project 2
+//! onwards) and [`mem::MemStorage`] (in memory: the transaction tests' double).
 //!
 //! Writes are batches of [`Modify`]; reads go through a [`StorageReader`], a consistent view that
 //! later writes do not change (snapshot isolation).
 
+pub mod mem;
 pub mod raft;
 pub mod standalone;
 
@@ -103,6 +104,15 @@ pub trait Storage: Send + Sync + 'static {
         ctx: &Context,
         key: &[u8],
     ) -> impl Future<Output = Result<Box<dyn StorageReader>, StorageError>> + Send;
+
+    /// Whether the transaction layer keeps the keys of the `lock` column family in the
+    /// memcomparable encoding (`codec::encode_bytes`), the key space regions are split in, so a
+    /// key's lock lies in the same region as its versions. TinyKV keeps them raw, and its tests
+    /// read them raw: [`mem::MemStorage`] does (false); the stores do (true, the default). See
+    /// `crate::transaction`.
+    fn encodes_lock_keys(&self) -> bool {
+        true
+    }
 }
 
 /// Checks that `cf` names a data column family (an empty name means `default`), and returns it.
