@@ -3,7 +3,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: all setup build test fmt lint cluster cluster-add raft-stress bench \
-	project1 project2a project2aa project2ab project2ac project2b project2c project3a project3b project3c
+	project1 project2a project2aa project2ab project2ac project2b project2c project3 project3a project3b \
+	project3c project4 project4a project4b project4c
 
 all: build
 
@@ -45,12 +46,22 @@ project2b: setup
 	@scripts/stage.sh 2b
 project2c: setup
 	@scripts/stage.sh 2c
+project3: setup
+	@scripts/stage.sh 3
 project3a: setup
 	@scripts/stage.sh 3a
 project3b: setup
 	@scripts/stage.sh 3b
 project3c: setup
 	@scripts/stage.sh 3c
+project4: setup
+	@scripts/stage.sh 4
+project4a: setup
+	@scripts/stage.sh 4a
+project4b: setup
+	@scripts/stage.sh 4b
+project4c: setup
+	@scripts/stage.sh 4c
 
 ## raft-stress: the seeded raft safety checker over many seeds (TINYKV_RAFT_SEEDS, default 10000),
 ## or one seed (TINYKV_RAFT_SEED=n).

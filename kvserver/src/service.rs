@@ -10,7 +10,10 @@
 //! `x-tinykv-leader-addr`, the leader store's address, so clients without a scheduler can follow it.
 //! `BatchRaw` (this project's extension) serves many raw requests on one stream, each exactly as
 //! its unary call would, with the unary call's gRPC status carried in the answer.
-//! The transactional methods (Project 4) answer `UNIMPLEMENTED`.
+//! The transactional methods (Project 4: `KvGet`, `KvPrewrite`, `KvCommit`, `KvScan`,
+//! `KvCheckTxnStatus`, `KvBatchRollback`, `KvResolveLock`) are served by
+//! [`crate::transaction::Transactions`] over the same storage, with the same region errors,
+//! leader hints and refusal of bad input.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,8 +24,11 @@ use crate::store_task::StoreRouter;
 use prost::Message;
 use proto::errorpb;
 use proto::kvrpcpb::{
-    KvPair, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
-    RawPutResponse, RawScanRequest, RawScanResponse,
+    BatchRollbackRequest, BatchRollbackResponse, CheckTxnStatusRequest, CheckTxnStatusResponse,
+    CommitRequest, CommitResponse, GetRequest, GetResponse, KvPair, PrewriteRequest,
+    PrewriteResponse, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse,
+    RawPutRequest, RawPutResponse, RawScanRequest, RawScanResponse, ResolveLockRequest,
+    ResolveLockResponse, ScanRequest, ScanResponse,
 };
 use proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
 use raftstore::runtime::StoreMsg;
@@ -42,6 +48,7 @@ use crate::tinykvpb::tiny_kv_server::TinyKv;
 use crate::tinykvpb::{
     raw_request, raw_response, BatchRawRequest, BatchRawResponse, RawRequest, RawResponse,
 };
+use crate::transaction::{Transactions, TxnError};
 
 /// Metadata key: the id of the store that answered.
 pub const STORE_ID_HEADER: &str = "x-tinykv-store-id";
@@ -62,7 +69,7 @@ impl<S: Storage> Clone for TinyKvService<S> {
 }
 
 struct Inner<S> {
-    storage: S,
+    txn: Transactions<S>,
     store_id: u64,
     raft_router: Option<(StoreRouter, SnapManager)>,
     store_addrs: StoreResolver,
@@ -85,7 +92,7 @@ impl<S: Storage> TinyKvService<S> {
     ) -> Self {
         TinyKvService {
             inner: Arc::new(Inner {
-                storage,
+                txn: Transactions::new(storage, max_value_size),
                 store_id,
                 raft_router,
                 store_addrs: store_addrs.into(),
@@ -118,7 +125,7 @@ impl<S: Storage> TinyKvService<S> {
         let cf = check_cf(&req.cf).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = req.context.unwrap_or_default();
         let read = async {
-            let reader = self.inner.storage.reader(&ctx, &req.key).await?;
+            let reader = self.inner.txn.storage().reader(&ctx, &req.key).await?;
             reader.get_cf(cf, &req.key)
         };
         let mut resp = RawGetResponse::default();
@@ -141,7 +148,7 @@ impl<S: Storage> TinyKvService<S> {
             value: req.value,
         };
         let mut resp = RawPutResponse::default();
-        if let Err(e) = self.inner.storage.write(&ctx, vec![m]).await {
+        if let Err(e) = self.inner.txn.storage().write(&ctx, vec![m]).await {
             resp.region_error = Some(split_error(e)?);
         }
         Ok(resp)
@@ -156,7 +163,7 @@ impl<S: Storage> TinyKvService<S> {
             key: req.key,
         };
         let mut resp = RawDeleteResponse::default();
-        if let Err(e) = self.inner.storage.write(&ctx, vec![m]).await {
+        if let Err(e) = self.inner.txn.storage().write(&ctx, vec![m]).await {
             resp.region_error = Some(split_error(e)?);
         }
         Ok(resp)
@@ -181,7 +188,12 @@ impl<S: Storage> TinyKvService<S> {
         let max_bytes = MAX_GRPC_MESSAGE - ENTRY_OVERHEAD;
         let mut bytes = 0;
         let scan = async {
-            let reader = self.inner.storage.reader(&ctx, &req.start_key).await?;
+            let reader = self
+                .inner
+                .txn
+                .storage()
+                .reader(&ctx, &req.start_key)
+                .await?;
             let mut kvs = Vec::new();
             reader.scan_cf(cf, &req.start_key, &mut |k, v| {
                 let pair = KvPair {
@@ -275,6 +287,20 @@ impl raw_response::Cmd {
     }
 }
 
+/// The gRPC status of a transactional command that could not be answered.
+fn txn_status(e: TxnError) -> Status {
+    match e {
+        TxnError::InvalidArgument(m) => Status::invalid_argument(m),
+        TxnError::Storage(e) => match split_error(e) {
+            Ok(region) => {
+                Status::internal(format!("an unexpected region error: {}", region.message))
+            }
+            Err(status) => status,
+        },
+        TxnError::Corrupt(e) => Status::internal(e.to_string()),
+    }
+}
+
 /// Splits a storage error into a region error (for the response) or a gRPC status.
 fn split_error(e: StorageError) -> Result<errorpb::Error, Status> {
     match e {
@@ -361,8 +387,69 @@ impl Stream for BatchAnswers {
     }
 }
 
+/// Serves a transactional call with [`Transactions`]' method `$method`: its answer, with the
+/// leader's address when the answer is NotLeader; a command that cannot be answered is a status.
+macro_rules! txn_call {
+    ($svc:ident, $method:ident, $request:ident) => {{
+        let resp = $svc
+            .inner
+            .txn
+            .$method($request.into_inner())
+            .await
+            .map_err(txn_status)?;
+        let leader = $svc.leader_addr(resp.region_error.as_ref());
+        Ok($svc.respond(resp, leader.as_deref()))
+    }};
+}
+
 #[tonic::async_trait]
 impl<S: Storage> TinyKv for TinyKvService<S> {
+    async fn kv_get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        txn_call!(self, get, request)
+    }
+
+    async fn kv_scan(
+        &self,
+        request: Request<ScanRequest>,
+    ) -> Result<Response<ScanResponse>, Status> {
+        txn_call!(self, scan, request)
+    }
+
+    async fn kv_prewrite(
+        &self,
+        request: Request<PrewriteRequest>,
+    ) -> Result<Response<PrewriteResponse>, Status> {
+        txn_call!(self, prewrite, request)
+    }
+
+    async fn kv_commit(
+        &self,
+        request: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
+        txn_call!(self, commit, request)
+    }
+
+    async fn kv_check_txn_status(
+        &self,
+        request: Request<CheckTxnStatusRequest>,
+    ) -> Result<Response<CheckTxnStatusResponse>, Status> {
+        txn_call!(self, check_txn_status, request)
+    }
+
+    async fn kv_batch_rollback(
+        &self,
+        request: Request<BatchRollbackRequest>,
+    ) -> Result<Response<BatchRollbackResponse>, Status> {
+        txn_call!(self, batch_rollback, request)
+    }
+
+    async fn kv_resolve_lock(
+        &self,
+        request: Request<ResolveLockRequest>,
+    ) -> Result<Response<ResolveLockResponse>, Status> {
+        txn_call!(self, resolve_lock, request)
+    }
+
     async fn raw_get(
         &self,
         request: Request<RawGetRequest>,

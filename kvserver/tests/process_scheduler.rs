@@ -12,28 +12,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_addrs, ServerProc, SERVER};
+use common::{free_addrs, start_scheduler, ServerProc, SERVER};
 use kvserver::client::Client;
 use kvserver::scheduler_client::SchedulerConn;
-use scheduler::server::{RunningScheduler, ServerConfig as SchedulerConfig};
 
 /// The longest wait for anything the cluster does by itself.
 const PATIENCE: Duration = Duration::from_secs(90);
 
 fn discard() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
-}
-
-fn start_scheduler(dir: &Path) -> RunningScheduler {
-    RunningScheduler::start(
-        SchedulerConfig {
-            addr: "127.0.0.1:0".into(),
-            data_dir: dir.to_path_buf(),
-            ..Default::default()
-        },
-        discard(),
-    )
-    .expect("start a scheduler")
 }
 
 /// A config file with fast ticks and heartbeats, so the test does not wait on defaults.

@@ -237,3 +237,16 @@ pub fn engine_get_many(dir: &Path, cf: &str, keys: &[Vec<u8>]) -> Vec<Option<Vec
         .map(|k| kv.get_cf(cf, k).expect("read the kv engine"))
         .collect()
 }
+
+/// A scheduler in this process on a free port, its state in `dir`, quiet.
+pub fn start_scheduler(dir: &Path) -> scheduler::server::RunningScheduler {
+    scheduler::server::RunningScheduler::start(
+        scheduler::server::ServerConfig {
+            addr: "127.0.0.1:0".into(),
+            data_dir: dir.to_path_buf(),
+            ..Default::default()
+        },
+        slog::Logger::root(slog::Discard, slog::o!()),
+    )
+    .expect("start a scheduler")
+}

@@ -19,6 +19,11 @@
 //! UNAVAILABLE (they are retried like any unreachable store's) and the next request opens a new one.
 //!
 //! Cloning is cheap and clones share connections and the leader guess, so many tasks can use one.
+//!
+//! [`txn`] is the transactional client (Percolator over the `Kv*` commands), built on the same
+//! connections and region cache.
+
+pub mod txn;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
