@@ -570,3 +570,56 @@ impl TinyKvDirect {
         assert!(r.error.is_none(), "{r:?}");
     }
 }
+
+/// `tinykv-ctl txn`: a transaction from the shell writes, reads, scans and deletes; a missing key
+/// and a missing `--scheduler` are one line and exit 1.
+#[test]
+fn test_ctl_txn_round_trip() {
+    let root = tempfile::tempdir().unwrap();
+    let sched = start_scheduler(&root.path().join("scheduler"));
+    let addr = sched.addr().to_string();
+    let _procs = start_stores(root.path(), &addr);
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["--scheduler", addr.as_str(), "--timeout", "60", "txn"];
+        all.extend_from_slice(args);
+        common::run(common::CTL, &all)
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+
+    let out = ctl(&["put", "a", "1", "b", "2", "c", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("committed at "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = ctl(&["get", "a", "b"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a\t1\nb\t2\n");
+    let out = ctl(&["delete", "b"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ctl(&["scan", "", "--limit", "10"]);
+    assert_eq!(text(&out.stdout), "a\t1\nc\t3\n", "{}", text(&out.stderr));
+    let out = ctl(&["scan", "a", "--end", "c"]);
+    assert_eq!(text(&out.stdout), "a\t1\n");
+
+    let out = ctl(&["get", "a", "b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "a\t1\n");
+    assert_eq!(text(&out.stderr).trim(), "tinykv-ctl: key \"b\" not found");
+    let out = ctl(&["put", "a"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a key without a value is bad usage"
+    );
+
+    let out = common::run(
+        common::CTL,
+        &["--endpoints", "127.0.0.1:1", "txn", "get", "a"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("needs --scheduler"), "{err}");
+}

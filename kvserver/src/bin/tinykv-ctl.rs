@@ -7,6 +7,10 @@
 //! tinykv-ctl --scheduler 127.0.0.1:2379 get k   # a multi-region cluster, through its scheduler
 //! tinykv-ctl --scheduler 127.0.0.1:2379 stores  # a table of the scheduler's stores
 //! tinykv-ctl --scheduler 127.0.0.1:2379 regions # a table of its regions
+//! tinykv-ctl --scheduler 127.0.0.1:2379 txn put a 1 b 2   # one transaction writing both
+//! tinykv-ctl --scheduler 127.0.0.1:2379 txn get a b       # one snapshot: key<TAB>value lines
+//! tinykv-ctl --scheduler 127.0.0.1:2379 txn delete a b
+//! tinykv-ctl --scheduler 127.0.0.1:2379 txn scan a --end c --limit 10
 //! ```
 //! It finds the leader, follows NotLeader hints and retries until `--timeout`. With `--scheduler`
 //! (instead of `--endpoints`) each key goes to the leader of its region, and a scan crosses
@@ -18,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use kvserver::client::txn::TxnClient;
 use kvserver::client::{parse_seconds, Client};
 use kvserver::config::{async_runtime, one_line, parse_args_or_exit};
 use kvserver::region_cache::{readable_key, RegionRow, SchedulerSource};
@@ -27,7 +32,7 @@ use proto::schedulerpb::StoreStats;
 /// The stores `--endpoints` names when neither it nor `--scheduler` is given.
 const DEFAULT_ENDPOINTS: &str = "127.0.0.1:20160,127.0.0.1:20161,127.0.0.1:20162";
 
-/// Command-line client of a TinyKV cluster's raw API.
+/// Command-line client of a TinyKV cluster: its raw API, and transactions with --scheduler.
 #[derive(Parser, Debug)]
 #[command(name = "tinykv-ctl", version, about)]
 struct Cli {
@@ -81,6 +86,45 @@ enum Cmd {
     /// Print the scheduler's regions in key order: id, start, end, peers' stores (the leader's
     /// marked *), leader store (needs --scheduler).
     Regions,
+    /// Run one transaction (Percolator, through the `Kv*` commands; needs --scheduler).
+    Txn {
+        /// What the transaction does.
+        #[command(subcommand)]
+        op: TxnOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TxnOp {
+    /// Write every KEY VALUE pair in one transaction; prints the commit timestamp.
+    Put {
+        /// KEY VALUE [KEY VALUE ...]
+        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
+        pairs: Vec<String>,
+    },
+    /// Read every KEY from one snapshot: `key<TAB>value` lines (exit 1 if any is missing).
+    Get {
+        /// KEY [KEY ...]
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Delete every KEY in one transaction; prints the commit timestamp.
+    Delete {
+        /// KEY [KEY ...]
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Print up to --limit pairs from START (to --end) of one snapshot, `key<TAB>value` lines.
+    Scan {
+        /// The first key (inclusive); "" scans from the beginning.
+        start: String,
+        /// The end (exclusive); empty: no end.
+        #[arg(long, default_value = "")]
+        end: String,
+        /// Most pairs to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 fn main() {
@@ -134,12 +178,72 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     out.write_all(b"\n")?;
                 }
             }
+            Cmd::Txn { op } => {
+                let Some(addr) = &cli.scheduler else {
+                    anyhow::bail!("`txn` needs --scheduler HOST:PORT (it takes timestamps there)");
+                };
+                return txn(TxnClient::new(addr.clone(), cli.timeout)?, op, &mut out).await;
+            }
             Cmd::Stores => out.write_all(cluster_table(&cli, "stores").await?.as_bytes())?,
             Cmd::Regions => out.write_all(cluster_table(&cli, "regions").await?.as_bytes())?,
         }
         out.flush()?;
         Ok(0)
     })
+}
+
+/// Runs one transaction doing `op`, printing to `out`; the exit code.
+async fn txn(client: TxnClient, op: &TxnOp, out: &mut impl Write) -> anyhow::Result<i32> {
+    let mut t = client.begin().await?;
+    let line = |out: &mut dyn Write, k: &[u8], v: &[u8]| -> std::io::Result<()> {
+        out.write_all(k)?;
+        out.write_all(b"\t")?;
+        out.write_all(v)?;
+        out.write_all(b"\n")
+    };
+    match op {
+        TxnOp::Put { pairs } => {
+            if pairs.len() % 2 != 0 {
+                anyhow::bail!(
+                    "`txn put` takes KEY VALUE pairs; {:?} has no value",
+                    pairs[pairs.len() - 1]
+                );
+            }
+            for kv in pairs.chunks(2) {
+                t.put(kv[0].as_bytes(), kv[1].as_bytes());
+            }
+        }
+        TxnOp::Delete { keys } => {
+            for k in keys {
+                t.delete(k.as_bytes());
+            }
+        }
+        TxnOp::Get { keys } => {
+            let mut missing = 0;
+            for k in keys {
+                match t.get(k.as_bytes()).await? {
+                    Some(v) => line(out, k.as_bytes(), &v)?,
+                    None => {
+                        eprintln!("tinykv-ctl: key {k:?} not found");
+                        missing += 1;
+                    }
+                }
+            }
+            out.flush()?;
+            return Ok(if missing > 0 { 1 } else { 0 });
+        }
+        TxnOp::Scan { start, end, limit } => {
+            for (k, v) in t.scan(start.as_bytes(), end.as_bytes(), *limit).await? {
+                line(out, &k, &v)?;
+            }
+            out.flush()?;
+            return Ok(0);
+        }
+    }
+    let commit_ts = t.commit().await?;
+    writeln!(out, "committed at {commit_ts}")?;
+    out.flush()?;
+    Ok(0)
 }
 
 /// The table of `what` ("stores" or "regions"), from the scheduler of `--scheduler`.
