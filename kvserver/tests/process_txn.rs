@@ -623,3 +623,56 @@ fn test_ctl_txn_round_trip() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("needs --scheduler"), "{err}");
 }
+
+/// `tinykv-bench --workload txn`: transfers between few accounts (so they conflict) commit, and
+/// one snapshot of the accounts afterwards adds up to what they started with.
+#[test]
+fn test_bench_txn_transfers_add_up() {
+    let root = tempfile::tempdir().unwrap();
+    let sched = start_scheduler(&root.path().join("scheduler"));
+    let addr = sched.addr().to_string();
+    let _procs = start_stores(root.path(), &addr);
+    let out = common::run(
+        common::BENCH,
+        &[
+            "--scheduler",
+            &addr,
+            "--workload",
+            "txn",
+            "--clients",
+            "8",
+            "--keys",
+            "10",
+            "--ops",
+            "200",
+            "--timeout",
+            "60",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(lines[0].starts_with("workload=Txn"), "{stdout}");
+    assert!(lines[1].starts_with("ops=200 errors=0 "), "{stdout}");
+    assert!(
+        lines[3].ends_with("accounts=10 total=10000 (expected 10000)"),
+        "{stdout}"
+    );
+    // Eight clients on ten accounts: some transfers overlapped and ran again.
+    let conflicts: u64 = lines[3]
+        .strip_prefix("conflicts=")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a conflict count");
+    assert!(conflicts > 0, "{stdout}");
+
+    let out = common::run(common::BENCH, &["--workload", "txn", "--ops", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs --scheduler"), "{err}");
+}

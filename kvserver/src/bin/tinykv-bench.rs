@@ -9,6 +9,13 @@
 //! count, all of the measured part alone. Read and mixed workloads first write every key once (not
 //! measured) unless `--no-preload`. `--scheduler HOST:PORT` (instead of `--endpoints`) runs it
 //! against a multi-region cluster: each request goes to the leader of its key's region.
+//!
+//! `--workload txn` (needs `--scheduler`) runs bank transfers as Percolator transactions: the
+//! `--keys` accounts start with [`INITIAL_BALANCE`] each (written in transactions first, not
+//! measured), and each operation moves one unit between two random accounts (read both, write
+//! both, commit), run again with a new start timestamp after a write conflict until it commits.
+//! Its latency covers those retries; the conflicts are counted, and at the end one snapshot of
+//! every account must sum to the starting total (printed, and a failure if not).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
+use kvserver::client::txn::{TxnClient, TxnClientError};
 use kvserver::client::{parse_seconds, parse_seconds_or_zero, Client};
 use kvserver::config::{async_runtime, exit_on_error, parse_args_or_exit};
 use rand::{Rng, SeedableRng};
@@ -36,6 +44,8 @@ enum Workload {
     /// Timestamps from the scheduler (needs --scheduler): each client asks for one at a time;
     /// the clients' requests travel batched on one `Tso` stream.
     Tso,
+    /// Two-key transfers between accounts, as transactions (needs --scheduler).
+    Txn,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -110,8 +120,18 @@ fn key(i: u64) -> Vec<u8> {
     format!("bench{i:010}").into_bytes()
 }
 
+/// Every account's balance before a `txn` run.
+const INITIAL_BALANCE: i64 = 1000;
+
+/// Accounts written per transaction by the preload of a `txn` run.
+const ACCOUNTS_PER_TXN: u64 = 500;
+
 struct Shared {
     client: Client,
+    /// The transactional client of a `txn` run.
+    txn: Option<TxnClient>,
+    /// Transfers run again after a write conflict.
+    conflicts: AtomicU64,
     /// The timestamp client of a `tso` run.
     tso: Option<TsoClient>,
     value: Vec<u8>,
@@ -138,9 +158,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.api == Api::Batch {
         client = client.batched();
     }
-    if cli.workload == Workload::Tso && cli.scheduler.is_none() {
-        anyhow::bail!("--workload tso needs --scheduler");
+    if matches!(cli.workload, Workload::Tso | Workload::Txn) && cli.scheduler.is_none() {
+        anyhow::bail!("--workload {:?} needs --scheduler", cli.workload);
     }
+    if cli.workload == Workload::Txn && cli.keys < 2 {
+        anyhow::bail!("--workload txn needs at least 2 accounts (--keys)");
+    }
+    let txn = match (&cli.scheduler, cli.workload) {
+        (Some(addr), Workload::Txn) => Some(TxnClient::new(addr.clone(), cli.timeout)?),
+        _ => None,
+    };
     let rt = async_runtime(cli.threads.into(), "tinykv-bench")?;
     rt.block_on(async move {
         let value: Vec<u8> = (0..cli.value_size).map(|i| b'a' + (i % 26) as u8).collect();
@@ -150,6 +177,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         };
         let shared = Arc::new(Shared {
             client,
+            txn,
+            conflicts: AtomicU64::new(0),
             tso,
             value,
             done: AtomicU64::new(0),
@@ -157,6 +186,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             issued: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
+        if cli.workload == Workload::Txn {
+            if !cli.no_preload {
+                open_accounts(&shared, cli.keys, cli.clients.max(PRELOAD_CLIENTS)).await?;
+            }
+            measure(&shared, &cli).await?;
+            return check_total(&shared, cli.keys).await;
+        }
         if !matches!(cli.workload, Workload::Write | Workload::Tso) && !cli.no_preload {
             // The preload is not measured: it runs with at least PRELOAD_CLIENTS writers, so
             // that a one-client read run does not spend minutes writing its keys first.
@@ -193,6 +229,106 @@ async fn preload(shared: &Arc<Shared>, keys: u64, clients: usize) -> anyhow::Res
     Ok(())
 }
 
+/// Writes every account with [`INITIAL_BALANCE`], [`ACCOUNTS_PER_TXN`] per transaction.
+async fn open_accounts(shared: &Arc<Shared>, keys: u64, clients: usize) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients.min(keys.div_ceil(ACCOUNTS_PER_TXN) as usize) {
+        let (shared, next) = (shared.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let txn = shared
+                .txn
+                .as_ref()
+                .expect("a txn run has a transactional client");
+            loop {
+                let from = next.fetch_add(ACCOUNTS_PER_TXN, Ordering::Relaxed);
+                if from >= keys {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let mut t = txn.begin().await?;
+                for i in from..(from + ACCOUNTS_PER_TXN).min(keys) {
+                    t.put(key(i), INITIAL_BALANCE.to_string());
+                }
+                t.commit().await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    eprintln!(
+        "opened {keys} accounts of {INITIAL_BALANCE} in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The balance stored in an account (a missing account is an error: the preload writes all).
+fn balance(k: &[u8], v: Option<Vec<u8>>) -> Result<i64, TxnClientError> {
+    let v = v.ok_or_else(|| {
+        TxnClientError::Unexpected(format!(
+            "account {} does not exist",
+            String::from_utf8_lossy(k)
+        ))
+    })?;
+    String::from_utf8_lossy(&v).parse().map_err(|_| {
+        TxnClientError::Unexpected(format!(
+            "account {} holds no number",
+            String::from_utf8_lossy(k)
+        ))
+    })
+}
+
+/// One transfer of 1 from account `a` to `b`, run again after a write conflict until it
+/// commits; how many conflicts it met.
+async fn transfer(txn: &TxnClient, a: &[u8], b: &[u8]) -> Result<u64, TxnClientError> {
+    let mut conflicts = 0;
+    loop {
+        let mut t = txn.begin().await?;
+        let from = balance(a, t.get(a).await?)?;
+        let to = balance(b, t.get(b).await?)?;
+        t.put(a, (from - 1).to_string());
+        t.put(b, (to + 1).to_string());
+        match t.commit().await {
+            Ok(_) => return Ok(conflicts),
+            Err(e) if e.is_retryable() => conflicts += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads every account from one snapshot: their sum must be what the preload wrote.
+async fn check_total(shared: &Arc<Shared>, keys: u64) -> anyhow::Result<()> {
+    let txn = shared
+        .txn
+        .as_ref()
+        .expect("a txn run has a transactional client");
+    let t = txn.begin().await?;
+    let accounts = t.scan(&key(0), &key(keys), keys as usize).await?;
+    let mut total = 0i64;
+    for (k, v) in &accounts {
+        total += balance(k, Some(v.clone()))?;
+    }
+    let want = keys as i64 * INITIAL_BALANCE;
+    let stats = txn.stats();
+    println!(
+        "conflicts={} locks_resolved={} lock_waits={} accounts={} total={total} (expected {want})",
+        shared.conflicts.load(Ordering::Relaxed),
+        stats.resolved(),
+        stats.lock_waits.load(Ordering::Relaxed),
+        accounts.len(),
+    );
+    if accounts.len() as u64 != keys || total != want {
+        anyhow::bail!(
+            "the accounts do not add up: {} accounts summing to {total}, expected {keys} summing \
+             to {want}",
+            accounts.len()
+        );
+    }
+    Ok(())
+}
+
 async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
     // The measured part starts after the warm-up; a request counts if it starts in it.
     let start = Instant::now() + cli.warmup;
@@ -216,10 +352,25 @@ async fn measure(shared: &Arc<Shared>, cli: &Cli) -> anyhow::Result<()> {
                 }
                 let k = key(rng.random_range(0..keys));
                 let t = Instant::now();
-                let ok = match (workload, &shared.tso) {
-                    (Workload::Tso, Some(tso)) => tso.get_ts().await.is_ok(),
-                    (Workload::Write, _) => shared.client.put("", &k, &shared.value).await.is_ok(),
-                    (Workload::Mixed, _) if rng.random_bool(0.5) => {
+                let ok = match (workload, &shared.tso, &shared.txn) {
+                    (Workload::Tso, Some(tso), _) => tso.get_ts().await.is_ok(),
+                    (Workload::Txn, _, Some(txn)) => {
+                        let (a, mut b) = (rng.random_range(0..keys), rng.random_range(0..keys - 1));
+                        if b >= a {
+                            b += 1;
+                        }
+                        match transfer(txn, &key(a), &key(b)).await {
+                            Ok(n) => {
+                                shared.conflicts.fetch_add(n, Ordering::Relaxed);
+                                true
+                            }
+                            Err(_) => false,
+                        }
+                    }
+                    (Workload::Write, _, _) => {
+                        shared.client.put("", &k, &shared.value).await.is_ok()
+                    }
+                    (Workload::Mixed, _, _) if rng.random_bool(0.5) => {
                         shared.client.put("", &k, &shared.value).await.is_ok()
                     }
                     _ => shared.client.get("", &k).await.is_ok(),
