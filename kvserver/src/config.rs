@@ -40,6 +40,7 @@
 //! scheduler-heartbeat-tick-interval = "1s"     # region heartbeats of leaders (default 10 base ticks)
 //! scheduler-store-heartbeat-tick-interval = "10s" # store heartbeats (default 100 base ticks)
 //! capacity = "0"   # disk size reported to the scheduler; 0: the data dir's filesystem (`df`)
+//! gc-tick-interval = "10s"   # how often MVCC GC asks the scheduler for its safe point (0s: never)
 //! ```
 //!
 //!   `--store-id` and `--initial-cluster` are refused with `--scheduler`: the store id comes from
@@ -121,6 +122,8 @@ pub struct FileConfig {
     pub capacity: Option<ReadableSize>,
     /// Address of the status server (`GET /metrics`), `HOST:PORT`.
     pub status_addr: Option<String>,
+    /// How often the MVCC garbage collector asks the scheduler for its GC safe point (0: never).
+    pub gc_tick_interval: Option<ReadableDuration>,
 }
 
 impl FileConfig {
@@ -199,7 +202,13 @@ pub struct ServerConfig {
     pub capacity: u64,
     /// Address of the status server (`GET /metrics`, docs/METRICS.md); None: no status server.
     pub status_addr: Option<String>,
+    /// How often MVCC garbage collection asks the scheduler for its safe point and collects
+    /// below it (with a scheduler; zero: never). See `crate::gc`.
+    pub gc_interval: Duration,
 }
+
+/// How often MVCC GC asks for the safe point, by default.
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(10);
 
 impl ServerConfig {
     /// Resolves flags over `file` over defaults; `flags` holds what the command line gave.
@@ -310,7 +319,12 @@ impl ServerConfig {
             ),
             None => None,
         };
+        let gc_interval = flags
+            .gc_tick_interval
+            .or(file.gc_tick_interval)
+            .map_or(DEFAULT_GC_INTERVAL, |d| d.0);
         let mut cfg = ServerConfig {
+            gc_interval,
             store_id: 0,
             addr,
             data_dir,

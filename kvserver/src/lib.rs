@@ -6,6 +6,7 @@
 //! - [`storage`]: the storage interface (TinyKV's `kv/storage/storage.go`) and its two
 //!   implementations;
 //! - [`service`]: the `TinyKv` service (raw API, `Raft` stream);
+//! - [`gc`]: MVCC garbage collection below the scheduler's GC safe point;
 //! - [`transaction`]: Percolator transactions (TinyKV's Project 4): MVCC, latches, commands;
 //! - [`transport`]: the raftstore `Transport` over gRPC streams;
 //! - [`config`] and [`server`]: flags and TOML, bootstrap or resume, serve, stop;
@@ -22,6 +23,7 @@
 
 pub mod client;
 pub mod config;
+pub mod gc;
 pub mod limits;
 pub mod logging;
 pub mod node;

@@ -24,9 +24,9 @@ use std::time::Duration;
 use proto::metapb::{Peer, Region, Store, StoreState};
 use proto::schedulerpb::{
     AllocIdRequest, AskSplitRequest, AskSplitResponse, BootstrapRequest, ErrorType,
-    GetAllStoresRequest, GetMembersRequest, GetRegionRequest, GetStoreRequest,
-    IsBootstrappedRequest, PutStoreRequest, RegionHeartbeatRequest, RegionHeartbeatResponse,
-    RequestHeader, ResponseHeader, StoreHeartbeatRequest, StoreStats,
+    GetAllStoresRequest, GetGcSafePointRequest, GetMembersRequest, GetRegionRequest,
+    GetStoreRequest, IsBootstrappedRequest, PutStoreRequest, RegionHeartbeatRequest,
+    RegionHeartbeatResponse, RequestHeader, ResponseHeader, StoreHeartbeatRequest, StoreStats,
 };
 use scheduler::schedulerpb::scheduler_client::SchedulerClient as RpcClient;
 use slog::{debug, info, warn, Logger};
@@ -407,6 +407,21 @@ impl SchedulerConn {
             return Err(self.incomplete("AskSplit", "id for every peer of the region"));
         }
         Ok(resp)
+    }
+
+    /// The cluster's GC safe point: no transaction reads below it any more.
+    pub async fn gc_safe_point(&self) -> Result<u64> {
+        let resp = self
+            .client
+            .clone()
+            .get_gc_safe_point(GetGcSafePointRequest {
+                header: self.header(),
+            })
+            .await
+            .map_err(|s| self.rpc_error("GetGCSafePoint", s))?
+            .into_inner();
+        check_header(&self.addr, "GetGCSafePoint", resp.header.as_ref())?;
+        Ok(resp.safe_point)
     }
 
     /// Reports the store's statistics.

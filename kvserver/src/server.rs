@@ -295,6 +295,7 @@ pub async fn run(
             (engines, store_id, Some(conn))
         }
     };
+    let gc_conn = scheduler.clone();
     let resolver = match &scheduler {
         Some(conn) => StoreResolver::with_scheduler(conn.clone()),
         None => StoreResolver::fixed(cfg.cluster.clone().into_iter().collect::<HashMap<_, _>>()),
@@ -353,13 +354,23 @@ pub async fn run(
         cfg.command_timeout,
     )?;
     let svc = TinyKvService::new(
-        storage,
+        storage.clone(),
         store_id,
         Some((tx, snap_mgr)),
         resolver,
         max_value,
         logger.clone(),
     );
+    if let (Some(conn), false) = (&gc_conn, cfg.gc_interval.is_zero()) {
+        let gc_logger = logger.new(slog::o!("store_id" => store_id));
+        tokio::spawn(crate::gc::run(
+            svc.clone(),
+            storage,
+            conn.clone(),
+            cfg.gc_interval,
+            gc_logger,
+        ));
+    }
     info!(logger, "server listening"; "store_id" => store_id, "addr" => &cfg.addr,
         "data_dir" => %cfg.data_dir.display());
     let served = serve(svc, incoming, shutdown, &logger).await;

@@ -102,6 +102,11 @@ impl<S: Storage> TinyKvService<S> {
         }
     }
 
+    /// The transactional commands this service runs.
+    pub fn transactions(&self) -> &Transactions<S> {
+        &self.inner.txn
+    }
+
     /// The address of the leader named by a NotLeader `region_error`, when it is known.
     fn leader_addr(&self, region_error: Option<&errorpb::Error>) -> Option<String> {
         let store = region_error?.not_leader.as_ref()?.leader.as_ref()?.store_id;

@@ -351,16 +351,23 @@ fn test_txn_commands_on_a_replicated_store() {
 /// Three stores run by the scheduler at `sched`, with fast ticks and small regions (so the
 /// test's keys span several).
 fn start_stores(root: &Path, sched: &str) -> Vec<ServerProc> {
+    start_stores_with(root, sched, "")
+}
+
+/// As [`start_stores`], with `more` lines of configuration.
+fn start_stores_with(root: &Path, sched: &str, more: &str) -> Vec<ServerProc> {
     let config = root.join("fast.toml");
     std::fs::write(
         &config,
-        "raft-base-tick-ms = 50\n\
+        String::from(
+            "raft-base-tick-ms = 50\n\
          raft-wal-preallocate-mb = 0\n\
          region-max-size = \"24KiB\"\n\
          region-split-size = \"16KiB\"\n\
          split-region-check-tick-interval = \"200ms\"\n\
          scheduler-heartbeat-tick-interval = \"200ms\"\n\
          scheduler-store-heartbeat-tick-interval = \"500ms\"\n",
+        ) + more,
     )
     .unwrap();
     let mut procs: Vec<ServerProc> = free_addrs(3)
@@ -675,4 +682,161 @@ fn test_bench_txn_transfers_add_up() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs --scheduler"), "{err}");
+}
+
+/// MVCC garbage collection: below a safe point set at the scheduler, only the version a read at
+/// the safe point sees stays (on every replica: the deletions go through raft), reads below it
+/// and transactions that started at or before it are refused, and newer versions are untouched.
+#[test]
+fn test_gc_keeps_only_what_the_safe_point_can_see() {
+    use kvserver::transaction::codec::decode_key;
+    use proto::schedulerpb::{RequestHeader, UpdateGcSafePointRequest};
+    use raftstore::engine::rocks::RocksEngine;
+    use raftstore::engine::{Engine, ALL_CFS};
+    use scheduler::schedulerpb::scheduler_client::SchedulerClient;
+
+    let root = tempfile::tempdir().unwrap();
+    // The safe point moves only when the test says.
+    let sched = scheduler::server::RunningScheduler::start(
+        scheduler::server::ServerConfig {
+            addr: "127.0.0.1:0".into(),
+            data_dir: root.path().join("scheduler"),
+            gc_life_time: Duration::ZERO,
+            ..Default::default()
+        },
+        slog::Logger::root(slog::Discard, slog::o!()),
+    )
+    .unwrap();
+    let addr = sched.addr().to_string();
+    let mut procs = start_stores_with(root.path(), &addr, "gc-tick-interval = \"200ms\"\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let commits = rt.block_on(async {
+        let client = TxnClient::new(addr.clone(), PATIENCE).unwrap();
+        // Every replica is to be checked: the region first gets its three.
+        let source = SchedulerSource::new(&addr).unwrap();
+        let start = Instant::now();
+        loop {
+            let regions = source.scan_regions(b"", b"", 0).await.unwrap_or_default();
+            if !regions.is_empty() && regions.iter().all(|(r, _)| r.peers.len() == 3) {
+                break;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the region never got three replicas"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut commits = Vec::new();
+        for i in 1..=5 {
+            let mut t = client.begin().await.unwrap();
+            t.put(&b"g"[..], format!("v{i}"));
+            if i == 1 {
+                t.put(&b"h"[..], &b"doomed"[..]);
+            }
+            if i == 2 {
+                t.delete(&b"h"[..]);
+            }
+            commits.push(t.commit().await.unwrap());
+        }
+        let safe_point = commits[3]; // g = v4 is what a read there sees
+        let mut sc = SchedulerClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let r = sc
+            .update_gc_safe_point(UpdateGcSafePointRequest {
+                header: Some(RequestHeader {
+                    cluster_id: source.cluster_id().await.unwrap(),
+                }),
+                safe_point,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.new_safe_point, safe_point);
+
+        // The leader learns it: an older read is refused, with a message.
+        let start = Instant::now();
+        loop {
+            let e = GetRequest {
+                context: None,
+                key: b"g".to_vec(),
+                version: safe_point - 1,
+            };
+            let r = client.send_get(e).await.unwrap();
+            if let Some(err) = r.error {
+                assert!(err.abort.contains("GC safe point"), "{err:?}");
+                break;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the store never learnt the safe point"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = client
+            .send_prewrite(prewrite(
+                vec![put(b"late", b"x")],
+                b"late",
+                safe_point,
+                1000,
+            ))
+            .await
+            .unwrap();
+        assert!(r.errors[0].abort.contains("GC safe point"), "{r:?}");
+        // What a read at or after the safe point sees is unchanged.
+        let t = client.begin().await.unwrap();
+        assert_eq!(t.get(b"g").await.unwrap().as_deref(), Some(&b"v5"[..]));
+        assert_eq!(t.get(b"h").await.unwrap(), None);
+        let r = client.send_get(get(b"g", safe_point)).await.unwrap();
+        assert_eq!(r.value, b"v4", "{r:?}");
+        commits
+    });
+    // Collected: the leader says so, and every replica applied the deletions.
+    let start = Instant::now();
+    while !procs
+        .iter()
+        .any(|p| p.log_text().contains("garbage collected"))
+    {
+        assert!(start.elapsed() < PATIENCE, "no store collected anything");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A follower may apply the deletions a little after the leader: stopped too early, it
+    // applies them when it starts again, so a store that is not there yet gets another round.
+    let on_disk = |p: &ServerProc| -> (Vec<(Vec<u8>, u64)>, usize) {
+        let kv = RocksEngine::open(p.dir.join("kv"), &ALL_CFS).unwrap();
+        let mut versions: Vec<(Vec<u8>, u64)> = Vec::new();
+        kv.scan_cf("write", b"", &[], &mut |k, _| {
+            if let Ok((user, ts)) = decode_key(k) {
+                versions.push((user, ts));
+            }
+            Ok(true)
+        })
+        .unwrap();
+        let mut values = 0;
+        kv.scan_cf("default", b"", &[], &mut |_, _| {
+            values += 1;
+            Ok(true)
+        })
+        .unwrap();
+        (versions, values)
+    };
+    let want = vec![(b"g".to_vec(), commits[4]), (b"g".to_vec(), commits[3])];
+    for round in 0.. {
+        for p in &mut procs {
+            p.terminate();
+        }
+        let seen: Vec<_> = procs.iter().map(on_disk).collect();
+        if seen.iter().all(|(v, n)| *v == want && *n == 2) {
+            break;
+        }
+        assert!(
+            round < 10,
+            "every replica keeps the newest version and the one the safe point sees, and their \
+             two values: {seen:?}"
+        );
+        for p in &mut procs {
+            p.start();
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }

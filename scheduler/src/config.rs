@@ -5,6 +5,7 @@
 //! data-dir = "data/scheduler"
 //! name = "scheduler"
 //! status-addr = "127.0.0.1:2381"  # serve GET /metrics here (docs/METRICS.md); default: no
+//! gc-life-time = "10m"           # the GC safe point trails the clock by this ("0s": never raised)
 //!
 //! [schedule]                     # any subset; the rest keep TinyKV's defaults
 //! max-replicas = 3
@@ -44,6 +45,9 @@ pub struct FileConfig {
     pub status_addr: Option<String>,
     /// Scheduling options (keys left out keep their defaults).
     pub schedule: Option<ScheduleConfig>,
+    /// How far behind the clock the GC safe point is kept ("10m"; "0s": the scheduler never
+    /// raises it itself).
+    pub gc_life_time: Option<String>,
 }
 
 impl FileConfig {
@@ -77,6 +81,10 @@ impl FileConfig {
         }
         if let Some(s) = flags.schedule.or(file.schedule) {
             cfg.schedule = s;
+        }
+        if let Some(t) = flags.gc_life_time.or(file.gc_life_time) {
+            cfg.gc_life_time = crate::schedule::config::parse_duration(&t)
+                .map_err(|e| ConfigError(format!("gc-life-time: {e}")))?;
         }
         let s = &cfg.schedule;
         if s.max_replicas == 0 {
@@ -127,6 +135,14 @@ mod tests {
         assert!(e.contains("soon") && !e.contains('\n'), "{e}");
         let file = FileConfig::parse("[schedule]\nmax-replicas = 0").unwrap();
         assert!(FileConfig::resolve(FileConfig::default(), file).is_err());
+        let file = FileConfig::parse("gc-life-time = \"a while\"").unwrap();
+        let e = FileConfig::resolve(FileConfig::default(), file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gc-life-time") && !e.contains('\n'), "{e}");
+        let file = FileConfig::parse("gc-life-time = \"90s\"").unwrap();
+        let cfg = FileConfig::resolve(FileConfig::default(), file).unwrap();
+        assert_eq!(cfg.gc_life_time, Duration::from_secs(90));
     }
 
     #[test]

@@ -59,7 +59,14 @@ pub struct ServerConfig {
     /// Address of the status server (`GET /metrics`), `HOST:PORT`; None: no status server. The
     /// binary serves it (`crate::status`); [`RunningScheduler`] does not.
     pub status_addr: Option<String>,
+    /// How far behind the clock the scheduler keeps the GC safe point, raising it as time
+    /// passes (zero: only UpdateGCSafePoint raises it). A transaction that runs longer than this
+    /// may find its snapshot collected: the stores refuse it.
+    pub gc_life_time: Duration,
 }
+
+/// The GC life time by default (TiDB's `tikv_gc_life_time`).
+pub const DEFAULT_GC_LIFE_TIME: Duration = Duration::from_secs(600);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -69,6 +76,7 @@ impl Default for ServerConfig {
             name: "scheduler".into(),
             schedule: ScheduleConfig::default(),
             status_addr: None,
+            gc_life_time: DEFAULT_GC_LIFE_TIME,
         }
     }
 }
@@ -125,6 +133,10 @@ struct Inner {
     cluster: Mutex<RaftCluster>,
     /// The region heartbeat stream of each store.
     streams: Mutex<HashMap<u64, HeartbeatSender>>,
+    /// See [`ServerConfig::gc_life_time`].
+    gc_life_time: Duration,
+    /// When the tick last raised the GC safe point.
+    gc_raised: Mutex<Option<std::time::Instant>>,
     logger: Logger,
 }
 
@@ -365,6 +377,8 @@ impl SchedulerService {
                 bootstrapped: AtomicBool::new(bootstrapped),
                 cluster: Mutex::new(cluster),
                 streams: Mutex::new(HashMap::new()),
+                gc_life_time: cfg.gc_life_time,
+                gc_raised: Mutex::new(None),
                 logger,
             }),
         })
@@ -390,6 +404,31 @@ impl SchedulerService {
             c.take_messages()
         };
         self.inner.dispatch(msgs);
+        self.raise_gc_safe_point();
+    }
+
+    /// Keeps the GC safe point [`ServerConfig::gc_life_time`] behind the clock, raising it at
+    /// most once a second (it is a synced write).
+    fn raise_gc_safe_point(&self) {
+        let i = &self.inner;
+        let life_ms = i.gc_life_time.as_millis() as u64;
+        if life_ms == 0 {
+            return;
+        }
+        {
+            let mut last = i.gc_raised.lock().unwrap();
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let Some(physical) = wall_clock_ms().checked_sub(life_ms) else {
+            return;
+        };
+        let safe_point = physical << crate::tso::LOGICAL_BITS;
+        if let Err(e) = i.storage.advance_gc_safe_point(safe_point) {
+            warn!(i.logger, "cannot raise the GC safe point"; "err" => %e);
+        }
     }
 
     /// Handles a region heartbeat that came by no stream (TinyKV's tests call the cluster's

@@ -15,11 +15,13 @@ fn logger() -> slog::Logger {
     raft::util::default_logger()
 }
 
+/// A scheduler in this process whose GC safe point moves only when asked (UpdateGCSafePoint).
 fn start(dir: &std::path::Path) -> RunningScheduler {
     RunningScheduler::start(
         ServerConfig {
             addr: "127.0.0.1:0".into(),
             data_dir: dir.to_path_buf(),
+            gc_life_time: Duration::ZERO,
             ..Default::default()
         },
         logger(),
@@ -198,6 +200,71 @@ fn test_bootstrap_members_and_cluster_id_checks() {
                 .new_safe_point,
             10
         );
+    });
+    s.stop().unwrap();
+}
+
+/// With a GC life time the scheduler raises the safe point by itself, that far behind its clock,
+/// and never back.
+#[test]
+fn test_gc_safe_point_trails_the_clock_by_the_life_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RunningScheduler::start(
+        ServerConfig {
+            addr: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            gc_life_time: Duration::from_secs(60),
+            ..Default::default()
+        },
+        logger(),
+    )
+    .unwrap();
+    let addr = s.addr().to_string();
+    rt().block_on(async {
+        let mut c = connect(&addr).await;
+        let id = c
+            .get_members(GetMembersRequest { header: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .header
+            .unwrap()
+            .cluster_id;
+        let now_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        };
+        let start = std::time::Instant::now();
+        let sp = loop {
+            let sp = c
+                .get_gc_safe_point(GetGcSafePointRequest { header: h(id) })
+                .await
+                .unwrap()
+                .into_inner()
+                .safe_point;
+            if sp > 0 {
+                break sp;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "never raised");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let behind_ms = now_ms() - (sp >> 18);
+        assert!(
+            (60_000..65_000).contains(&behind_ms),
+            "{behind_ms} ms behind the clock"
+        );
+        // An explicit update cannot take it back.
+        let r = c
+            .update_gc_safe_point(UpdateGcSafePointRequest {
+                header: h(id),
+                safe_point: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.new_safe_point >= sp);
     });
     s.stop().unwrap();
 }

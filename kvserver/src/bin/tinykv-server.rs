@@ -81,6 +81,10 @@ struct Cli {
     /// server).
     #[arg(long)]
     status_addr: Option<String>,
+    /// How often MVCC garbage collection asks the scheduler for its safe point ("10s"; "0s":
+    /// never).
+    #[arg(long)]
+    gc_tick_interval: Option<ReadableDuration>,
 }
 
 fn main() {
@@ -107,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         raft_log_gc_count_limit: cli.raft_log_gc_count_limit,
         grpc_threads: cli.grpc_threads,
         status_addr: cli.status_addr,
+        gc_tick_interval: cli.gc_tick_interval,
         ..Default::default()
     };
     let cfg = ServerConfig::resolve(flags, file, cli.standalone)?;

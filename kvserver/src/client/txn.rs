@@ -219,6 +219,20 @@ impl TxnClient {
         Ok(resp)
     }
 
+    /// Sends one read as it is, routed by its key (see [`Self::send_prewrite`]).
+    pub async fn send_get(&self, req: GetRequest) -> Result<GetResponse, TxnClientError> {
+        let (resp, _) = self
+            .call(&req.key.clone(), self.deadline(), |mut c, ctx| {
+                let req = GetRequest {
+                    context: Some(ctx),
+                    ..req.clone()
+                };
+                async move { c.kv_get(req).await }
+            })
+            .await?;
+        Ok(resp)
+    }
+
     /// Sends one commit as it is, routed by its first key (see [`Self::send_prewrite`]).
     pub async fn send_commit(&self, req: CommitRequest) -> Result<CommitResponse, TxnClientError> {
         let key = req.keys.first().cloned().unwrap_or_default();

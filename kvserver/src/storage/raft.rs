@@ -112,6 +112,12 @@ impl RaftStorage {
         Ok(())
     }
 
+    /// The regions this store hosts, read afresh from the kv engine.
+    pub fn hosted_regions(&self) -> Result<Vec<Region>, StorageError> {
+        self.reload_regions()?;
+        Ok(self.inner.regions.read().unwrap().clone())
+    }
+
     fn route(&self, key: &[u8]) -> Option<Region> {
         self.inner
             .regions

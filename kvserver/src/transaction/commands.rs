@@ -12,7 +12,8 @@
 //!
 //! The order of checks and the answers are TinyKV's (its `commands4b_test.go` and
 //! `commands4c_test.go` pin them); `docs/TRANSACTIONS.md` explains each command and where this
-//! port says more than TinyKV (bad input refused, scans that see first-write locks).
+//! port says more than TinyKV (bad input refused, scans that see first-write locks, reads and
+//! transactions below the GC safe point refused).
 
 use proto::errorpb;
 use proto::kvrpcpb::{
@@ -22,6 +23,8 @@ use proto::kvrpcpb::{
     ResolveLockResponse, ScanRequest, ScanResponse, WriteConflict,
 };
 use raftstore::engine::CF_LOCK;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use thiserror::Error;
 
 use super::codec::physical_time;
@@ -118,6 +121,8 @@ pub struct Transactions<S> {
     storage: S,
     latches: Latches,
     max_value_size: usize,
+    /// The GC safe point this store knows (0: none): versions below it may be gone.
+    gc_safe_point: AtomicU64,
 }
 
 impl<S: Storage> Transactions<S> {
@@ -128,7 +133,31 @@ impl<S: Storage> Transactions<S> {
             storage,
             latches: Latches::new(),
             max_value_size,
+            gc_safe_point: AtomicU64::new(0),
         }
+    }
+
+    /// Raises the GC safe point this store knows (it never goes back): from now on reads below
+    /// it and prewrites of transactions that started at or before it are refused with `abort`
+    /// (the versions they need may have been collected, see `crate::gc`).
+    pub fn set_gc_safe_point(&self, safe_point: u64) {
+        self.gc_safe_point.fetch_max(safe_point, Ordering::Relaxed);
+    }
+
+    /// The GC safe point this store knows (0: none).
+    pub fn gc_safe_point(&self) -> u64 {
+        self.gc_safe_point.load(Ordering::Relaxed)
+    }
+
+    /// An `abort` error when a read at `version` is older than the GC safe point.
+    fn too_old(&self, version: u64, what: &str) -> Option<KeyError> {
+        let sp = self.gc_safe_point();
+        (version < sp).then(|| {
+            abort(format!(
+                "{what} at {version} is older than the GC safe point {sp}: the versions it needs \
+                 may have been collected; start a new transaction"
+            ))
+        })
     }
 
     /// The storage.
@@ -169,6 +198,12 @@ impl<S: Storage> Transactions<S> {
     /// KvGet: the value of `key` at `version`, or the lock that blocks reading it.
     pub async fn get(&self, req: GetRequest) -> Result<GetResponse, TxnError> {
         check_key("the key", &req.key)?;
+        if let Some(e) = self.too_old(req.version, "a read") {
+            return Ok(GetResponse {
+                error: Some(e),
+                ..Default::default()
+            });
+        }
         let ctx = req.context.unwrap_or_default();
         let body = async {
             let reader = self.reader(&ctx, &req.key).await?;
@@ -226,6 +261,19 @@ impl<S: Storage> Transactions<S> {
                  one command: split the transaction's keys into several prewrites",
                 self.max_value_size
             )));
+        }
+        // A transaction older than the safe point might find no trace of a newer write or a
+        // rollback that GC removed: it must not lock anything.
+        let sp = self.gc_safe_point();
+        if sp > 0 && req.start_version <= sp {
+            return Ok(PrewriteResponse {
+                errors: vec![abort(format!(
+                    "a transaction started at {} is not after the GC safe point {sp}: start a \
+                     new transaction",
+                    req.start_version
+                ))],
+                ..Default::default()
+            });
         }
         let ctx = req.context.unwrap_or_default();
         let keys: Vec<Vec<u8>> = req.mutations.iter().map(|m| m.key.clone()).collect();
@@ -349,6 +397,16 @@ impl<S: Storage> Transactions<S> {
         }
         if req.limit == 0 {
             return Ok(ScanResponse::default());
+        }
+        if let Some(e) = self.too_old(req.version, "a scan") {
+            return Ok(ScanResponse {
+                pairs: vec![KvPair {
+                    error: Some(e),
+                    key: req.start_key,
+                    value: Vec::new(),
+                }],
+                ..Default::default()
+            });
         }
         let ctx = req.context.unwrap_or_default();
         let body = async {
