@@ -12,10 +12,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{free_addrs, start_cluster, start_scheduler, ServerProc};
+use common::{start_cluster, start_scheduler, ServerProc};
 use kvserver::client::txn::{TxnClient, TxnClientError};
 use kvserver::region_cache::SchedulerSource;
 use kvserver::tinykvpb::tiny_kv_client::TinyKvClient;
@@ -348,56 +347,12 @@ fn test_txn_commands_on_a_replicated_store() {
     }
 }
 
-/// Three stores run by the scheduler at `sched`, with fast ticks and small regions (so the
-/// test's keys span several).
-fn start_stores(root: &Path, sched: &str) -> Vec<ServerProc> {
-    start_stores_with(root, sched, "")
-}
-
-/// As [`start_stores`], with `more` lines of configuration.
-fn start_stores_with(root: &Path, sched: &str, more: &str) -> Vec<ServerProc> {
-    let config = root.join("fast.toml");
-    std::fs::write(
-        &config,
-        String::from(
-            "raft-base-tick-ms = 50\n\
-         raft-wal-preallocate-mb = 0\n\
-         region-max-size = \"24KiB\"\n\
-         region-split-size = \"16KiB\"\n\
-         split-region-check-tick-interval = \"200ms\"\n\
-         scheduler-heartbeat-tick-interval = \"200ms\"\n\
-         scheduler-store-heartbeat-tick-interval = \"500ms\"\n",
-        ) + more,
-    )
-    .unwrap();
-    let mut procs: Vec<ServerProc> = free_addrs(3)
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            ServerProc::new(
-                a,
-                &root.join(format!("store-{i}")),
-                vec![
-                    "--scheduler".into(),
-                    sched.into(),
-                    "--config".into(),
-                    config.to_str().unwrap().into(),
-                ],
-            )
-        })
-        .collect();
-    for p in &mut procs {
-        p.start();
-    }
-    procs
-}
-
 #[test]
 fn test_txn_client_commits_conflicts_and_resolves_locks() {
     let root = tempfile::tempdir().unwrap();
     let sched = start_scheduler(&root.path().join("scheduler"));
     let addr = sched.addr().to_string();
-    let _procs = start_stores(root.path(), &addr);
+    let _procs = common::start_scheduled_stores(root.path(), &addr, "");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = TxnClient::new(addr.clone(), PATIENCE).unwrap();
@@ -585,7 +540,7 @@ fn test_ctl_txn_round_trip() {
     let root = tempfile::tempdir().unwrap();
     let sched = start_scheduler(&root.path().join("scheduler"));
     let addr = sched.addr().to_string();
-    let _procs = start_stores(root.path(), &addr);
+    let _procs = common::start_scheduled_stores(root.path(), &addr, "");
     let ctl = |args: &[&str]| {
         let mut all = vec!["--scheduler", addr.as_str(), "--timeout", "60", "txn"];
         all.extend_from_slice(args);
@@ -638,7 +593,7 @@ fn test_bench_txn_transfers_add_up() {
     let root = tempfile::tempdir().unwrap();
     let sched = start_scheduler(&root.path().join("scheduler"));
     let addr = sched.addr().to_string();
-    let _procs = start_stores(root.path(), &addr);
+    let _procs = common::start_scheduled_stores(root.path(), &addr, "");
     let out = common::run(
         common::BENCH,
         &[
@@ -708,7 +663,8 @@ fn test_gc_keeps_only_what_the_safe_point_can_see() {
     )
     .unwrap();
     let addr = sched.addr().to_string();
-    let mut procs = start_stores_with(root.path(), &addr, "gc-tick-interval = \"200ms\"\n");
+    let mut procs =
+        common::start_scheduled_stores(root.path(), &addr, "gc-tick-interval = \"200ms\"\n");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let commits = rt.block_on(async {
         let client = TxnClient::new(addr.clone(), PATIENCE).unwrap();

@@ -219,6 +219,34 @@ impl TxnClient {
         Ok(resp)
     }
 
+    /// The status of the transaction started at `start_ts` whose primary key is `primary`
+    /// (KvCheckTxnStatus with a fresh timestamp: an expired lock is rolled back on the way).
+    pub async fn txn_status(
+        &self,
+        primary: &[u8],
+        start_ts: u64,
+    ) -> Result<TxnStatus, TxnClientError> {
+        let current_ts = self.timestamp().await?;
+        let (r, _) = self
+            .call(primary, self.deadline(), |mut c, ctx| {
+                let req = CheckTxnStatusRequest {
+                    context: Some(ctx),
+                    primary_key: primary.to_vec(),
+                    lock_ts: start_ts,
+                    current_ts,
+                };
+                async move { c.kv_check_txn_status(req).await }
+            })
+            .await?;
+        Ok(if r.lock_ttl > 0 {
+            TxnStatus::Locked(r.lock_ttl)
+        } else if r.commit_version > 0 {
+            TxnStatus::Committed(r.commit_version)
+        } else {
+            TxnStatus::RolledBack
+        })
+    }
+
     /// Sends one read as it is, routed by its key (see [`Self::send_prewrite`]).
     pub async fn send_get(&self, req: GetRequest) -> Result<GetResponse, TxnClientError> {
         let (resp, _) = self
@@ -539,6 +567,26 @@ impl LockBackoff {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where a transaction stands, as its primary key says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnStatus {
+    /// Committed at this timestamp.
+    Committed(u64),
+    /// Rolled back (or never prewrote its primary: it is rolled back now, so it never will).
+    RolledBack,
+    /// Its primary is locked, the lock alive for this many more milliseconds at most.
+    Locked(u64),
+}
+
 /// One transaction: a snapshot at its start timestamp and the writes it buffers until
 /// [`Transaction::commit`].
 pub struct Transaction {
@@ -745,11 +793,11 @@ impl Transaction {
                 }
             })
         };
-        let result = self
-            .two_phases(&c, &mutations, &primary, &keys, ttl_ms)
-            .await;
-        keepalive.abort();
-        result
+        // Stopped when the commit ends, and also when its caller drops it half-way (a lock kept
+        // alive for a client that gave up would block its keys for good).
+        let _keepalive = AbortOnDrop(keepalive);
+        self.two_phases(&c, &mutations, &primary, &keys, ttl_ms)
+            .await
     }
 
     async fn two_phases(

@@ -250,3 +250,43 @@ pub fn start_scheduler(dir: &Path) -> scheduler::server::RunningScheduler {
     )
     .expect("start a scheduler")
 }
+
+/// Three stores run by the scheduler at `sched`, with fast ticks and heartbeats and small
+/// regions (24 KiB: a test's keys soon span several), plus `more` lines of configuration;
+/// started.
+pub fn start_scheduled_stores(root: &Path, sched: &str, more: &str) -> Vec<ServerProc> {
+    let config = root.join("fast.toml");
+    std::fs::write(
+        &config,
+        String::from(
+            "raft-base-tick-ms = 50\n\
+             raft-wal-preallocate-mb = 0\n\
+             region-max-size = \"24KiB\"\n\
+             region-split-size = \"16KiB\"\n\
+             split-region-check-tick-interval = \"200ms\"\n\
+             scheduler-heartbeat-tick-interval = \"200ms\"\n\
+             scheduler-store-heartbeat-tick-interval = \"500ms\"\n",
+        ) + more,
+    )
+    .unwrap();
+    let mut procs: Vec<ServerProc> = free_addrs(3)
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            ServerProc::new(
+                a,
+                &root.join(format!("store-{i}")),
+                vec![
+                    "--scheduler".into(),
+                    sched.into(),
+                    "--config".into(),
+                    config.to_str().unwrap().into(),
+                ],
+            )
+        })
+        .collect();
+    for p in &mut procs {
+        p.start();
+    }
+    procs
+}
