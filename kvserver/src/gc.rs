@@ -103,7 +103,10 @@ async fn collect_region(
         term: 0,
     };
     let reader = storage.reader(&ctx, &region.start_key).await?;
-    let deletions = collect(&*reader, safe_point)?;
+    // The walk over the region's versions blocks: off the threads that serve requests.
+    let deletions = tokio::task::spawn_blocking(move || collect(&*reader, safe_point))
+        .await
+        .map_err(|_| StorageError::ShuttingDown)??;
     for batch in deletions.chunks(BATCH) {
         storage.write(&ctx, batch.to_vec()).await?;
     }

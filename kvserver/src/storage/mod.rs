@@ -87,6 +87,22 @@ pub trait StorageReader: Send + Sync {
         start: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError>;
+
+    /// As [`Self::scan_cf`], for the keys before `end` (empty: no end). The engine stops there:
+    /// it never steps over the deleted entries beyond `end` (a column family that churns, as
+    /// `lock` does, holds many until compaction), so a probe for "the next key, if before
+    /// `end`" costs what lies before `end`, not what lies after.
+    fn scan_cf_until(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        self.scan_cf(cf, start, &mut |k, v| {
+            (end.is_empty() || k < end) && f(k, v)
+        })
+    }
 }
 
 /// Where the service's data lives.

@@ -307,4 +307,27 @@ impl StorageReader for RegionReader {
             })?;
         Ok(())
     }
+
+    fn scan_cf_until(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let start = if start < self.region.start_key.as_slice() {
+            self.region.start_key.as_slice()
+        } else {
+            start
+        };
+        let region_end = self.region.end_key.as_slice();
+        let end = match (end.is_empty(), region_end.is_empty()) {
+            (true, _) => region_end,
+            (false, true) => end,
+            (false, false) => end.min(region_end),
+        };
+        self.snap
+            .scan(check_cf(cf)?, start, end, &mut |k, v| Ok(f(k, v)))?;
+        Ok(())
+    }
 }

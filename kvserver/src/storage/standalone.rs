@@ -93,4 +93,16 @@ impl StorageReader for StandaloneReader {
             .scan_cf(check_cf(cf)?, start, &[], &mut |k, v| Ok(f(k, v)))?;
         Ok(())
     }
+
+    fn scan_cf_until(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        self.snap
+            .scan_cf(check_cf(cf)?, start, end, &mut |k, v| Ok(f(k, v)))?;
+        Ok(())
+    }
 }

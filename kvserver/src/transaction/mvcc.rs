@@ -381,12 +381,25 @@ impl<'t, 'a> Scanner<'t, 'a> {
             return Err(e.into());
         }
         if locks {
-            reader.scan_cf(CF_LOCK, from, &mut |k, _| {
-                if out.as_deref().is_none_or(|w| k < w) {
-                    out = Some(k.to_vec());
-                }
-                false
-            })?;
+            // A lock only matters before the next written key, or on it: the probe ends just
+            // past it (the lock column family is mostly deleted entries the engine would
+            // otherwise step over to the region's end, once per key).
+            let until = out.as_ref().map(|w| {
+                let mut succ = w.clone();
+                succ.push(0);
+                succ
+            });
+            reader.scan_cf_until(
+                CF_LOCK,
+                from,
+                until.as_deref().unwrap_or(b""),
+                &mut |k, _| {
+                    if out.as_deref().is_none_or(|w| k < w) {
+                        out = Some(k.to_vec());
+                    }
+                    false
+                },
+            )?;
         }
         Ok(out)
     }
