@@ -265,6 +265,59 @@ fn test_txn_commands_on_a_replicated_store() {
             .unwrap()
             .into_inner();
         assert_eq!(r.action, Action::TtlExpireRollback as i32, "{r:?}");
+        // The client's keep-alive: a prewrite by the same transaction replaces its own lock with
+        // a longer TTL (still alive where the first would have expired); one that arrives after
+        // the commit is refused as a conflict, so it cannot bring the lock back.
+        let alive_ts = compose_ts(2_000, 0);
+        let status = |current_ts| CheckTxnStatusRequest {
+            context: None,
+            primary_key: b"k9".to_vec(),
+            lock_ts: alive_ts,
+            current_ts,
+        };
+        for ttl in [10, 60_000] {
+            let r = c
+                .kv_prewrite(prewrite(vec![put(b"k9", b"9")], b"k9", alive_ts, ttl))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.errors.is_empty(), "{r:?}");
+        }
+        let r = c
+            .kv_check_txn_status(status(compose_ts(2_100, 0)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (r.action, r.lock_ttl),
+            (Action::NoAction as i32, 60_000),
+            "{r:?}"
+        );
+        c.kv_commit(CommitRequest {
+            context: None,
+            start_version: alive_ts,
+            keys: vec![b"k9".to_vec()],
+            commit_version: alive_ts + 1,
+        })
+        .await
+        .unwrap();
+        let r = c
+            .kv_prewrite(prewrite(vec![put(b"k9", b"9")], b"k9", alive_ts, 60_000))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.errors[0].conflict.is_some(), "a late keep-alive: {r:?}");
+        let r = c
+            .kv_check_txn_status(status(compose_ts(2_100, 0)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.commit_version,
+            alive_ts + 1,
+            "still committed, no lock: {r:?}"
+        );
+
         // An open lock, to find on disk below.
         c.kv_prewrite(prewrite(vec![put(b"open", b"o")], b"open", 200, 60_000))
             .await
