@@ -53,6 +53,9 @@ pub fn generic_config(p: &Params) -> Config {
     cfg
 }
 
+/// Deletes of a client's keys in flight at once after each iteration.
+const DELETES_IN_FLIGHT: usize = 32;
+
 /// How many iterations, and how long the clients run in each (TinyKV: 3 and 5 s).
 pub const ITERATIONS: usize = 3;
 /// How long clients run per iteration.
@@ -279,8 +282,20 @@ pub async fn generic_test(c: Cluster, p: Params) {
                 .map(|(_, v)| String::from_utf8_lossy(v))
                 .collect();
             check_clnt_appends(cli, &got, count);
-            for j in 0..count {
-                c.must_delete(&key(cli, j)).await;
+            // As TinyKV, every appended key is deleted; DELETES_IN_FLIGHT at a time (each is a
+            // raft write of its own: one after another they were most of a real-time run).
+            let keys: Vec<Vec<u8>> = (0..count).map(|j| key(cli, j)).collect();
+            for chunk in keys.chunks(DELETES_IN_FLIGHT) {
+                let deletes: Vec<_> = chunk
+                    .iter()
+                    .map(|k| {
+                        let (c2, k) = (c.clone(), k.clone());
+                        spawn(&c.env, async move { c2.must_delete(&k).await })
+                    })
+                    .collect();
+                for d in deletes {
+                    d.await;
+                }
             }
         }
         if let Some(limit) = p.maxraftlog {
