@@ -36,6 +36,11 @@ impl WakeQueue {
         self.queue.lock().expect("wake queue poisoned").pop_front()
     }
 
+    /// How many tasks are woken.
+    pub fn len(&self) -> usize {
+        self.queue.lock().expect("wake queue poisoned").len()
+    }
+
     /// Whether some task is woken.
     pub fn is_empty(&self) -> bool {
         self.queue.lock().expect("wake queue poisoned").is_empty()
@@ -145,12 +150,31 @@ impl Executor {
     /// Runs `main` to completion. Whenever no task is woken, `wait` is called to let time pass
     /// (process a simulated event, or block); it returns false when nothing can ever happen
     /// again, which is a deadlock.
-    pub fn block_on<T>(&self, main: impl Future<Output = T>, mut wait: impl FnMut() -> bool) -> T {
+    pub fn block_on<T>(&self, main: impl Future<Output = T>, wait: impl FnMut() -> bool) -> T {
+        self.block_on_fair(main, || {}, wait)
+    }
+
+    /// As [`Self::block_on`], and after each round of the tasks woken when it began, `between`
+    /// is called (the threaded driver fires its due timers there: woken by other threads, tasks
+    /// can stay runnable for good, and a timer that fired only when none is would never fire,
+    /// which starved a test's `sleep` while its clients ran on). With a `between` that does
+    /// nothing the order of polls is the same as draining the queue before each `wait`.
+    pub fn block_on_fair<T>(
+        &self,
+        main: impl Future<Output = T>,
+        mut between: impl FnMut(),
+        mut wait: impl FnMut() -> bool,
+    ) -> T {
         let mut main = std::pin::pin!(main);
         let main_waker = self.waker(0);
         self.queue.push(0);
         loop {
-            while let Some(id) = self.queue.pop() {
+            let mut budget = self.queue.len();
+            while budget > 0 {
+                budget -= 1;
+                let Some(id) = self.queue.pop() else {
+                    break;
+                };
                 if id == 0 {
                     let mut cx = Context::from_waker(&main_waker);
                     if let Poll::Ready(v) = main.as_mut().poll(&mut cx) {
@@ -166,6 +190,10 @@ impl Executor {
                         self.tasks.borrow_mut().insert(id, task);
                     }
                 }
+            }
+            if !self.queue.is_empty() {
+                between();
+                continue;
             }
             assert!(
                 wait(),

@@ -271,8 +271,8 @@ impl ThreadedEnv {
         env
     }
 
-    /// Fires due timers and blocks until a task is woken or the next timer is due.
-    fn wait(&self) -> bool {
+    /// Wakes the tasks whose timers are due; whether there were any.
+    fn fire_due(&self) -> bool {
         let now = self.now();
         let due: Vec<Waker> = {
             let mut timers = self.timers.borrow_mut();
@@ -284,7 +284,12 @@ impl ThreadedEnv {
         for w in due {
             w.wake();
         }
-        if fired {
+        fired
+    }
+
+    /// Fires due timers and blocks until a task is woken or the next timer is due.
+    fn wait(&self) -> bool {
+        if self.fire_due() {
             return true;
         }
         let next = self
@@ -293,7 +298,7 @@ impl ThreadedEnv {
             .keys()
             .next()
             .map(|(at, _)| *at)
-            .unwrap_or(now + Duration::from_millis(100));
+            .unwrap_or(self.now() + Duration::from_millis(100));
         let wait = next
             .saturating_sub(self.now())
             .min(Duration::from_millis(100));
@@ -440,5 +445,12 @@ where
     let exec = env.exec.clone();
     let dyn_env: Rc<dyn Env> = env.clone();
     let e2 = env.clone();
-    exec.block_on(test(Cluster::new(dyn_env)), || e2.wait());
+    let e3 = env.clone();
+    exec.block_on_fair(
+        test(Cluster::new(dyn_env)),
+        || {
+            e3.fire_due();
+        },
+        || e2.wait(),
+    );
 }
