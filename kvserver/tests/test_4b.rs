@@ -1,5 +1,5 @@
 //! Project 4B: the transactional commands KvGet, KvPrewrite and KvCommit, a port of every test
-//! of TinyKV's `kv/transaction/commands4b_test.go` (SPEC 12.6.4), with its exact data, run
+//! of TinyKV's `kv/transaction/commands4b_test.go`, with its exact data, run
 //! through the harness of `txn_harness` (TinyKV's `kv/transaction/commands_test.go`).
 //!
 //! Differences from TinyKV that these tests meet: none changes an expectation. This port refuses

@@ -1,5 +1,5 @@
 //! Project 4C: the transactional commands KvBatchRollback, KvCheckTxnStatus, KvResolveLock and
-//! KvScan, a port of every test of TinyKV's `kv/transaction/commands4c_test.go` (SPEC 12.6.5),
+//! KvScan, a port of every test of TinyKV's `kv/transaction/commands4c_test.go`,
 //! with its exact data, run through the harness of `txn_harness` (TinyKV's
 //! `kv/transaction/commands_test.go`).
 
@@ -171,7 +171,8 @@ fn test_rollback_committed_4c() {
     let resp = builder.run_one_request(cmd);
 
     // Go's `assert.NotNil(resp.Error.Abort)` only requires the error to be there (a Go string is
-    // never nil); SPEC 12.6.2 says the error is a non-empty `abort`, which is checked here.
+    // never nil); this port checks for a non-empty `abort` (docs/TRANSACTIONS.md,
+    // KvBatchRollback).
     let error = resp
         .error
         .as_ref()

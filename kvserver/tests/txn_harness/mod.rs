@@ -1,5 +1,5 @@
 //! The harness of the transactional command tests, a port of TinyKV's
-//! `kv/transaction/commands_test.go` (SPEC 12.6.3), shared by `test_4b.rs` and `test_4c.rs`
+//! `kv/transaction/commands_test.go`, shared by `test_4b.rs` and `test_4c.rs`
 //! (each includes it with `mod txn_harness;`).
 //!
 //! A [`TestBuilder`] runs the seven commands of [`Transactions`] over a fresh [`MemStorage`],
