@@ -1119,8 +1119,8 @@ mod tests {
     }
 
     /// A membership change updates the region's peers and conf_ver in the apply batch; the same
-    /// change again changes nothing; a leader asked to remove itself hands leadership over
-    /// instead of proposing.
+    /// change again changes nothing; the leader of a two-peer region asked to remove itself
+    /// hands leadership over instead of proposing.
     #[test]
     fn test_membership_change_is_applied_once() {
         let (mut store, mut ctx, engines, region, _dir) = leader_of_three();
@@ -1178,7 +1178,22 @@ mod tests {
             &now,
             "a repeated change is a no-op"
         );
-        // Removing the leader itself: refused, and leadership is handed over.
+        // Down to two peers, {1, 2}.
+        let mut now = now;
+        for (id, i) in [(4, 3), (3, 4)] {
+            store.on_command(
+                &mut ctx,
+                change(&now, ConfChangeType::RemoveNode, id, id),
+                record_answer(&answers, i),
+            );
+            settle(&mut store, &mut ctx);
+            let got = answers.lock().unwrap().pop().expect("answered").1;
+            assert!(got.region_error().is_none(), "{:?}", got.resp);
+            now = store.peer(1).unwrap().region().clone();
+        }
+        assert_eq!(now.peers.len(), 2);
+        // Removing the leader itself from a two-peer region: refused, and leadership is handed
+        // over (the survivor alone could not elect itself before it learned the commit).
         store.on_command(
             &mut ctx,
             change(&now, ConfChangeType::RemoveNode, 1, 1),
@@ -1203,7 +1218,71 @@ mod tests {
                 .is_some_and(|m| m.msg_type() == MessageType::MsgTimeoutNow)),
             "the transfer started"
         );
-        assert_eq!(store.peer(1).unwrap().region().peers.len(), 4);
+        assert_eq!(store.peer(1).unwrap().region().peers.len(), 2);
+    }
+
+    /// The leader of a three-peer region asked to remove itself proposes it: once applied, it
+    /// reports the new membership to the scheduler, sends MsgTimeoutNow to its most caught-up
+    /// follower, and its replica is destroyed (the other two are a majority of the old
+    /// membership as well, so they elect a leader without it).
+    #[test]
+    fn test_leader_of_three_removes_itself() {
+        let (mut store, mut ctx, engines, region, _dir) = leader_of_three();
+        let answers = Answers::default();
+        let cmd = admin_cmd(
+            &region,
+            AdminRequest {
+                cmd_type: AdminCmdType::ChangePeer as i32,
+                change_peer: Some(ChangePeerRequest {
+                    change_type: ConfChangeType::RemoveNode as i32,
+                    peer: Some(proto::metapb::Peer { id: 1, store_id: 1 }),
+                }),
+                ..Default::default()
+            },
+        );
+        store.on_command(&mut ctx, cmd, record_answer(&answers, 0));
+        // As `settle`, keeping the MsgTimeoutNow the followers' stand-in would drop.
+        let mut timeout_now = Vec::new();
+        for _ in 0..10 {
+            for _ in 0..2 {
+                store.round(&mut ctx, |_| {}).unwrap();
+                timeout_now.extend(
+                    ctx.messages
+                        .iter()
+                        .filter_map(|m| m.message.as_ref())
+                        .filter(|m| m.msg_type() == MessageType::MsgTimeoutNow)
+                        .map(|m| m.to),
+                );
+                reply_as_followers(&mut store, &mut ctx);
+            }
+        }
+        for (cb, resp) in std::mem::take(&mut ctx.responses) {
+            cb(resp);
+        }
+        let got = answers.lock().unwrap().pop().expect("answered").1;
+        assert!(got.region_error().is_none(), "{:?}", got.resp);
+        let reported = ctx
+            .scheduler_tasks
+            .iter()
+            .rev()
+            .find_map(|t| match t {
+                SchedulerTask::RegionHeartbeat(r) => r.region.clone(),
+                _ => None,
+            })
+            .expect("the removed leader reports the region");
+        let ids: Vec<u64> = reported.peers.iter().map(|p| p.id).collect();
+        assert_eq!(ids, vec![2, 3]);
+        assert_eq!(reported.region_epoch.unwrap().conf_ver, 2);
+        assert!(store.peer(1).is_none(), "the replica is destroyed");
+        assert_eq!(
+            timeout_now,
+            vec![2],
+            "the most caught-up survivor campaigns at once"
+        );
+        assert_eq!(
+            region_state(&engines, 1).unwrap().state(),
+            PeerState::Tombstone
+        );
     }
 
     /// A replica that applied its own removal and crashed before destroying itself is destroyed

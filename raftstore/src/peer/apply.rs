@@ -269,6 +269,21 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             }
             put_region_state(&mut apply.wb, &region, PeerState::Normal);
             self.storage_mut().region = region.clone();
+            let was_leader = self.is_leader();
+            // A leader removing itself picks its successor while it still knows the followers'
+            // progress: the most caught-up one (ties to the lowest id, deterministically).
+            let successor = (was_leader && !add && peer.id == self.meta.id)
+                .then(|| {
+                    self.raft_group
+                        .raft
+                        .prs
+                        .iter()
+                        .filter(|(&id, _)| id != self.meta.id)
+                        .max_by_key(|(&id, pr)| (pr.matched, std::cmp::Reverse(id)))
+                        .map(|(&id, _)| id)
+                })
+                .flatten();
+            let term = self.term();
             self.raft_group.apply_conf_change(&eraftpb::ConfChange {
                 change_type: change_type as i32,
                 node_id: peer.id,
@@ -277,6 +292,24 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             info!(self.logger, "membership changed"; "change" => ?change_type,
                 "peer" => ?peer, "conf_ver" => conf_ver);
             if !add && peer.id == self.meta.id {
+                // A leader that removed itself is the only peer that knows the new membership
+                // yet: it reports it before it goes, and tells its successor to campaign at once
+                // (MsgTimeoutNow, as a leadership transfer ends) instead of leaving the region
+                // leaderless for an election timeout.
+                if was_leader {
+                    self.heartbeat_scheduler(ctx);
+                    if let Some(to) = successor {
+                        let mut m = eraftpb::Message {
+                            from: self.meta.id,
+                            to,
+                            term,
+                            ..Default::default()
+                        };
+                        m.set_msg_type(eraftpb::MessageType::MsgTimeoutNow);
+                        info!(self.logger, "removed itself; its successor campaigns now"; "to" => to);
+                        self.send_raft_message(ctx, m);
+                    }
+                }
                 self.pending_remove = true;
                 self.apply_results.push(ApplyResult::RemovedSelf);
             } else if self.is_leader() {

@@ -154,10 +154,15 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     }
 
     /// Proposes a membership change as a raft conf change entry carrying the whole command (the
-    /// apply step takes the peer and the epoch from it). Raft takes one change at a time; a
-    /// leader asked to remove itself hands leadership to the most up-to-date other peer instead
-    /// and refuses, so that the region is never left waiting for a vote of the removed leader
-    /// (the scheduler repeats the request to the new leader).
+    /// apply step takes the peer and the epoch from it). Raft takes one change at a time.
+    ///
+    /// A leader asked to remove itself proposes it like any change when the region has three or
+    /// more voters: the others are a majority of the old membership too, so they elect a new
+    /// leader even if none of them learned the commit before the removed leader was destroyed
+    /// (one append round, retried every heartbeat, instead of an election first). With two
+    /// voters the survivor would need the destroyed leader's vote until it learns the commit, so
+    /// that leader hands leadership to the other peer instead and refuses (the scheduler repeats
+    /// the request to the new leader).
     fn propose_conf_change(&mut self, ctx: &mut StoreContext, req: RaftCmdRequest, cb: Callback) {
         let term = self.term();
         let Some(cp) = req
@@ -179,7 +184,10 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             ctx.responses.push((cb, CmdResponse::error(e, term)));
             return;
         };
-        if change_type == ConfChangeType::RemoveNode && peer.id == self.meta.id {
+        if change_type == ConfChangeType::RemoveNode
+            && peer.id == self.meta.id
+            && self.region().peers.len() <= 2
+        {
             let target = self
                 .raft_group
                 .raft

@@ -86,7 +86,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             .is_some_and(|&added| epoch.conf_ver != 0 && epoch.conf_ver < added)
     }
 
-    fn send_raft_message(&self, ctx: &mut StoreContext, m: eraftpb::Message) {
+    pub(super) fn send_raft_message(&self, ctx: &mut StoreContext, m: eraftpb::Message) {
         let Some(to_peer) = self.peer_cache.get(&m.to).cloned() else {
             warn!(self.logger, "dropping message to an unknown peer";
                 "to" => m.to, "msg_type" => ?m.msg_type());
