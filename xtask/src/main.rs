@@ -1,0 +1,208 @@
+//! `cargo xtask`: the workspace's own tasks.
+//!
+//! - `course gen --preset course|reference|only:S|from:S --out DIR`: a student tree generated
+//!   from the reference (docs/course/README.md).
+//! - `course verify [--full] [--stage S]...`: proof that the generated trees are right.
+//! - `course list`: the stages and their marked regions.
+//! - `grade [--stage S]... [--calibrate]`: the grader (`make grade`).
+
+mod gen;
+mod grade;
+mod manifest;
+mod markers;
+mod runner;
+mod verify;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use manifest::Manifest;
+use std::path::{Path, PathBuf};
+
+/// The workspace's own tasks: the coursework kit and the grader.
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Student trees: generate, verify, list the stages.
+    Course {
+        #[command(subcommand)]
+        cmd: CourseCmd,
+    },
+    /// Grades this tree: each stage's tests in their own processes, a score table,
+    /// grade/report.json and grade/junit.xml; exit 0 all passed, 1 failures, 2 does not build,
+    /// 3 could not grade.
+    Grade {
+        /// A stage to grade (repeatable; all when none), e.g. `--stage 2b`.
+        #[arg(long = "stage")]
+        stages: Vec<String>,
+        /// Where the reports go.
+        #[arg(long, default_value = "grade")]
+        out: PathBuf,
+        /// Record each test's time as course/calibration.toml (run on the reference).
+        #[arg(long)]
+        calibrate: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CourseCmd {
+    /// Writes a student tree.
+    Gen {
+        /// `course` (every stage to write), `only:S`, `from:S` (S and later), `reference`.
+        #[arg(long, default_value = "course")]
+        preset: String,
+        /// The directory to write (created; an existing tree there is replaced, its target/
+        /// kept).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Proves the generated trees right: quick (`cargo check` of every `only:S` tree and the
+    /// `course` tree) or `--full` (tests: S's fail at S's stubs, the others pass).
+    Verify {
+        /// Build and run the tests, not only check the trees.
+        #[arg(long)]
+        full: bool,
+        /// A stage to verify (repeatable; all when none).
+        #[arg(long = "stage")]
+        stages: Vec<String>,
+        /// Where the trees are written (default: course-verify/ under the cargo target dir).
+        #[arg(long)]
+        work: Option<PathBuf>,
+        /// With --full, also run the independent stages' real-time `threaded::` scenarios.
+        #[arg(long)]
+        threaded: bool,
+    },
+    /// The stages, their marked regions and their tests' suffixes.
+    List,
+}
+
+/// The workspace root: the directory of this crate's parent, or the current directory's
+/// nearest ancestor with course/stages.toml.
+fn root() -> Result<PathBuf> {
+    let mut dir = std::env::current_dir()?;
+    loop {
+        if dir.join("course/stages.toml").is_file() {
+            return Ok(dir);
+        }
+        if !dir.pop() {
+            bail!("not inside a tinykv-rs tree (no course/stages.toml above here)");
+        }
+    }
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn main() {
+    match run() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::exit(grade::EXIT_CANNOT_GRADE);
+        }
+    }
+}
+
+fn run() -> Result<i32> {
+    let cli = Cli::parse();
+    let root = root()?;
+    let m = Manifest::load(&root)?;
+    match cli.cmd {
+        Cmd::Course { cmd } => match cmd {
+            CourseCmd::Gen { preset, out } => {
+                let stubbed = m.preset(&preset)?;
+                let out = if out.is_absolute() {
+                    out
+                } else {
+                    std::env::current_dir()?.join(out)
+                };
+                if out.starts_with(&root) {
+                    bail!(
+                        "--out must be outside the reference tree ({})",
+                        root.display()
+                    );
+                }
+                let tree = gen::generate(&root, &m, &preset, &stubbed)?;
+                gen::write_tree(&tree, &out)
+                    .with_context(|| format!("writing {}", out.display()))?;
+                println!(
+                    "course gen: {} ({} files, {} regions of stages [{}] stubbed) -> {}",
+                    preset,
+                    tree.files.len(),
+                    tree.regions,
+                    stubbed.join(", "),
+                    out.display()
+                );
+                Ok(0)
+            }
+            CourseCmd::Verify {
+                full,
+                stages,
+                work,
+                threaded,
+            } => {
+                let work = work.unwrap_or_else(|| target_dir(&root).join("course-verify"));
+                verify::verify(
+                    &root,
+                    &m,
+                    &verify::Options {
+                        full,
+                        stages,
+                        work,
+                        threaded,
+                    },
+                )?;
+                Ok(0)
+            }
+            CourseCmd::List => {
+                let marked = gen::marked_files(&root, &m)?;
+                for s in &m.stages {
+                    let mut where_: Vec<String> = Vec::new();
+                    for (rel, mk) in &marked {
+                        for r in mk.regions.iter().filter(|r| r.stage == s.id) {
+                            where_.push(format!(
+                                "{}:{} {}",
+                                rel.display(),
+                                r.start + 1,
+                                r.func.as_deref().unwrap_or("")
+                            ));
+                        }
+                    }
+                    println!(
+                        "{:<4} {} ({} regions; tests *_{}; guide {})",
+                        s.id,
+                        s.title,
+                        where_.len(),
+                        s.id.to_ascii_lowercase(),
+                        s.guide
+                    );
+                    for w in where_ {
+                        println!("       {w}");
+                    }
+                }
+                Ok(0)
+            }
+        },
+        Cmd::Grade {
+            stages,
+            out,
+            calibrate,
+        } => grade::grade(
+            &root,
+            &m,
+            &grade::Options {
+                stages,
+                out,
+                calibrate,
+            },
+        ),
+    }
+}
