@@ -125,10 +125,15 @@ impl<S: Storage> TinyKvService<S> {
         resp
     }
 
+    /// RawGet (Project 1): the value of `req.key` in column family `cf`, read through a
+    /// [`StorageReader`](crate::storage::StorageReader) of the storage (`self.inner.txn.storage()`);
+    /// `not_found` is set when the key is missing. A storage error goes in `region_error` when
+    /// [`split_error`] makes it one, else it is the call's gRPC status.
     async fn get(&self, req: RawGetRequest) -> Result<RawGetResponse, Status> {
         check_key(&req.key)?;
         let cf = check_cf(&req.cf).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = req.context.unwrap_or_default();
+        // STAGE 1: read req.key from cf through a storage reader; answer the value or not_found, a storage error in region_error
         let read = async {
             let reader = self.inner.txn.storage().reader(&ctx, &req.key).await?;
             reader.get_cf(cf, &req.key)
@@ -140,13 +145,18 @@ impl<S: Storage> TinyKvService<S> {
             Err(e) => resp.region_error = Some(split_error(e)?),
         }
         Ok(resp)
+        // END STAGE 1
     }
 
+    /// RawPut (Project 1): sets `req.key` to `req.value` in column family `cf`, written to the
+    /// storage as a batch of one [`Modify`]. A storage error goes in `region_error` when
+    /// [`split_error`] makes it one, else it is the call's gRPC status.
     async fn put(&self, req: RawPutRequest) -> Result<RawPutResponse, Status> {
         check_key(&req.key)?;
         self.check_value(&req.value)?;
         let cf = check_cf(&req.cf).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = req.context.unwrap_or_default();
+        // STAGE 1: write one Modify::Put of the key and value in cf to the storage; a storage error goes in region_error
         let m = Modify::Put {
             cf: cf.to_string(),
             key: req.key,
@@ -157,12 +167,17 @@ impl<S: Storage> TinyKvService<S> {
             resp.region_error = Some(split_error(e)?);
         }
         Ok(resp)
+        // END STAGE 1
     }
 
+    /// RawDelete (Project 1): removes `req.key` from column family `cf`, written to the storage
+    /// as a batch of one [`Modify`]. A storage error goes in `region_error` when [`split_error`]
+    /// makes it one, else it is the call's gRPC status.
     async fn delete(&self, req: RawDeleteRequest) -> Result<RawDeleteResponse, Status> {
         check_key(&req.key)?;
         let cf = check_cf(&req.cf).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = req.context.unwrap_or_default();
+        // STAGE 1: write one Modify::Delete of the key in cf to the storage; a storage error goes in region_error
         let m = Modify::Delete {
             cf: cf.to_string(),
             key: req.key,
@@ -172,8 +187,16 @@ impl<S: Storage> TinyKvService<S> {
             resp.region_error = Some(split_error(e)?);
         }
         Ok(resp)
+        // END STAGE 1
     }
 
+    /// RawScan (Project 1): the pairs of column family `cf` from `req.start_key` on, in key
+    /// order, at most `req.limit` of them, read through one
+    /// [`StorageReader`](crate::storage::StorageReader) of the storage. The answer must fit in
+    /// one gRPC message: the size of the pairs collected is counted in `bytes` (a pair's encoded
+    /// length plus 8), the scan stops once it passes `max_bytes`, and such an answer is then
+    /// refused. A storage error goes in `region_error` when [`split_error`] makes it one, else
+    /// it is the call's gRPC status.
     async fn scan(&self, req: RawScanRequest) -> Result<RawScanResponse, Status> {
         if req.start_key.len() > MAX_KEY_SIZE {
             return Err(Status::invalid_argument(format!(
@@ -192,13 +215,10 @@ impl<S: Storage> TinyKvService<S> {
         // it is refused, not cut short (a short answer reads as the end of the range).
         let max_bytes = MAX_GRPC_MESSAGE - ENTRY_OVERHEAD;
         let mut bytes = 0;
+        // STAGE 1: collect up to limit pairs of cf from req.start_key into resp.kvs through a storage reader, counting their size in bytes (stop past max_bytes); a storage error goes in region_error
         let scan = async {
-            let reader = self
-                .inner
-                .txn
-                .storage()
-                .reader(&ctx, &req.start_key)
-                .await?;
+            let storage = self.inner.txn.storage();
+            let reader = storage.reader(&ctx, &req.start_key).await?;
             let mut kvs = Vec::new();
             reader.scan_cf(cf, &req.start_key, &mut |k, v| {
                 let pair = KvPair {
@@ -216,6 +236,7 @@ impl<S: Storage> TinyKvService<S> {
             Ok(kvs) => resp.kvs = kvs,
             Err(e) => resp.region_error = Some(split_error(e)?),
         }
+        // END STAGE 1
         if bytes > max_bytes {
             return Err(Status::out_of_range(format!(
                 "the scan's answer reached {bytes} bytes, over the message limit of {max_bytes}: \

@@ -472,10 +472,16 @@ impl RaftCluster {
 
     /// Takes in what a region heartbeat says (TinyKV's `processRegionHeartbeat`, the Project 3C
     /// exercise). Refused, changing nothing, if the region is stale: its version or conf version
-    /// is lower than the cached region with its id, or than any cached region it overlaps.
-    /// Otherwise, if anything changed, the region replaces the cached one and the regions it
-    /// overlaps, and every store touched gets its counts and sizes recomputed.
+    /// is lower than the cached region with its id, or than any cached region it overlaps
+    /// ([`check_stale_region`]). Otherwise, if anything changed (the region differs from the
+    /// cached one, or none is cached), the region replaces the cached one and the regions it
+    /// overlaps (`BasicCluster::put_region`, which also recomputes the counts and sizes of every
+    /// store touched). The answer says what happened ([`RegionChange`]: saved, new or with a
+    /// greater version or conf version, and the ids of the overlapped regions dropped). While
+    /// the cluster is not prepared yet (`self.prepare.prepared`), a region that is not stale is
+    /// also recorded in `self.prepare.heartbeated`.
     pub fn process_region_heartbeat(&mut self, region: RegionInfo) -> Result<RegionChange> {
+        // STAGE 3C: refuse a region staler than the cached one or any it overlaps; else record it as heartbeated and, if it changed, put it in the cache
         let origin = self.core.regions.get_region(region.id());
         if let Some(origin) = origin {
             check_stale_region(origin.meta(), region.meta())?;
@@ -501,6 +507,7 @@ impl RaftCluster {
             }
         }
         Ok(change)
+        // END STAGE 3C
     }
 
     /// [`RaftCluster::process_region_heartbeat`] for a heartbeat from a store (TinyKV's

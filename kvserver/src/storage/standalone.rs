@@ -30,8 +30,10 @@ impl StandaloneStorage {
         &self.engine
     }
 
-    /// Applies `batch` atomically and durably.
+    /// Applies `batch` atomically and durably: every put and delete, each in its column
+    /// family (checked with `check_cf`), in one engine write that is synced before returning.
     pub fn write_batch(&self, batch: Vec<Modify>) -> Result<(), StorageError> {
+        // STAGE 1: apply every Modify of the batch to its column family in one synced engine write
         let mut wb = WriteBatch::default();
         for m in batch {
             match m {
@@ -45,13 +47,16 @@ impl StandaloneStorage {
         }
         self.engine.write(&wb, true)?;
         Ok(())
+        // END STAGE 1
     }
 
-    /// A reader over a snapshot of the database as it is now.
+    /// A reader over a snapshot of the database as it is now: later writes are not seen by it.
     pub fn snapshot_reader(&self) -> StandaloneReader {
+        // STAGE 1: a reader over a snapshot of the engine taken now
         StandaloneReader {
             snap: Arc::new(self.engine.snapshot()),
         }
+        // END STAGE 1
     }
 }
 
@@ -80,7 +85,9 @@ pub struct StandaloneReader {
 
 impl StorageReader for StandaloneReader {
     fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        // STAGE 1: read key from column family cf (checked with check_cf) of the snapshot
         Ok(self.snap.get_cf(check_cf(cf)?, key)?)
+        // END STAGE 1
     }
 
     fn scan_cf(
@@ -89,9 +96,11 @@ impl StorageReader for StandaloneReader {
         start: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError> {
+        // STAGE 1: visit the pairs of cf in the snapshot from start on, until f returns false
         self.snap
             .scan_cf(check_cf(cf)?, start, &[], &mut |k, v| Ok(f(k, v)))?;
         Ok(())
+        // END STAGE 1
     }
 
     fn scan_cf_until(
@@ -101,8 +110,10 @@ impl StorageReader for StandaloneReader {
         end: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError> {
+        // STAGE 1: as scan_cf, letting the engine stop at end (empty: no end)
         self.snap
             .scan_cf(check_cf(cf)?, start, end, &mut |k, v| Ok(f(k, v)))?;
         Ok(())
+        // END STAGE 1
     }
 }

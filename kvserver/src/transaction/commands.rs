@@ -195,7 +195,9 @@ impl<S: Storage> Transactions<S> {
         Ok(())
     }
 
-    /// KvGet: the value of `key` at `version`, or the lock that blocks reading it.
+    /// KvGet: the value of `key` at `version` (`not_found` when there is none), or, when a lock
+    /// blocks reading it ([`Lock::is_locked_for`]), a `locked` key error. Reads one snapshot
+    /// ([`Self::reader`]); a region error goes in `region_error` (see [`settle`]).
     pub async fn get(&self, req: GetRequest) -> Result<GetResponse, TxnError> {
         check_key("the key", &req.key)?;
         if let Some(e) = self.too_old(req.version, "a read") {
@@ -205,6 +207,7 @@ impl<S: Storage> Transactions<S> {
             });
         }
         let ctx = req.context.unwrap_or_default();
+        // STAGE 4B: over a snapshot at version, answer the blocking lock as a locked error, else the value or not_found
         let body = async {
             let reader = self.reader(&ctx, &req.key).await?;
             let txn = MvccTxn::new(&*reader, req.version);
@@ -231,15 +234,22 @@ impl<S: Storage> Transactions<S> {
                 ..Default::default()
             },
         })
+        // END STAGE 4B
     }
 
-    /// KvPrewrite: locks every mutation's key for the transaction and writes its value, unless
-    /// a key was written after the transaction started (conflict) or is locked by another
-    /// (locked); then nothing is written and every such key's error is returned.
+    /// KvPrewrite: locks every mutation's key for the transaction (a [`Lock`] with the primary,
+    /// the start ts, the ttl and the mutation's kind) and writes its value (or deletes it, for a
+    /// `Del`), unless a key has a write record committed at or after the start ts (a `conflict`
+    /// error) or is locked by another transaction (a `locked` error); then nothing is written
+    /// and every such key's error is returned. No mutations: an empty answer. The keys are
+    /// latched while the command reads and writes ([`Latches::acquire`]); the changes are
+    /// written as one batch ([`Self::write`]); a region error goes in `region_error`.
     pub async fn prewrite(&self, req: PrewriteRequest) -> Result<PrewriteResponse, TxnError> {
+        // STAGE 4B remove
         if req.mutations.is_empty() {
             return Ok(PrewriteResponse::default());
         }
+        // END STAGE 4B
         check_key("the primary lock", &req.primary_lock)?;
         let mut bytes = 0usize;
         for m in &req.mutations {
@@ -276,6 +286,7 @@ impl<S: Storage> Transactions<S> {
             });
         }
         let ctx = req.context.unwrap_or_default();
+        // STAGE 4B: latch the keys, then over one snapshot check each mutation for a newer write (conflict) or another's lock (locked), else lock it and write its value; write nothing if any key failed
         let keys: Vec<Vec<u8>> = req.mutations.iter().map(|m| m.key.clone()).collect();
         let guard = self.latches.acquire(keys.clone()).await;
         let start_ts = req.start_version;
@@ -342,14 +353,21 @@ impl<S: Storage> Transactions<S> {
                 ..Default::default()
             },
         })
+        // END STAGE 4B
     }
 
-    /// KvCommit: makes the transaction's locked keys visible at `commit_version`.
+    /// KvCommit: makes the transaction's locked keys visible at `commit_version`, each as
+    /// [`commit_key`] says; the first key error is the answer, and then nothing is written. No
+    /// keys: an empty answer. The keys are latched while the command reads and writes
+    /// ([`Latches::acquire`]); the changes are written as one batch ([`Self::write`]); a region
+    /// error goes in `region_error`.
     pub async fn commit(&self, req: CommitRequest) -> Result<CommitResponse, TxnError> {
         let keys = unique(&req.keys);
+        // STAGE 4B remove
         if keys.is_empty() {
             return Ok(CommitResponse::default());
         }
+        // END STAGE 4B
         for k in &keys {
             check_key("a key", k)?;
         }
@@ -360,6 +378,7 @@ impl<S: Storage> Transactions<S> {
             )));
         }
         let ctx = req.context.unwrap_or_default();
+        // STAGE 4B: latch the keys, commit each over one snapshot (the first key error is the answer), then write the changes
         let guard = self.latches.acquire(keys.clone()).await;
         let body = async {
             let reader = self.reader(&ctx, &keys[0]).await?;
@@ -384,10 +403,13 @@ impl<S: Storage> Transactions<S> {
                 ..Default::default()
             },
         })
+        // END STAGE 4B
     }
 
-    /// KvScan: up to `limit` pairs from `start_key` on (to the region's end) as of `version`;
-    /// a key locked for the read is a pair with its lock error.
+    /// KvScan: up to `limit` pairs from `start_key` on (to the region's end) as of `version`,
+    /// read with a [`Scanner`] over one snapshot; a key locked for the read is a pair with its
+    /// `locked` key error (and no value). A limit of 0: an empty answer. A region error goes in
+    /// `region_error`.
     pub async fn scan(&self, req: ScanRequest) -> Result<ScanResponse, TxnError> {
         if req.start_key.len() > MAX_KEY_SIZE {
             return Err(invalid(format!(
@@ -395,9 +417,11 @@ impl<S: Storage> Transactions<S> {
                 req.start_key.len()
             )));
         }
+        // STAGE 4C remove
         if req.limit == 0 {
             return Ok(ScanResponse::default());
         }
+        // END STAGE 4C
         if let Some(e) = self.too_old(req.version, "a scan") {
             return Ok(ScanResponse {
                 pairs: vec![KvPair {
@@ -409,6 +433,7 @@ impl<S: Storage> Transactions<S> {
             });
         }
         let ctx = req.context.unwrap_or_default();
+        // STAGE 4C: walk a Scanner over a snapshot at version from start_key, collecting up to limit pairs (a blocking lock as a locked error)
         let body = async {
             let reader = self.reader(&ctx, &req.start_key).await?;
             let txn = MvccTxn::new(&*reader, req.version);
@@ -446,17 +471,26 @@ impl<S: Storage> Transactions<S> {
                 ..Default::default()
             },
         })
+        // END STAGE 4C
     }
 
     /// KvCheckTxnStatus: whether the transaction of `primary_key` started at `lock_ts` is
     /// locked, committed or rolled back; an expired lock is rolled back, and a transaction with
     /// neither lock nor record gets a rollback record (so it can never commit later).
+    ///
+    /// Its lock on the key: expired when the physical time of `current_ts` has reached that of
+    /// `lock_ts` plus the lock's ttl ([`physical_time`]): then its lock and value go, a rollback
+    /// record is written, and the action is `TtlExpireRollback`; else `NoAction` with the lock's
+    /// ttl. No lock of it: its write record says committed (`commit_version`) or rolled back
+    /// (`NoAction` both); no record either: a rollback record and `LockNotExistRollback`. The
+    /// key is latched while the command reads and writes; a region error goes in `region_error`.
     pub async fn check_txn_status(
         &self,
         req: CheckTxnStatusRequest,
     ) -> Result<CheckTxnStatusResponse, TxnError> {
         check_key("the primary key", &req.primary_key)?;
         let ctx = req.context.unwrap_or_default();
+        // STAGE 4C: latch the primary key; over a snapshot at lock_ts, roll back an expired lock, report a live one, else answer from its write record (none: write a rollback record)
         let key = req.primary_key.clone();
         let guard = self.latches.acquire([key.clone()]).await;
         let body = async {
@@ -500,22 +534,29 @@ impl<S: Storage> Transactions<S> {
                 ..Default::default()
             },
         })
+        // END STAGE 4C
     }
 
-    /// KvBatchRollback: rolls the transaction back on `keys` (removing its locks and values and
-    /// leaving rollback records), unless one of them is already committed (abort).
+    /// KvBatchRollback: rolls the transaction back on `keys`, each as [`rollback_key`] says
+    /// (removing its locks and values and leaving rollback records), unless one of them is
+    /// already committed (abort): the first key error is the answer, and then nothing is
+    /// written. No keys: an empty answer. The keys are latched while the command reads and
+    /// writes; a region error goes in `region_error`.
     pub async fn batch_rollback(
         &self,
         req: BatchRollbackRequest,
     ) -> Result<BatchRollbackResponse, TxnError> {
         let keys = unique(&req.keys);
+        // STAGE 4C remove
         if keys.is_empty() {
             return Ok(BatchRollbackResponse::default());
         }
+        // END STAGE 4C
         for k in &keys {
             check_key("a key", k)?;
         }
         let ctx = req.context.unwrap_or_default();
+        // STAGE 4C: latch the keys, roll each back over one snapshot (the first key error is the answer), then write the changes
         let guard = self.latches.acquire(keys.clone()).await;
         let body = async {
             let reader = self.reader(&ctx, &keys[0]).await?;
@@ -540,10 +581,14 @@ impl<S: Storage> Transactions<S> {
                 ..Default::default()
             },
         })
+        // END STAGE 4C
     }
 
-    /// KvResolveLock: commits (at `commit_version`) or, when it is 0, rolls back every lock of
-    /// the transaction started at `start_version` in the region.
+    /// KvResolveLock: commits (at `commit_version`, as [`commit_key`] does) or, when it is 0,
+    /// rolls back (as [`rollback_key`] does) every lock of the transaction started at
+    /// `start_version` in the region ([`locks_of_txn`] finds them); the first key error is the
+    /// answer, and then nothing is written. The keys are latched while the command reads and
+    /// writes; a region error goes in `region_error`.
     pub async fn resolve_lock(
         &self,
         req: ResolveLockRequest,
@@ -555,6 +600,7 @@ impl<S: Storage> Transactions<S> {
             )));
         }
         let ctx = req.context.unwrap_or_default();
+        // STAGE 4C: find the transaction's locks, latch their keys, then commit or roll back each over a snapshot taken under the latches
         let body = async {
             // The transaction's locks, as of now; the latches are taken on those keys and the
             // commit or rollback reads a snapshot taken under them.
@@ -568,11 +614,11 @@ impl<S: Storage> Transactions<S> {
             let guard = self.latches.acquire(keys.clone()).await;
             let reader = self.reader(&ctx, &keys[0]).await?;
             let mut txn = MvccTxn::new(&*reader, req.start_version);
-            for k in &keys {
+            for key in &keys {
                 let error = if req.commit_version == 0 {
-                    rollback_key(&mut txn, k)?
+                    rollback_key(&mut txn, key)?
                 } else {
-                    commit_key(&mut txn, k, req.commit_version)?
+                    commit_key(&mut txn, key, req.commit_version)?
                 };
                 if let Some(e) = error {
                     return Ok(Some(e));
@@ -591,6 +637,7 @@ impl<S: Storage> Transactions<S> {
                 ..Default::default()
             },
         })
+        // END STAGE 4C
     }
 }
 
@@ -616,6 +663,7 @@ fn locks_of_txn(reader: &dyn StorageReader, start_ts: u64) -> Result<Vec<Vec<u8>
     }
 }
 
+// STAGE 4C remove
 /// A rollback record of `txn` for `key`.
 fn rollback_record(txn: &mut MvccTxn<'_>, key: &[u8]) {
     let start_ts = txn.start_ts();
@@ -628,14 +676,18 @@ fn rollback_record(txn: &mut MvccTxn<'_>, key: &[u8]) {
         },
     );
 }
+// END STAGE 4C
 
-/// Commits `txn` on `key` at `commit_ts`: its lock becomes a write record. Done already: no
-/// change. Another transaction's lock: retryable. Rolled back: abort.
+/// Commits `txn` on `key` at `commit_ts`: its lock becomes a write record at `commit_ts` (of
+/// the lock's kind) and goes. No lock and committed already (or never prewritten here): no
+/// change, no error. Another transaction's lock: a `retryable` key error. Rolled back: an
+/// `abort` key error.
 fn commit_key(
     txn: &mut MvccTxn<'_>,
     key: &[u8],
     commit_ts: u64,
 ) -> Result<Option<KeyError>, MvccError> {
+    // STAGE 4B: turn this transaction's lock on key into a write record at commit_ts; else tell another's lock (retryable) from a rollback (abort)
     match txn.get_lock(key)? {
         Some(lock) if lock.ts == txn.start_ts() => {
             txn.put_write(
@@ -668,13 +720,16 @@ fn commit_key(
             _ => Ok(None),
         },
     }
+    // END STAGE 4B
 }
 
 /// Rolls `txn` back on `key`: its lock and value go, a rollback record stays (also when there
 /// was no lock, so a late prewrite cannot succeed). Rolled back already: no change. Committed:
 /// abort.
 fn rollback_key(txn: &mut MvccTxn<'_>, key: &[u8]) -> Result<Option<KeyError>, MvccError> {
-    match txn.current_write(key)? {
+    // STAGE 4C: from key's write record of this transaction: rolled back already, committed (abort), or none; then drop its lock and value and write a rollback record
+    let current = txn.current_write(key)?;
+    match current {
         Some((w, _)) if w.kind == WriteKind::Rollback => return Ok(None),
         Some((_, commit_ts)) => {
             return Ok(Some(abort(format!(
@@ -693,4 +748,5 @@ fn rollback_key(txn: &mut MvccTxn<'_>, key: &[u8]) -> Result<Option<KeyError>, M
     }
     rollback_record(txn, key);
     Ok(None)
+    // END STAGE 4C
 }

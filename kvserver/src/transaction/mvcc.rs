@@ -200,17 +200,22 @@ impl<'a> MvccTxn<'a> {
         self.writes
     }
 
-    /// Records `write` for `key` at commit timestamp `ts`.
+    /// Records `write` for `key` at commit timestamp `ts`: a put in the `write` column family
+    /// at `encode_key(key, ts)`.
     pub fn put_write(&mut self, key: &[u8], ts: u64, write: &Write) {
+        // STAGE 4A: collect a put of the write record's bytes at key's MVCC key for ts in CF_WRITE
         self.writes.push(Modify::Put {
             cf: CF_WRITE.into(),
             key: encode_key(key, ts),
             value: write.to_bytes(),
         });
+        // END STAGE 4A
     }
 
-    /// The lock on `key`, if any.
+    /// The lock on `key` in the snapshot (the `lock` column family is keyed by the user key),
+    /// if any; a record that does not parse is [`MvccError::Corrupt`].
     pub fn get_lock(&self, key: &[u8]) -> Result<Option<Lock>, MvccError> {
+        // STAGE 4A: read key's record in CF_LOCK and parse it into a Lock
         match self.reader.get_cf(CF_LOCK, key)? {
             None => Ok(None),
             Some(b) => Lock::parse(&b).map(Some).ok_or(MvccError::Corrupt {
@@ -218,25 +223,32 @@ impl<'a> MvccTxn<'a> {
                 key: key.to_vec(),
             }),
         }
+        // END STAGE 4A
     }
 
-    /// Locks `key` with `lock`.
+    /// Locks `key` with `lock`: a put of the lock's bytes in the `lock` column family at the
+    /// user key.
     pub fn put_lock(&mut self, key: &[u8], lock: &Lock) {
+        // STAGE 4A: collect a put of the lock's bytes at key in CF_LOCK
         self.writes.push(Modify::Put {
             cf: CF_LOCK.into(),
             key: key.to_vec(),
             value: lock.to_bytes(),
         });
+        // END STAGE 4A
     }
 
-    /// Removes the lock on `key`.
+    /// Removes the lock on `key`: a delete in the `lock` column family.
     pub fn delete_lock(&mut self, key: &[u8]) {
+        // STAGE 4A: collect a delete of key in CF_LOCK
         self.writes.push(Modify::Delete {
             cf: CF_LOCK.into(),
             key: key.to_vec(),
         });
+        // END STAGE 4A
     }
 
+    // STAGE 4A remove
     /// Visits the write records of `key` from commit timestamp `from_ts` down to the oldest,
     /// newest first, until `f` says stop (returns Some).
     fn walk_writes<T>(
@@ -275,10 +287,13 @@ impl<'a> MvccTxn<'a> {
             None => Ok(out),
         }
     }
+    // END STAGE 4A
 
-    /// The value of `key` visible to this transaction: the newest write committed at or before
-    /// the start ts (rollbacks skipped); None when that is a delete or there is none.
+    /// The value of `key` visible to this transaction: the value (in `default`, at the writing
+    /// transaction's start ts) of the newest write record of `key` committed at or before the
+    /// start ts, rollbacks skipped; None when that record is a delete or there is none.
     pub fn get_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
+        // STAGE 4A: find the newest non-rollback write of key committed at or before start_ts (scan CF_WRITE from its MVCC key), then read its value from CF_DEFAULT
         let newest = self.walk_writes(key, self.start_ts, |w, _| {
             (w.kind != WriteKind::Rollback).then_some(w)
         })?;
@@ -289,28 +304,37 @@ impl<'a> MvccTxn<'a> {
             }) => Ok(self.reader.get_cf(CF_DEFAULT, &encode_key(key, start_ts))?),
             _ => Ok(None),
         }
+        // END STAGE 4A
     }
 
-    /// Writes `value` for `key` (at this transaction's start ts).
+    /// Writes `value` for `key` (at this transaction's start ts): a put in the `default`
+    /// column family at `encode_key(key, start_ts)`.
     pub fn put_value(&mut self, key: &[u8], value: Vec<u8>) {
+        // STAGE 4A: collect a put of value at key's MVCC key for the start ts in CF_DEFAULT
         self.writes.push(Modify::Put {
             cf: CF_DEFAULT.into(),
             key: encode_key(key, self.start_ts),
             value,
         });
+        // END STAGE 4A
     }
 
-    /// Removes this transaction's value of `key`.
+    /// Removes this transaction's value of `key`: a delete in the `default` column family at
+    /// `encode_key(key, start_ts)`.
     pub fn delete_value(&mut self, key: &[u8]) {
+        // STAGE 4A: collect a delete of key's MVCC key for the start ts in CF_DEFAULT
         self.writes.push(Modify::Delete {
             cf: CF_DEFAULT.into(),
             key: encode_key(key, self.start_ts),
         });
+        // END STAGE 4A
     }
 
-    /// This transaction's write record of `key` (commit or rollback) and its commit ts. Only a
-    /// commit at or after the start ts can be this transaction's, so the walk stops below it.
+    /// This transaction's write record of `key` (commit or rollback: the record whose start ts
+    /// is this transaction's) and its commit ts; None if there is none. Only a commit at or
+    /// after the start ts can be this transaction's, so the search stops below it.
     pub fn current_write(&self, key: &[u8]) -> Result<Option<(Write, u64)>, MvccError> {
+        // STAGE 4A: walk key's write records from the newest down to the start ts, looking for the one with this start ts
         let start_ts = self.start_ts;
         let mut found = None;
         self.walk_writes(key, TS_MAX, |w, commit_ts| {
@@ -324,11 +348,15 @@ impl<'a> MvccTxn<'a> {
             None
         })?;
         Ok(found)
+        // END STAGE 4A
     }
 
-    /// The newest write record of `key` whatever its timestamp, and its commit ts.
+    /// The newest write record of `key` whatever its timestamp (a rollback included), and its
+    /// commit ts; None if there is none.
     pub fn most_recent_write(&self, key: &[u8]) -> Result<Option<(Write, u64)>, MvccError> {
+        // STAGE 4A: the first write record of key in CF_WRITE from its MVCC key at TS_MAX
         self.walk_writes(key, TS_MAX, |w, commit_ts| Some((w, commit_ts)))
+        // END STAGE 4A
     }
 }
 
@@ -369,6 +397,7 @@ impl<'t, 'a> Scanner<'t, 'a> {
     fn key_at_or_after(&self, from: &[u8], locks: bool) -> Result<Option<Vec<u8>>, MvccError> {
         let reader = self.txn.reader;
         let mut out: Option<Vec<u8>> = None;
+        // STAGE 4C: set out to the user key of the first CF_WRITE entry at or after from's newest MVCC key
         let mut err = None;
         reader.scan_cf(CF_WRITE, &encode_key(from, TS_MAX), &mut |k, _| {
             match decode_key(k) {
@@ -380,6 +409,7 @@ impl<'t, 'a> Scanner<'t, 'a> {
         if let Some(e) = err {
             return Err(e.into());
         }
+        // END STAGE 4C
         if locks {
             // A lock only matters before the next written key, or on it: the probe ends just
             // past it (the lock column family is mostly deleted entries the engine would
@@ -418,9 +448,12 @@ impl<'t, 'a> Scanner<'t, 'a> {
         Ok(Some(key))
     }
 
-    /// The next user key with a value visible at the start ts or a lock blocking it, and what
-    /// was found; None at the end.
+    /// The next user key with a value visible at the start ts or a lock blocking it (see
+    /// [`Lock::is_locked_for`]: a blocking lock is reported before the value), and what was
+    /// found; None at the end. Keys with neither (deleted, or nothing committed by the start
+    /// ts) are passed over.
     pub fn next_checked(&mut self) -> Result<Option<(Vec<u8>, Visible)>, MvccError> {
+        // STAGE 4C: advance key by key (locks included); report a lock blocking the read, else the visible value, else go on
         let start_ts = self.txn.start_ts;
         while let Some(key) = self.advance(true)? {
             if let Some(lock) = self.txn.get_lock(&key)? {
@@ -433,17 +466,20 @@ impl<'t, 'a> Scanner<'t, 'a> {
             }
         }
         Ok(None)
+        // END STAGE 4C
     }
 }
 
 /// A user key and its value.
 pub type Pair = (Vec<u8>, Vec<u8>);
 
-/// TinyKV's scanner: the next user key with a value visible at the start ts, and that value.
+/// TinyKV's scanner: the next user key with a value visible at the start ts, and that value
+/// (keys without one are passed over, locks are not looked at); None at the end.
 impl Iterator for Scanner<'_, '_> {
     type Item = Result<Pair, MvccError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // STAGE 4C: advance key by key (write records only) until a key has a value visible at the start ts
         loop {
             let key = match self.advance(false) {
                 Ok(Some(key)) => key,
@@ -456,5 +492,6 @@ impl Iterator for Scanner<'_, '_> {
                 Err(e) => return Some(Err(e)),
             }
         }
+        // END STAGE 4C
     }
 }

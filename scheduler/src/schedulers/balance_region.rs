@@ -39,6 +39,7 @@ impl BalanceRegionScheduler {
         BalanceRegionScheduler { logger }
     }
 
+    // STAGE 3C remove
     /// The move of `region` off `source`, if some suitable store holds little enough.
     fn try_region(
         &self,
@@ -69,6 +70,7 @@ impl BalanceRegionScheduler {
         )
         .ok()
     }
+    // END STAGE 3C
 }
 
 impl Scheduler for BalanceRegionScheduler {
@@ -80,12 +82,17 @@ impl Scheduler for BalanceRegionScheduler {
         ops.operator_count(OpKind::REGION) < cluster.config().region_schedule_limit
     }
 
-    /// Sources are the suitable stores (up, not down) from the fullest; from each, a region it
-    /// holds a pending peer of, else follows, else leads (up to
-    /// [`BALANCE_REGION_RETRY_LIMIT`] random ones per role, with exactly `max_replicas` peers and
-    /// no running operator) moves to the emptiest suitable store not holding it, if the two
-    /// stores' sizes differ by more than twice the region's.
+    /// Sources are the suitable stores (up, and down for no longer than
+    /// `cluster.max_store_down_time()`) from the fullest (by region size); from each, a region
+    /// it holds a pending peer of, else follows, else leads (up to
+    /// [`BALANCE_REGION_RETRY_LIMIT`] random ones per role, drawn with
+    /// `RegionsInfo::sample_regions`, with exactly `max_replicas` peers and no running operator)
+    /// moves to the emptiest suitable store not holding it and not refused as a target by the
+    /// [`LoadFilter`], if the two stores' sizes differ by more than twice the region's: the
+    /// answer is a move-peer operator (`create_move_peer_operator`, kind `BALANCE`) to a new peer
+    /// allocated on the target (`cluster.alloc_peer`). None if no region qualifies.
     fn schedule(&mut self, cluster: &dyn Cluster, rng: &mut dyn RngCore) -> Option<Operator> {
+        // STAGE 3C: from the fullest suitable store, pick a region to move (pending, then follower, then leader peers) to the emptiest suitable store that does not hold it, if worthwhile
         let now = cluster.now();
         let max_down = cluster.max_store_down_time();
         let mut suitable: Vec<&StoreInfo> = cluster
@@ -117,6 +124,7 @@ impl Scheduler for BalanceRegionScheduler {
             }
         }
         None
+        // END STAGE 3C
     }
 }
 
