@@ -59,6 +59,8 @@ fn rollback_lock() -> Lock {
     }
 }
 
+/// TestPutLock4A: `put_lock` collects exactly one change, a put of the lock's bytes under the raw
+/// key in the lock CF.
 #[test]
 fn test_put_lock_4a() {
     let reader = snapshot(empty);
@@ -69,6 +71,8 @@ fn test_put_lock_4a() {
     assert_put_in_txn(&txn, vec![1], lock.to_bytes(), CF_LOCK);
 }
 
+/// TestPutWrite4A: `put_write` collects exactly one change, a put of the write's bytes in the write
+/// CF under the key encoded with the commit ts.
 #[test]
 fn test_put_write_4a() {
     let reader = snapshot(empty);
@@ -82,6 +86,8 @@ fn test_put_write_4a() {
     assert_put_in_txn(&txn, encode_key(&[16, 240], 0), write.to_bytes(), CF_WRITE);
 }
 
+/// TestPutValue4A: `put_value` collects exactly one change, a put of the value in the default CF
+/// under the key encoded with the txn's start ts.
 #[test]
 fn test_put_value_4a() {
     let reader = snapshot(empty);
@@ -92,6 +98,8 @@ fn test_put_value_4a() {
     assert_put_in_txn(&txn, encode_key(&[32], 453325345), value, CF_DEFAULT);
 }
 
+/// TestGetLock4A: `get_lock` decodes a stored lock back to the lock written, and returns None for a
+/// key without one.
 #[test]
 fn test_get_lock_4a() {
     let lock = rollback_lock();
@@ -105,6 +113,8 @@ fn test_get_lock_4a() {
     assert_eq!(empty_lock, None);
 }
 
+/// TestDeleteLock4A: `delete_lock` collects exactly one change, a delete of the raw key in the lock
+/// CF.
 #[test]
 fn test_delete_lock_4a() {
     let reader = snapshot(empty);
@@ -113,6 +123,8 @@ fn test_delete_lock_4a() {
     assert_delete_in_txn(&txn, vec![1], CF_LOCK);
 }
 
+/// TestDeleteValue4A: `delete_value` collects exactly one change, a delete in the default CF of the
+/// key encoded with the txn's start ts.
 #[test]
 fn test_delete_value_4a() {
     let reader = snapshot(empty);
@@ -131,6 +143,7 @@ fn single_entry(m: &MemStorage) {
     m.set(CF_WRITE, encode_key(&[16, 240], 42), write.to_bytes());
 }
 
+/// TestGetValueSimple4A: a txn at ts 43 reads the value put at 40 and committed at 42.
 #[test]
 fn test_get_value_simple_4a() {
     let reader = snapshot(single_entry);
@@ -140,6 +153,8 @@ fn test_get_value_simple_4a() {
     assert_eq!(value, Some(vec![1, 2, 3]));
 }
 
+/// TestGetValueMissing4A: a txn at ts 43 reads None for a key with no write ([16, 241], next to the
+/// committed [16, 240]).
 #[test]
 fn test_get_value_missing_4a() {
     let reader = snapshot(single_entry);
@@ -149,6 +164,7 @@ fn test_get_value_missing_4a() {
     assert_eq!(value, None);
 }
 
+/// TestGetValueTooEarly4A: a txn at ts 41 reads None for a value committed at 42.
 #[test]
 fn test_get_value_too_early_4a() {
     let reader = snapshot(single_entry);
@@ -176,6 +192,8 @@ fn two_entries(m: &MemStorage) {
     m.set(CF_WRITE, encode_key(&[16, 240], 52), write2.to_bytes());
 }
 
+/// TestGetValueOverwritten4A: of two puts of a key committed at 42 and 52, a txn at ts 52 reads the
+/// newer value.
 #[test]
 fn test_get_value_overwritten_4a() {
     let reader = snapshot(two_entries);
@@ -185,6 +203,8 @@ fn test_get_value_overwritten_4a() {
     assert_eq!(value, Some(vec![255, 0, 255]));
 }
 
+/// TestGetValueNotOverwritten4A: of two puts of a key committed at 42 and 52, a txn at ts 50 reads
+/// the older value.
 #[test]
 fn test_get_value_not_overwritten_4a() {
     let reader = snapshot(two_entries);
@@ -211,6 +231,8 @@ fn deleted(m: &MemStorage) {
     m.set(CF_WRITE, encode_key(&[16, 240], 52), write2.to_bytes());
 }
 
+/// TestGetValueDeleted4A: a key put (committed at 42) then deleted (committed at 52) reads None at
+/// ts 500.
 #[test]
 fn test_get_value_deleted_4a() {
     let reader = snapshot(deleted);
@@ -220,6 +242,8 @@ fn test_get_value_deleted_4a() {
     assert_eq!(value, None);
 }
 
+/// TestGetValueNotDeleted4A: a key put (committed at 42) then deleted (committed at 52) still reads
+/// its value at ts 45.
 #[test]
 fn test_get_value_not_deleted_4a() {
     let reader = snapshot(deleted);
@@ -229,6 +253,8 @@ fn test_get_value_not_deleted_4a() {
     assert_eq!(value, Some(vec![1, 2, 3]));
 }
 
+/// TestCurrentWrite4A: `current_write` finds the write started at the txn's ts, with its commit ts:
+/// (50, 52) at ts 50, (40, 42) at ts 40, None at ts 41.
 #[test]
 fn test_current_write_4a() {
     let reader = snapshot(two_entries);
@@ -267,6 +293,8 @@ fn test_current_write_4a() {
     assert_eq!(write, None);
 }
 
+/// TestMostRecentWrite4A: `most_recent_write` returns a key's newest write (a Delete too) and
+/// commit ts at any txn ts (1, 50, 5000); None for an empty DB or another key.
 #[test]
 fn test_most_recent_write_4a() {
     // Empty DB.

@@ -123,6 +123,7 @@ fn pairs(keys: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     keys.iter().map(|&k| (vec![k], vec![233, k])).collect()
 }
 
+/// TestRawGet1: a value written straight to the default CF is returned by RawGet, not_found false.
 #[tokio::test]
 async fn test_raw_get_1() {
     let f = fixture();
@@ -130,6 +131,7 @@ async fn test_raw_get_1() {
     assert_eq!(f.raw_get(CF_DEFAULT, &[99]).await, (vec![42], false));
 }
 
+/// TestRawGetNotFound1: RawGet of a key never written answers not_found.
 #[tokio::test]
 async fn test_raw_get_not_found_1() {
     let f = fixture();
@@ -137,6 +139,7 @@ async fn test_raw_get_not_found_1() {
     assert!(not_found);
 }
 
+/// TestRawPut1: after RawPut the storage holds the value under the key in the default CF.
 #[tokio::test]
 async fn test_raw_put_1() {
     let f = fixture();
@@ -144,6 +147,8 @@ async fn test_raw_put_1() {
     assert_eq!(f.get(CF_DEFAULT, &[99]), Some(vec![42]));
 }
 
+/// TestRawGetAfterRawPut1: values RawPut under one key in the default and the write CF are each
+/// read back by RawGet from their own CF.
 #[tokio::test]
 async fn test_raw_get_after_raw_put_1() {
     let f = fixture();
@@ -153,6 +158,7 @@ async fn test_raw_get_after_raw_put_1() {
     assert_eq!(f.raw_get(CF_WRITE, &[99]).await, (vec![43], false));
 }
 
+/// TestRawGetAfterRawDelete1: after RawDelete of a stored key, RawGet of it answers not_found.
 #[tokio::test]
 async fn test_raw_get_after_raw_delete_1() {
     let f = fixture();
@@ -161,6 +167,7 @@ async fn test_raw_get_after_raw_delete_1() {
     assert!(f.raw_get(CF_DEFAULT, &[99]).await.1);
 }
 
+/// TestRawDelete1: RawDelete removes a stored key from the storage's default CF.
 #[tokio::test]
 async fn test_raw_delete_1() {
     let f = fixture();
@@ -169,6 +176,8 @@ async fn test_raw_delete_1() {
     assert_eq!(f.get(CF_DEFAULT, &[99]), None);
 }
 
+/// TestRawScan1: over keys 1..5, RawScan from key 1 with limit 3 returns keys 1, 2, 3 with their
+/// values, in order.
 #[tokio::test]
 async fn test_raw_scan_1() {
     let f = fixture();
@@ -176,6 +185,8 @@ async fn test_raw_scan_1() {
     assert_eq!(f.raw_scan(CF_DEFAULT, &[1], 3).await, pairs(&[1, 2, 3]));
 }
 
+/// TestRawScanAfterRawPut1: keys 1..4 stored and key 5 RawPut; RawScan from 1 (limit 10) returns
+/// all five in order, and not a key RawPut to the write CF.
 #[tokio::test]
 async fn test_raw_scan_after_raw_put_1() {
     let f = fixture();
@@ -191,6 +202,8 @@ async fn test_raw_scan_after_raw_put_1() {
     );
 }
 
+/// TestRawScanAfterRawDelete1: after RawDelete of key 3 of keys 1..5, RawScan from 1 with limit 3
+/// returns keys 1, 2, 4.
 #[tokio::test]
 async fn test_raw_scan_after_raw_delete_1() {
     let f = fixture();
@@ -199,6 +212,8 @@ async fn test_raw_scan_after_raw_delete_1() {
     assert_eq!(f.raw_scan(CF_DEFAULT, &[1], 3).await, pairs(&[1, 2, 4]));
 }
 
+/// TestIterWithRawDelete1: a storage reader taken before RawDelete of key 3 still scans keys 1, 2,
+/// 3, 4: its snapshot predates the delete.
 #[tokio::test]
 async fn test_iter_with_raw_delete_1() {
     let f = fixture();

@@ -72,6 +72,8 @@ macro_rules! suite {
         mod $driver {
             use super::*;
 
+            /// TestBasic2B: 1 client appends keys and scans them back for 3 rounds of 5 s on a
+            /// healthy network; after each round its appends are all there, once and in order.
             #[test]
             fn test_basic_2b() {
                 $run("test_basic_2b", |c| {
@@ -79,6 +81,8 @@ macro_rules! suite {
                 });
             }
 
+            /// TestConcurrent2B: 5 concurrent clients append and scan on a healthy network for 3
+            /// rounds; after each, each client's appends are all there, once and in order.
             #[test]
             fn test_concurrent_2b() {
                 $run("test_concurrent_2b", |c| {
@@ -86,6 +90,8 @@ macro_rules! suite {
                 });
             }
 
+            /// TestUnreliable2B: 5 clients append over a lossy network (one more ~10% drop filter
+            /// each election timeout); each client's appends are all there, once and in order.
             #[test]
             fn test_unreliable_2b() {
                 $run("test_unreliable_2b", |c| {
@@ -98,6 +104,8 @@ macro_rules! suite {
                 $run("test_one_partition_2b", one_partition);
             }
 
+            /// TestManyPartitionsOneClient2B: 1 client appends under random 2-way partitions
+            /// renewed each election timeout; after healing, its appends are all there, in order.
             #[test]
             fn test_many_partitions_one_client_2b() {
                 $run("test_many_partitions_one_client_2b", |c| {
@@ -105,6 +113,8 @@ macro_rules! suite {
                 });
             }
 
+            /// TestManyPartitionsManyClients2B: 5 clients append under random 2-way partitions
+            /// renewed each election timeout; appends all there, once and in order.
             #[test]
             fn test_many_partitions_many_clients_2b() {
                 $run("test_many_partitions_many_clients_2b", |c| {
@@ -112,6 +122,8 @@ macro_rules! suite {
                 });
             }
 
+            /// TestPersistOneClient2B: 1 client appends; after each round all 5 stores are stopped
+            /// and restarted, and its appends are all still there, once and in order.
             #[test]
             fn test_persist_one_client_2b() {
                 $run("test_persist_one_client_2b", |c| {
@@ -119,6 +131,8 @@ macro_rules! suite {
                 });
             }
 
+            /// TestPersistConcurrent2B: 5 clients append; after each round all 5 stores are stopped
+            /// and restarted, and each client's appends are all there, once and in order.
             #[test]
             fn test_persist_concurrent_2b() {
                 $run("test_persist_concurrent_2b", |c| {
@@ -126,6 +140,8 @@ macro_rules! suite {
                 });
             }
 
+            /// TestPersistConcurrentUnreliable2B: 5 clients append over a lossy network, every
+            /// store restarted each round; each client's appends are all there, once and in order.
             #[test]
             fn test_persist_concurrent_unreliable_2b() {
                 $run("test_persist_concurrent_unreliable_2b", |c| {
@@ -133,6 +149,8 @@ macro_rules! suite {
                 });
             }
 
+            /// TestPersistPartition2B: 5 clients append under random partitions, every store
+            /// restarted each round; each client's appends are all there, once and in order.
             #[test]
             fn test_persist_partition_2b() {
                 $run("test_persist_partition_2b", |c| {
@@ -140,6 +158,8 @@ macro_rules! suite {
                 });
             }
 
+            /// TestPersistPartitionUnreliable2B: 5 clients append under random partitions and a
+            /// lossy network, every store restarted each round; appends all there, in order.
             #[test]
             fn test_persist_partition_unreliable_2b() {
                 $run("test_persist_partition_unreliable_2b", |c| {

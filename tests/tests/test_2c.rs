@@ -133,6 +133,8 @@ macro_rules! suite {
                 );
             }
 
+            /// TestSnapshotRecover2C: 1 client appends, log GC at 100 entries, every store
+            /// restarted each round; appends all there in order, logs trimmed to <= 200 entries.
             #[test]
             fn test_snapshot_recover_2c() {
                 $run(
@@ -145,6 +147,8 @@ macro_rules! suite {
                 );
             }
 
+            /// TestSnapshotRecoverManyClients2C: 20 clients append with log GC at 100 entries,
+            /// every store restarted each round; appends all there in order, logs trimmed.
             #[test]
             fn test_snapshot_recover_many_clients_2c() {
                 $run(
@@ -157,6 +161,8 @@ macro_rules! suite {
                 );
             }
 
+            /// TestSnapshotUnreliable2C: 5 clients append on a lossy network with log GC at 100;
+            /// appends all there in order, logs trimmed, a snapshot installed on some seed.
             #[test]
             fn test_snapshot_unreliable_2c() {
                 $run(
@@ -169,6 +175,8 @@ macro_rules! suite {
                 );
             }
 
+            /// TestSnapshotUnreliableRecover2C: 5 clients, lossy network, log GC at 100, every
+            /// store restarted each round; appends in order, logs trimmed, a snapshot on some seed.
             #[test]
             fn test_snapshot_unreliable_recover_2c() {
                 $run(
@@ -181,6 +189,8 @@ macro_rules! suite {
                 );
             }
 
+            /// TestSnapshotUnreliableRecoverConcurrentPartition2C: 5 clients, partitions, drops,
+            /// restarts, log GC at 100; appends in order, logs trimmed, a snapshot on some seed.
             #[test]
             fn test_snapshot_unreliable_recover_concurrent_partition_2c() {
                 $run(

@@ -263,36 +263,48 @@ macro_rules! suite {
                 );
             }
 
+            /// TestConfChangeRecover3B: 1 client appends under random peer adds and removes (first
+            /// round), every store restarted each round; its appends are all there, in order.
             #[test]
             fn test_conf_change_recover_3b() {
                 generic!($run, "test_conf_change_recover_3b", SEEDS,
                     params(1, false, true, false, None, true, false));
             }
 
+            /// TestConfChangeRecoverManyClients3B: 20 clients append under random peer changes
+            /// (first round), every store restarted each round; appends all there, in order.
             #[test]
             fn test_conf_change_recover_many_clients_3b() {
                 generic!($run, "test_conf_change_recover_many_clients_3b", MANY_CLIENTS_SEEDS,
                     params(20, false, true, false, None, true, false));
             }
 
+            /// TestConfChangeUnreliable3B: 5 clients append under random peer adds and removes over
+            /// a lossy network; each client's appends are all there, once and in order.
             #[test]
             fn test_conf_change_unreliable_3b() {
                 generic!($run, "test_conf_change_unreliable_3b", SEEDS,
                     params(5, true, false, false, None, true, false));
             }
 
+            /// TestConfChangeUnreliableRecover3B: 5 clients, random peer adds and removes, a lossy
+            /// network, restarts each round; appends all there, once and in order.
             #[test]
             fn test_conf_change_unreliable_recover_3b() {
                 generic!($run, "test_conf_change_unreliable_recover_3b", SEEDS,
                     params(5, true, true, false, None, true, false));
             }
 
+            /// TestConfChangeSnapshotUnreliableRecover3B: 5 clients, random peer changes, lossy
+            /// network, restarts, log GC at 100; appends all there in order, logs trimmed.
             #[test]
             fn test_conf_change_snapshot_unreliable_recover_3b() {
                 generic!($run, "test_conf_change_snapshot_unreliable_recover_3b", SEEDS,
                     params(5, true, true, false, Some(MAX_RAFT_LOG), true, false));
             }
 
+            /// TestConfChangeSnapshotUnreliableRecoverConcurrentPartition3B: 5 clients, peer
+            /// changes, partitions, drops, restarts, log GC at 100; appends in order, logs trimmed.
             #[test]
             fn test_conf_change_snapshot_unreliable_recover_concurrent_partition_3b() {
                 generic!($run,
@@ -305,36 +317,48 @@ macro_rules! suite {
                 $run("test_one_split_3b", SEEDS, one_split_config(), one_split);
             }
 
+            /// TestSplitRecover3B: 1 client appends into 300-byte regions, every store restarted
+            /// each round; its appends all there in order, and the first region has split.
             #[test]
             fn test_split_recover_3b() {
                 generic!($run, "test_split_recover_3b", SEEDS,
                     params(1, false, true, false, None, false, true));
             }
 
+            /// TestSplitRecoverManyClients3B: 20 clients append into 300-byte regions, every store
+            /// restarted each round; appends all there in order, the first region split.
             #[test]
             fn test_split_recover_many_clients_3b() {
                 generic!($run, "test_split_recover_many_clients_3b", MANY_CLIENTS_SEEDS,
                     params(20, false, true, false, None, false, true));
             }
 
+            /// TestSplitUnreliable3B: 5 clients append into 300-byte regions over a lossy network;
+            /// appends all there in order, and the first region has split.
             #[test]
             fn test_split_unreliable_3b() {
                 generic!($run, "test_split_unreliable_3b", SEEDS,
                     params(5, true, false, false, None, false, true));
             }
 
+            /// TestSplitUnreliableRecover3B: 5 clients, 300-byte regions, a lossy network, every
+            /// store restarted each round; appends all there in order, the first region split.
             #[test]
             fn test_split_unreliable_recover_3b() {
                 generic!($run, "test_split_unreliable_recover_3b", SEEDS,
                     params(5, true, true, false, None, false, true));
             }
 
+            /// TestSplitConfChangeSnapshotUnreliableRecover3B: 5 clients, 300-byte regions, peer
+            /// changes, drops, restarts, log GC at 100; appends in order, logs trimmed, split.
             #[test]
             fn test_split_conf_change_snapshot_unreliable_recover_3b() {
                 generic!($run, "test_split_conf_change_snapshot_unreliable_recover_3b", SEEDS,
                     params(5, true, true, false, Some(MAX_RAFT_LOG), true, true));
             }
 
+            /// TestSplitConfChangeSnapshotUnreliableRecoverConcurrentPartition3B: GenericTest with
+            /// every option on, 5 clients; appends in order, logs trimmed (GC 100), region split.
             #[test]
             fn test_split_conf_change_snapshot_unreliable_recover_concurrent_partition_3b() {
                 generic!($run,

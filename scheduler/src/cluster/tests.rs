@@ -50,6 +50,8 @@ fn heartbeat_stale(cluster: &mut RaftCluster, region: &RegionInfo, regions: &[Re
     check_regions(&cluster.basic().regions, regions);
 }
 
+/// TestRegionNotUpdate3C: heartbeating the three test regions again unchanged saves nothing,
+/// reports no epoch change or removal, and leaves the cache as it was.
 #[test]
 fn test_region_not_update_3c() {
     let (mut cluster, regions) = set_up_test_cluster();
@@ -60,6 +62,8 @@ fn test_region_not_update_3c() {
     }
 }
 
+/// TestRegionUpdateVersion3C: a heartbeat with a region's version bumped is saved and reported as
+/// an epoch change; the cache holds exactly the new regions.
 #[test]
 fn test_region_update_version_3c() {
     let (mut cluster, mut regions) = set_up_test_cluster();
@@ -72,6 +76,8 @@ fn test_region_update_version_3c() {
     }
 }
 
+/// TestRegionWithStaleVersion3C: after a region's version is bumped, its old version (even with
+/// conf_ver + 1) is refused as StaleRegion, the cache unchanged.
 #[test]
 fn test_region_with_stale_version_3c() {
     let (mut cluster, mut regions) = set_up_test_cluster();
@@ -84,6 +90,8 @@ fn test_region_with_stale_version_3c() {
     }
 }
 
+/// TestRegionUpdateVersionAndConfver3C: heartbeats with both version and conf_ver bumped are
+/// accepted and replace each region in the cache.
 #[test]
 fn test_region_update_version_and_confver_3c() {
     let (mut cluster, mut regions) = set_up_test_cluster();
@@ -94,6 +102,8 @@ fn test_region_update_version_and_confver_3c() {
     }
 }
 
+/// TestRegionWithStaleConfVer3C: after a region's conf_ver is bumped, a heartbeat of its old epoch
+/// is refused as StaleRegion, the cache unchanged.
 #[test]
 fn test_region_with_stale_conf_ver_3c() {
     let (mut cluster, mut regions) = set_up_test_cluster();
@@ -112,6 +122,8 @@ fn pending_counts(cluster: &RaftCluster) -> Vec<usize> {
         .collect()
 }
 
+/// TestRegionAddPendingPeer3C: marking a random peer of each region pending is saved without an
+/// epoch change; stores 1 and 2 count their pending peers.
 #[test]
 fn test_region_add_pending_peer_3c() {
     let (mut cluster, mut regions) = set_up_test_cluster();
@@ -136,6 +148,8 @@ fn test_region_add_pending_peer_3c() {
     }
 }
 
+/// TestRegionRemovePendingPeer3C: a region's peer marked pending, then cleared by its next
+/// heartbeat; the cache follows both and stores 1..3 end with no pending peer.
 #[test]
 fn test_region_remove_pending_peer_3c() {
     let (mut cluster, mut regions) = set_up_test_cluster();
@@ -154,6 +168,8 @@ fn test_region_remove_pending_peer_3c() {
     assert_eq!(pending_counts(&cluster), vec![0, 0, 0]);
 }
 
+/// TestRegionRemovePeers3C: heartbeats shrinking each region to its first peer are accepted; the
+/// cache's regions and per-store region, leader and follower counts follow.
 #[test]
 fn test_region_remove_peers_3c() {
     let (mut cluster, mut regions) = set_up_test_cluster();
@@ -165,6 +181,8 @@ fn test_region_remove_peers_3c() {
     }
 }
 
+/// TestRegionAddBackPeers3C: each region reported with only its first peer, then with all its peers
+/// again; the cache and per-store counts follow both heartbeats.
 #[test]
 fn test_region_add_back_peers_3c() {
     let (mut cluster, mut regions) = set_up_test_cluster();
@@ -179,6 +197,8 @@ fn test_region_add_back_peers_3c() {
     }
 }
 
+/// TestRegionChangeLeader3C: heartbeats moving each region's leader to its second peer are
+/// accepted; the cache's per-store leader and follower trees and counts follow.
 #[test]
 fn test_region_change_leader_3c() {
     let (mut cluster, mut regions) = set_up_test_cluster();
@@ -190,6 +210,8 @@ fn test_region_change_leader_3c() {
     }
 }
 
+/// TestRegionChangeApproximateSize3C: heartbeats setting each region's approximate size to 144 are
+/// taken; store 1, with a peer of all three, has region size 3 x 144.
 #[test]
 fn test_region_change_approximate_size_3c() {
     let (mut cluster, mut regions) = set_up_test_cluster();
@@ -201,6 +223,8 @@ fn test_region_change_approximate_size_3c() {
     assert_eq!(cluster.get_store(1).unwrap().region_size(), 3 * 144);
 }
 
+/// TestRegionCounts3C: each store's region count in the cache equals the number of peers it holds
+/// of the three test regions.
 #[test]
 fn test_region_counts_3c() {
     let (cluster, regions) = set_up_test_cluster();
@@ -215,6 +239,8 @@ fn test_region_counts_3c() {
     }
 }
 
+/// TestRegionGetRegions3C: `get_regions` and `get_meta_regions` return exactly the three
+/// heartbeated regions, each as reported.
 #[test]
 fn test_region_get_regions_3c() {
     let (cluster, regions) = set_up_test_cluster();
@@ -230,6 +256,8 @@ fn test_region_get_regions_3c() {
     }
 }
 
+/// TestRegionGetStores3C: a region's stores are exactly stores holding a peer of it (at least one),
+/// and its follower stores hold only non-leader peers.
 #[test]
 fn test_region_get_stores_3c() {
     let (cluster, regions) = set_up_test_cluster();
@@ -248,6 +276,8 @@ fn test_region_get_stores_3c() {
     }
 }
 
+/// TestRegionGetStoresInfo3C: each store's leader and region counts and sizes agree with the region
+/// cache's; only stores 1 and 2 (of 1..3) hold peers.
 #[test]
 fn test_region_get_stores_info_3c() {
     let (cluster, _) = set_up_test_cluster();
@@ -289,6 +319,8 @@ fn heartbeat_regions(cluster: &mut RaftCluster, regions: &[RegionInfo]) {
     }
 }
 
+/// TestHeartbeatSplit3C: region 1 splits at `m` (the new left region 2 reports first, evicting 1),
+/// then at `q` (1 reports first); each range is found only once its region has reported.
 #[test]
 fn test_heartbeat_split_3c() {
     let (mut cluster, _) = new_cluster();
@@ -354,6 +386,8 @@ fn test_heartbeat_split_3c() {
     check_region(cluster.get_region_by_key(b"n"), &region3);
 }
 
+/// TestRegionSplitAndMerge3C: 7 rounds splitting every region in two, 7 merging pairs, 14 mixed,
+/// each heartbeated; every region is found by id, start key and last key.
 #[test]
 fn test_region_split_and_merge_3c() {
     let (mut cluster, _) = new_cluster();
