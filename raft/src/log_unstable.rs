@@ -89,7 +89,9 @@ impl Unstable {
         self.snapshot = Some(snap);
     }
 
-    /// Appends `ents`, replacing any entries from `ents[0].index` on.
+    /// Appends `ents` (consecutive, non-empty), replacing any entries from `ents[0].index` on. When
+    /// `ents` starts at or before `offset`, the tail restarts at `ents[0].index` (the storage
+    /// truncates the persisted entries it replaces when they are persisted).
     pub fn truncate_and_append(&mut self, ents: &[Entry]) {
         let after = ents[0].index;
         if after == self.offset + self.entries.len() as u64 {

@@ -300,9 +300,14 @@ impl<T: Storage> Raft<T> {
         let mut m = msg(to, MessageType::MsgAppend);
         match (term, ents) {
             (Ok(term), Ok(ents)) => {
+                // STAGE 2AB else: fill in the MsgAppend: the entry before `next` (index, term) and the leader's commit index
                 m.index = next - 1;
                 m.log_term = term;
                 m.commit = self.raft_log.committed;
+                // ELSE
+                // // Until then a leader sends no MsgAppend at all.
+                // return false;
+                // END STAGE 2AB
                 if let Some(last) = ents.last().map(|e| e.index) {
                     let pr = self.prs.get_mut(&to).expect("progress checked above");
                     match pr.state {
@@ -319,6 +324,7 @@ impl<T: Storage> Raft<T> {
                 m.entries = ents;
             }
             _ => {
+                // STAGE 2C: the entries were compacted: send the snapshot instead, and move `to` to the snapshot state
                 // The entries were compacted: the follower needs a snapshot.
                 let snap = match self.raft_log.snapshot(next - 1) {
                     Ok(s) => s,
@@ -334,12 +340,11 @@ impl<T: Storage> Raft<T> {
                     "to" => to, "snapshot_index" => meta.index, "snapshot_term" => meta.term,
                     "first_index" => self.raft_log.first_index(),
                     "committed" => self.raft_log.committed);
-                self.prs
-                    .get_mut(&to)
-                    .expect("progress checked above")
-                    .become_snapshot(meta.index);
+                let pr = self.prs.get_mut(&to).expect("progress checked above");
+                pr.become_snapshot(meta.index);
                 m.set_msg_type(MessageType::MsgSnapshot);
                 m.snapshot = Some(snap);
+                // END STAGE 2C
             }
         }
         self.send(m);
@@ -353,11 +358,13 @@ impl<T: Storage> Raft<T> {
     }
 
     fn send_heartbeat_with_ctx(&mut self, to: u64, ctx: Vec<u8>) {
+        // STAGE 2AA: send `to` a MsgHeartbeat with the commit index capped at what `to` matched, carrying `ctx`
         let matched = self.prs.get(&to).map_or(0, |p| p.matched);
         let mut m = msg(to, MessageType::MsgHeartbeat);
         m.commit = matched.min(self.raft_log.committed);
         m.context = ctx;
         self.send(m);
+        // END STAGE 2AA
     }
 
     fn peer_ids(&self) -> Vec<u64> {
@@ -397,7 +404,8 @@ impl<T: Storage> Raft<T> {
     // ---- log --------------------------------------------------------------------------------
 
     /// Appends entries in the current term (assigning their indexes) and counts the leader's own
-    /// replica, which may commit them at once in a single-node group.
+    /// replica, which may commit them at once in a single-node group (when the commit index moves,
+    /// the ReadIndex requests waiting for it are released: `release_pending_read_index_messages`).
     pub fn append_entry(&mut self, es: &mut [Entry]) {
         let li = self.raft_log.last_index();
         for (i, e) in es.iter_mut().enumerate() {
@@ -413,10 +421,16 @@ impl<T: Storage> Raft<T> {
         }
     }
 
-    /// Raises the commit index to what a quorum has matched, if that entry is of the current term.
+    /// Raises the commit index to the highest index a quorum has matched (see `quorum`), if that
+    /// entry is of the current term (`RaftLog::maybe_commit`). Returns whether it moved.
     pub fn maybe_commit(&mut self) -> bool {
+        // STAGE 2AB else
         let mci = quorum::committed_index(self.prs.values().map(|p| p.matched).collect());
         self.raft_log.maybe_commit(mci, self.term)
+        // ELSE
+        // // Until then nothing is ever committed.
+        // false
+        // END STAGE 2AB
     }
 
     fn committed_entry_in_current_term(&self) -> bool {
@@ -430,6 +444,7 @@ impl<T: Storage> Raft<T> {
     /// Moves to `term` (clearing the vote when the term changes) and resets the leader, timers,
     /// votes, progress and pending reads. Role transitions use it; tests use it to arrange a node.
     pub fn reset(&mut self, term: u64) {
+        // STAGE 2AA: move to `term` (clearing the vote only if the term changes), reset leader, timers, votes and every member's progress
         if self.term != term {
             self.term = term;
             self.vote = INVALID_ID;
@@ -449,6 +464,7 @@ impl<T: Storage> Raft<T> {
                 pr.recent_active = true;
             }
         }
+        // END STAGE 2AA
         self.pending_conf_index = 0;
         self.read_only = ReadOnly::new(self.read_only.option);
         self.pending_read_index_messages.clear();
@@ -461,10 +477,12 @@ impl<T: Storage> Raft<T> {
 
     /// Becomes a follower of `lead` (or of nobody) in `term`.
     pub fn become_follower(&mut self, term: u64, lead: u64) {
+        // STAGE 2AA: reset to `term`, then follow `lead`
         self.reset(term);
         self.lead = lead;
         self.state = StateRole::Follower;
         info!(self.logger, "became follower"; "term" => term, "lead" => lead);
+        // END STAGE 2AA
     }
 
     /// Becomes a candidate: a new term, voting for itself.
@@ -476,11 +494,13 @@ impl<T: Storage> Raft<T> {
             self.state != StateRole::Leader,
             "invalid transition [leader -> candidate]"
         );
+        // STAGE 2AA: start the next term, voting for itself
         let term = self.term + 1;
         self.reset(term);
         self.vote = self.id;
         self.state = StateRole::Candidate;
         info!(self.logger, "became candidate"; "term" => self.term);
+        // END STAGE 2AA
     }
 
     /// Becomes a pre-candidate: same term and vote, asking peers whether it could win.
@@ -508,18 +528,23 @@ impl<T: Storage> Raft<T> {
             self.state != StateRole::Follower,
             "invalid transition [follower -> leader]"
         );
+        // STAGE 2AA: reset (same term) and lead; after the line below, append the no-op entry with `append_entry`
         let term = self.term;
         self.reset(term);
         self.lead = self.id;
         self.state = StateRole::Leader;
+        // END STAGE 2AA
         // Any conf change in the log might still be pending: allow the next one only once
         // everything up to here is applied.
         self.pending_conf_index = self.raft_log.last_index();
+        // STAGE 2AA remove
         self.append_entry(&mut [Entry::default()]);
         info!(self.logger, "became leader"; "term" => self.term);
+        // END STAGE 2AA
     }
 
     fn hup(&mut self, transfer: bool) {
+        // STAGE 2AA: a leader, or a node that is not a member, does not campaign (then the checks below run)
         if self.state == StateRole::Leader {
             debug!(self.logger, "ignoring MsgHup because already leader");
             return;
@@ -528,6 +553,7 @@ impl<T: Storage> Raft<T> {
             warn!(self.logger, "is unpromotable and can not campaign");
             return;
         }
+        // END STAGE 2AA
         let (lo, hi) = (self.raft_log.applied + 1, self.raft_log.committed + 1);
         let unapplied = if lo < hi {
             self.raft_log.slice(lo, hi, NO_LIMIT).unwrap_or_default()
@@ -552,6 +578,12 @@ impl<T: Storage> Raft<T> {
         }
     }
 
+    /// Starts a campaign: a pre-election makes this node a pre-candidate asking for pre-votes for
+    /// the next term (its term does not change); an election (or a transfer's) makes it a
+    /// candidate of a new term asking for votes. Its own vote counts first; otherwise every peer
+    /// is sent the request, which carries the term asked for and this node's last log index and
+    /// term (and, for a transfer, the `CAMPAIGN_TRANSFER` context, which lets it through the
+    /// leader lease).
     fn campaign(&mut self, t: CampaignType) {
         let (vote_msg, term) = if t == CampaignType::PreElection {
             self.become_pre_candidate();
@@ -567,10 +599,13 @@ impl<T: Storage> Raft<T> {
             if t == CampaignType::PreElection {
                 self.campaign(CampaignType::Election);
             } else {
+                // STAGE 2AA: the candidate's own vote is a majority: it wins
                 self.become_leader();
+                // END STAGE 2AA
             }
             return;
         }
+        // STAGE 2AA: ask every peer for its vote: a `vote_msg` in `term` carrying this node's last log index and term
         let (last_index, last_term) = (self.raft_log.last_index(), self.raft_log.last_term());
         for to in self.peer_ids() {
             info!(self.logger, "sent vote request";
@@ -585,9 +620,11 @@ impl<T: Storage> Raft<T> {
             }
             self.send(m);
         }
+        // END STAGE 2AA
     }
 
     fn poll(&mut self, id: u64, t: MessageType, granted: bool) -> VoteResult {
+        // STAGE 2AA: record the first answer of `id` only, then count the votes (see `quorum`)
         if granted {
             info!(self.logger, "received vote"; "from" => id, "msg_type" => ?t, "term" => self.term);
         } else {
@@ -595,16 +632,19 @@ impl<T: Storage> Raft<T> {
         }
         self.votes.entry(id).or_insert(granted);
         quorum::vote_result(self.prs.keys(), &self.votes)
+        // END STAGE 2AA
     }
 
     // ---- time -------------------------------------------------------------------------------
 
     /// Advances time by one tick.
     pub fn tick(&mut self) {
+        // STAGE 2AA: a leader ticks its heartbeat timer, every other role its election timer
         match self.state {
             StateRole::Leader => self.tick_heartbeat(),
             _ => self.tick_election(),
         }
+        // END STAGE 2AA
     }
 
     fn local(&self, t: MessageType) -> Message {
@@ -614,16 +654,20 @@ impl<T: Storage> Raft<T> {
     }
 
     fn tick_election(&mut self) {
+        // STAGE 2AA: once the randomized election timeout has passed, a member steps a local MsgHup
         self.election_elapsed += 1;
         if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
             self.election_elapsed = 0;
             let m = self.local(MessageType::MsgHup);
             let _ = self.step(m);
         }
+        // END STAGE 2AA
     }
 
     fn tick_heartbeat(&mut self) {
+        // STAGE 2AA remove
         self.heartbeat_elapsed += 1;
+        // END STAGE 2AA
         self.election_elapsed += 1;
         if self.election_elapsed >= self.election_timeout {
             self.election_elapsed = 0;
@@ -633,22 +677,34 @@ impl<T: Storage> Raft<T> {
             }
             // A transfer that did not finish within an election timeout is abandoned.
             if self.state == StateRole::Leader && self.lead_transferee.is_some() {
+                // STAGE 3A: the transfer took longer than an election timeout: give it up
                 self.abort_leader_transfer();
+                // END STAGE 3A
             }
         }
         if self.state != StateRole::Leader {
             return;
         }
+        // STAGE 2AA: count the tick on the heartbeat timer; when it reaches the heartbeat timeout, step a local MsgBeat
         if self.heartbeat_elapsed >= self.heartbeat_timeout {
             self.heartbeat_elapsed = 0;
             let m = self.local(MessageType::MsgBeat);
             let _ = self.step(m);
         }
+        // END STAGE 2AA
     }
 
     // ---- step -------------------------------------------------------------------------------
 
     /// Handles one message: a local request (term 0) or one from a peer.
+    ///
+    /// First the terms: a message of a higher term makes this node a follower of that term (whose
+    /// leader is the sender when the message is a MsgAppend, MsgHeartbeat or MsgSnapshot), except
+    /// pre-vote traffic and vote requests within the leader lease; a message of a lower term is
+    /// dropped, but a stale leader's MsgAppend or MsgHeartbeat is answered so that it learns the
+    /// newer term. Then MsgHup starts an election, vote requests are answered, and every other
+    /// message goes to the function of the node's role (`step_follower`, `step_candidate`,
+    /// `step_leader`).
     pub fn step(&mut self, m: Message) -> Result<()> {
         let t = m.msg_type();
         if m.term == 0 {
@@ -676,6 +732,7 @@ impl<T: Storage> Raft<T> {
                 // Pre-vote traffic never changes terms: a granted pre-vote response carries the
                 // term the candidate would move to, not a newer term of the cluster.
             } else {
+                // STAGE 2AA: a higher term: follow it, with the sender as leader if the message comes from a leader
                 info!(self.logger, "received a message with higher term";
                     "msg_type" => ?t, "from" => m.from, "msg_term" => m.term, "term" => self.term);
                 if matches!(
@@ -686,12 +743,15 @@ impl<T: Storage> Raft<T> {
                 } else {
                     self.become_follower(m.term, INVALID_ID);
                 }
+                // END STAGE 2AA
             }
         } else if m.term < self.term {
             match t {
                 MessageType::MsgAppend | MessageType::MsgHeartbeat => {
+                    // STAGE 2AA: answer a stale leader (a MsgAppendResponse carries our newer term), so it steps down
                     // Tell a stale leader about the newer term, so it steps down.
                     self.send(msg(m.from, MessageType::MsgAppendResponse));
+                    // END STAGE 2AA
                 }
                 MessageType::MsgRequestPreVote => {
                     let mut resp = msg(m.from, MessageType::MsgRequestPreVoteResponse);
@@ -707,6 +767,7 @@ impl<T: Storage> Raft<T> {
             return Ok(());
         }
 
+        // STAGE 2AA: MsgHup starts an election (`hup`), vote requests are answered, the rest goes to the role's step function
         match t {
             MessageType::MsgHup => {
                 self.hup(false);
@@ -722,9 +783,17 @@ impl<T: Storage> Raft<T> {
                 StateRole::Leader => self.step_leader(m),
             },
         }
+        // END STAGE 2AA
     }
 
+    /// Answers a MsgRequestVote (or MsgRequestPreVote) of the current term: grants it when this
+    /// node may vote for the candidate (it already voted for it, or has voted for nobody and knows
+    /// no leader; a pre-vote for a later term may always be granted) and the candidate's log is at
+    /// least as up to date as its own (`RaftLog::is_up_to_date`); a granted real vote is recorded
+    /// and resets the election timer. The response carries the request's term when granted, and
+    /// this node's term with `reject` set otherwise.
     fn handle_vote_request(&mut self, m: Message) {
+        // STAGE 2AA: decide whether the vote can be granted, answer, and record a granted (real) vote
         let t = m.msg_type();
         // We may vote again for the node we voted for; otherwise only when we have not voted and
         // know no leader in this term; a pre-vote for a future term is always considered.
@@ -752,13 +821,16 @@ impl<T: Storage> Raft<T> {
             resp.reject = true;
             self.send(resp);
         }
+        // END STAGE 2AA
     }
 
     fn step_leader(&mut self, mut m: Message) -> Result<()> {
         match m.msg_type() {
             MessageType::MsgBeat => {
+                // STAGE 2AA: a leader answers MsgBeat by sending every follower a heartbeat
                 self.bcast_heartbeat();
                 return Ok(());
+                // END STAGE 2AA
             }
             MessageType::MsgCheckQuorum => {
                 if !self.check_quorum_active() {
@@ -781,8 +853,10 @@ impl<T: Storage> Raft<T> {
                     return Err(Error::ProposalDropped);
                 }
                 if let Some(t) = self.lead_transferee {
+                    // STAGE 3A: no proposals while leadership is being handed over
                     debug!(self.logger, "proposal dropped: leader transfer in progress"; "transferee" => t);
                     return Err(Error::ProposalDropped);
+                    // END STAGE 3A
                 }
                 let conf_changes: Vec<usize> = m
                     .entries
@@ -792,6 +866,7 @@ impl<T: Storage> Raft<T> {
                     .map(|(i, _)| i)
                     .collect();
                 if !conf_changes.is_empty() {
+                    // STAGE 3A: one conf change at a time: drop it unless the last one is applied, else remember its index
                     if conf_changes.len() > 1 || self.pending_conf_index > self.raft_log.applied {
                         info!(self.logger, "proposal of a conf change dropped: one is already pending";
                             "pending_conf_index" => self.pending_conf_index,
@@ -800,10 +875,17 @@ impl<T: Storage> Raft<T> {
                     }
                     self.pending_conf_index =
                         self.raft_log.last_index() + 1 + conf_changes[0] as u64;
+                    // END STAGE 3A
                 }
+                // STAGE 2AB else: append the proposed entries to the leader's log and replicate them to every follower
                 self.append_entry(&mut m.entries);
                 self.bcast_append();
                 return Ok(());
+                // ELSE
+                // // Until then a proposal is taken and dropped (2AA's tests propose, and check
+                // // only the heartbeats).
+                // return Ok(());
+                // END STAGE 2AB
             }
             MessageType::MsgReadIndex => {
                 if m.entries.len() != 1 {
@@ -830,8 +912,10 @@ impl<T: Storage> Raft<T> {
             _ => {}
         }
         if !self.prs.contains_key(&m.from) {
+            // STAGE 3A: ignore a non-member: a late answer of a removed node, or a transfer to a node outside the group
             debug!(self.logger, "no progress available"; "from" => m.from);
             return Ok(());
+            // END STAGE 3A
         }
         match m.msg_type() {
             MessageType::MsgAppendResponse => self.handle_append_response(&m),
@@ -893,8 +977,17 @@ impl<T: Storage> Raft<T> {
         active >= self.quorum()
     }
 
+    /// Handles a follower's MsgAppendResponse. A rejection moves the follower's next index back
+    /// (`Progress::maybe_decr_to`, helped by the follower's hint; a replicating follower goes back
+    /// to probing) and sends again. An acceptance updates its progress (`Progress::maybe_update`;
+    /// a probing follower, or one whose snapshot it has caught up with, starts replicating; the
+    /// inflight window frees what was acknowledged); when a quorum now matches a newer entry of
+    /// this term, the leader commits it, releases the ReadIndex requests waiting for that, and
+    /// tells everyone the new commit index; otherwise a follower that was paused is sent to again.
+    /// Either way the leader then keeps sending to the follower while it has more to send.
     fn handle_append_response(&mut self, m: &Message) {
         let from = m.from;
+        // STAGE 2AB: on a rejection back off and resend; on success update the follower's progress, commit what a quorum has, and send more
         if m.reject {
             debug!(self.logger, "received a rejection of append";
                 "from" => from, "rejected_index" => m.index, "hint" => m.reject_hint,
@@ -943,11 +1036,14 @@ impl<T: Storage> Raft<T> {
         }
         // Fill the window while there is more to send.
         while self.maybe_send_append(from, false) {}
+        // END STAGE 2AB
         if self.lead_transferee == Some(from)
             && self.prs[&from].matched == self.raft_log.last_index()
         {
+            // STAGE 3A: the transferee has caught up: tell it to campaign now
             info!(self.logger, "sent MsgTimeoutNow after the transferee caught up"; "to" => from);
             self.send_timeout_now(from);
+            // END STAGE 3A
         }
     }
 
@@ -960,7 +1056,11 @@ impl<T: Storage> Raft<T> {
             pr.ins.free_first_one();
         }
         if pr.matched < last {
+            // STAGE 2AB else
             self.send_append(m.from);
+            // ELSE
+            // // The follower lacks entries: send them.
+            // END STAGE 2AB
         }
         if self.read_only.option != ReadOnlyOption::Safe || m.context.is_empty() {
             return;
@@ -977,7 +1077,14 @@ impl<T: Storage> Raft<T> {
         }
     }
 
+    /// Handles a MsgTransferLeader (its `from` is the transferee). A transfer to itself is ignored,
+    /// and asking again for the transfer in progress only resends what it needs; a transfer to
+    /// another node replaces the one in progress. The leader records the transferee (the transfer
+    /// must finish within an election timeout) and sends it a MsgTimeoutNow when its log is up to
+    /// date, or the entries it lacks first (MsgTimeoutNow follows once it has caught up: see
+    /// `handle_append_response`). Proposals are refused while a transfer is in progress.
     fn handle_transfer_leader(&mut self, m: &Message) {
+        // STAGE 3A: record the transferee and send it MsgTimeoutNow once its log is up to date (or what it lacks first)
         let transferee = m.from;
         if let Some(last) = self.lead_transferee {
             if last == transferee {
@@ -1010,6 +1117,7 @@ impl<T: Storage> Raft<T> {
         } else {
             self.send_append(transferee);
         }
+        // END STAGE 3A
     }
 
     /// Stops a leader transfer in progress.
@@ -1017,6 +1125,10 @@ impl<T: Storage> Raft<T> {
         self.lead_transferee = None;
     }
 
+    /// A (pre-)candidate's messages: proposals are dropped (no leader); a MsgAppend, MsgHeartbeat
+    /// or MsgSnapshot of its term means a leader was elected, which it follows; vote responses are
+    /// counted (`poll`): winning makes a pre-candidate campaign and a candidate lead, losing makes
+    /// it a follower.
     fn step_candidate(&mut self, m: Message) -> Result<()> {
         let my_resp = if self.state == StateRole::PreCandidate {
             MessageType::MsgRequestPreVoteResponse
@@ -1033,29 +1145,39 @@ impl<T: Storage> Raft<T> {
                 return Err(Error::ProposalDropped);
             }
             MessageType::MsgAppend => {
+                // STAGE 2AA: a leader of this term exists: follow it, then handle its message as a follower does
                 self.become_follower(m.term, m.from);
                 self.handle_append_entries(&m);
+                // END STAGE 2AA
             }
             MessageType::MsgHeartbeat => {
+                // STAGE 2AA: a leader of this term exists: follow it, then handle its message as a follower does
                 self.become_follower(m.term, m.from);
                 self.handle_heartbeat(&m);
+                // END STAGE 2AA
             }
             MessageType::MsgSnapshot => {
+                // STAGE 2AA: a leader of this term exists: follow it, then handle its message as a follower does
                 self.become_follower(m.term, m.from);
                 self.handle_snapshot(&m);
+                // END STAGE 2AA
             }
             t if t == my_resp => match self.poll(m.from, t, !m.reject) {
                 VoteResult::Won => {
                     if self.state == StateRole::PreCandidate {
                         self.campaign(CampaignType::Election);
                     } else {
+                        // STAGE 2AA: a candidate that won leads, and sends every follower its log
                         self.become_leader();
                         self.bcast_append();
+                        // END STAGE 2AA
                     }
                 }
                 VoteResult::Lost => {
+                    // STAGE 2AA: lost: go back to following, with no known leader
                     let term = self.term;
                     self.become_follower(term, INVALID_ID);
+                    // END STAGE 2AA
                 }
                 VoteResult::Pending => {}
             },
@@ -1067,6 +1189,9 @@ impl<T: Storage> Raft<T> {
         Ok(())
     }
 
+    /// A follower's messages: proposals (and leader transfers) go on to the leader; a MsgAppend,
+    /// MsgHeartbeat or MsgSnapshot from the leader resets the election timer, sets the leader and
+    /// is handled; a MsgTimeoutNow starts an election at once.
     fn step_follower(&mut self, mut m: Message) -> Result<()> {
         match m.msg_type() {
             MessageType::MsgPropose => {
@@ -1078,29 +1203,38 @@ impl<T: Storage> Raft<T> {
                 self.send(m);
             }
             MessageType::MsgAppend => {
+                // STAGE 2AA: the leader spoke: reset the election timer, remember the leader, handle the message
                 self.election_elapsed = 0;
                 self.lead = m.from;
                 self.handle_append_entries(&m);
+                // END STAGE 2AA
             }
             MessageType::MsgHeartbeat => {
+                // STAGE 2AA: the leader spoke: reset the election timer, remember the leader, handle the message
                 self.election_elapsed = 0;
                 self.lead = m.from;
                 self.handle_heartbeat(&m);
+                // END STAGE 2AA
             }
             MessageType::MsgSnapshot => {
+                // STAGE 2AA: the leader spoke: reset the election timer, remember the leader, handle the message
                 self.election_elapsed = 0;
                 self.lead = m.from;
                 self.handle_snapshot(&m);
+                // END STAGE 2AA
             }
             MessageType::MsgTransferLeader => {
+                // STAGE 3A: pass the request on to the leader (drop it when there is none)
                 if self.lead == INVALID_ID {
                     info!(self.logger, "no leader; dropping leader transfer"; "term" => self.term);
                     return Ok(());
                 }
                 m.to = self.lead;
                 self.send(m);
+                // END STAGE 3A
             }
             MessageType::MsgTimeoutNow => {
+                // STAGE 3A: a member campaigns at once, bypassing the leader lease (`hup(true)`)
                 if self.promotable() {
                     info!(self.logger, "received MsgTimeoutNow; starting an election to take leadership";
                         "from" => m.from, "term" => self.term);
@@ -1108,6 +1242,7 @@ impl<T: Storage> Raft<T> {
                 } else {
                     info!(self.logger, "received MsgTimeoutNow but is not a member"; "from" => m.from);
                 }
+                // END STAGE 3A
             }
             MessageType::MsgReadIndex => {
                 if self.lead == INVALID_ID {
@@ -1133,9 +1268,15 @@ impl<T: Storage> Raft<T> {
         Ok(())
     }
 
-    /// Handles a MsgAppend: appends the entries when the log matches at (`index`, `log_term`),
-    /// otherwise rejects with a hint of where the logs may match.
+    /// Handles a MsgAppend and answers it with a MsgAppendResponse. A MsgAppend whose previous
+    /// entry (`index`) is below the commit index is answered with the commit index. When the log
+    /// has the previous entry (`index`, `log_term`), the entries are appended after it (replacing
+    /// any conflicting tail, see `RaftLog::maybe_append`), the commit index follows the leader's
+    /// (but not past the last new entry), and the answer carries the last new index. Otherwise it
+    /// is rejected (`reject`, `index` = the message's index) with a hint of where the logs may
+    /// match: `reject_hint` and `log_term` from `RaftLog::find_conflict_by_term`.
     pub fn handle_append_entries(&mut self, m: &Message) {
+        // STAGE 2AB else
         if m.index < self.raft_log.committed {
             let mut resp = msg(m.from, MessageType::MsgAppendResponse);
             resp.index = self.raft_log.committed;
@@ -1164,19 +1305,28 @@ impl<T: Storage> Raft<T> {
             }
         }
         self.send(resp);
+        // ELSE
+        // // Until then a follower neither appends nor answers.
+        // let _ = m;
+        // END STAGE 2AB
     }
 
     /// Handles a MsgHeartbeat: commits up to what the leader says (never past what this node
     /// matched, as the leader caps it) and answers, echoing any ReadIndex context.
     pub fn handle_heartbeat(&mut self, m: &Message) {
+        // STAGE 2AA: commit up to the heartbeat's commit index, then answer with a MsgHeartbeatResponse carrying its context
         self.raft_log.commit_to(m.commit);
         let mut resp = msg(m.from, MessageType::MsgHeartbeatResponse);
         resp.context = m.context.clone();
         self.send(resp);
+        // END STAGE 2AA
     }
 
-    /// Handles a MsgSnapshot: installs it when it is newer than what is committed.
+    /// Handles a MsgSnapshot: installs it (`restore`) when it is newer than what is committed, and
+    /// answers with a MsgAppendResponse whose index is the new last index, or the commit index
+    /// when the snapshot was not installed.
     pub fn handle_snapshot(&mut self, m: &Message) {
+        // STAGE 2C: install the snapshot with `restore`, then answer with the index this node now has
         let snap = m.snapshot.clone().unwrap_or_default();
         let meta = snap.metadata.clone().unwrap_or_default();
         let mut resp = msg(m.from, MessageType::MsgAppendResponse);
@@ -1192,12 +1342,18 @@ impl<T: Storage> Raft<T> {
             resp.index = self.raft_log.committed;
         }
         self.send(resp);
+        // END STAGE 2C
     }
 
     /// Installs a snapshot: the log, the commit index and the membership. Returns false when it is
     /// not newer than the commit index, or when the log already has its last entry (then only the
     /// commit index moves).
+    ///
+    /// A node that is not a follower refuses it. When the log replaces the old one, every member
+    /// of the snapshot's `conf_state` gets a fresh progress (this node's own matched at the
+    /// snapshot's index).
     pub fn restore(&mut self, snap: Snapshot) -> bool {
+        // STAGE 2C: ignore an old snapshot; fast-forward the commit if the log has its last entry; otherwise restore the log and the members
         let meta = snap.metadata.clone().unwrap_or_default();
         if meta.index <= self.raft_log.committed {
             return false;
@@ -1228,12 +1384,14 @@ impl<T: Storage> Raft<T> {
         }
         self.pending_conf_index = 0;
         true
+        // END STAGE 2C
     }
 
     // ---- membership -------------------------------------------------------------------------
 
-    /// Adds a member (when its conf change is applied).
+    /// Adds a member (when its conf change is applied); adding a member again changes nothing.
     pub fn add_node(&mut self, id: u64) {
+        // STAGE 3A: a new member (none if already one) gets a progress starting after the leader's last index
         if self.prs.contains_key(&id) {
             return;
         }
@@ -1241,12 +1399,16 @@ impl<T: Storage> Raft<T> {
         // Treat it as active, or check-quorum could depose the leader before it ever spoke.
         pr.recent_active = true;
         self.prs.insert(id, pr);
+        // END STAGE 3A
     }
 
     /// Removes a member (when its conf change is applied). The quorum shrinks, which may commit
-    /// entries, and confirm reads, that were waiting for the removed node.
+    /// entries, and confirm reads, that were waiting for the removed node; a transfer to the
+    /// removed node is given up. (A leader that removed itself steps down.)
     pub fn remove_node(&mut self, id: u64) {
+        // STAGE 3A: forget the member's progress
         self.prs.remove(&id);
+        // END STAGE 3A
         if self.state != StateRole::Leader {
             return;
         }
@@ -1261,13 +1423,17 @@ impl<T: Storage> Raft<T> {
         if self.prs.is_empty() {
             return;
         }
+        // STAGE 3A: the quorum shrank: commit what it now has (releasing waiting reads) and tell the followers
         if self.maybe_commit() {
             self.release_pending_read_index_messages();
             self.bcast_append();
         }
+        // END STAGE 3A
         self.confirm_reads_by_current_quorum();
         if self.lead_transferee == Some(id) {
+            // STAGE 3A: the transferee is gone: give up the transfer
             self.abort_leader_transfer();
+            // END STAGE 3A
         }
     }
 

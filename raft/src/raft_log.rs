@@ -50,11 +50,14 @@ impl<T: Storage> RaftLog<T> {
             .unwrap_or_else(|| self.store.first_index().expect("storage first index"))
     }
 
-    /// The last index of the log.
+    /// The last index of the log: that of the unstable tail (or pending snapshot) when there is
+    /// one, else the storage's.
     pub fn last_index(&self) -> u64 {
+        // STAGE 2AA: ask the unstable tail first (see `first_index`), then the storage
         self.unstable
             .maybe_last_index()
             .unwrap_or_else(|| self.store.last_index().expect("storage last index"))
+        // END STAGE 2AA
     }
 
     /// The last index that is persisted (TinyKV's `stabled`).
@@ -65,6 +68,7 @@ impl<T: Storage> RaftLog<T> {
     /// The term of the entry at `idx`. 0 for an index outside `[first_index() - 1, last_index()]`;
     /// a storage error when the storage cannot tell.
     pub fn term(&self, idx: u64) -> Result<u64> {
+        // STAGE 2AA: 0 out of range; else the unstable tail's term if it knows it, else the storage's
         let dummy = self.first_index() - 1;
         if idx < dummy || idx > self.last_index() {
             return Ok(0);
@@ -73,6 +77,7 @@ impl<T: Storage> RaftLog<T> {
             return Ok(t);
         }
         self.store.term(idx)
+        // END STAGE 2AA
     }
 
     /// The term of the last entry.
@@ -96,8 +101,16 @@ impl<T: Storage> RaftLog<T> {
     }
 
     /// Whether a log ending at (`last_index`, `term`) is at least as up to date as this one.
+    /// (Raft's election restriction: a later last term wins; with equal last terms, the longer
+    /// log.)
     pub fn is_up_to_date(&self, last_index: u64, term: u64) -> bool {
+        // STAGE 2AB else
         term > self.last_term() || (term == self.last_term() && last_index >= self.last_index())
+        // ELSE
+        // // Until then every candidate counts as up to date.
+        // let _ = (last_index, term);
+        // true
+        // END STAGE 2AB
     }
 
     /// Appends a leader's entries that follow (`idx`, `term`), when this log has that entry:
@@ -113,6 +126,7 @@ impl<T: Storage> RaftLog<T> {
         committed: u64,
         ents: &[Entry],
     ) -> Option<u64> {
+        // STAGE 2AB: check the previous entry, append from the first conflict (`find_conflict`) on, then commit
         if !self.match_term(idx, term) {
             return None;
         }
@@ -130,11 +144,13 @@ impl<T: Storage> RaftLog<T> {
         }
         self.commit_to(committed.min(last_new));
         Some(last_new)
+        // END STAGE 2AB
     }
 
     /// The index of the first entry of `ents` whose term differs from this log's (or that this log
     /// lacks); 0 when all match.
     pub fn find_conflict(&self, ents: &[Entry]) -> u64 {
+        // STAGE 2AB: the first entry whose (index, term) this log does not have
         for e in ents {
             if !self.match_term(e.index, e.term) {
                 if e.index <= self.last_index() {
@@ -146,6 +162,7 @@ impl<T: Storage> RaftLog<T> {
             }
         }
         0
+        // END STAGE 2AB
     }
 
     /// For fast backtracking: the largest index `<= idx` whose term is `<= term`, with its term.
@@ -182,11 +199,14 @@ impl<T: Storage> RaftLog<T> {
 
     /// The entries not yet persisted.
     pub fn unstable_entries(&self) -> &[Entry] {
+        // STAGE 2AB: they are the unstable tail's
         &self.unstable.entries
+        // END STAGE 2AB
     }
 
     /// The committed entries not yet applied (TinyKV's `nextEnts`).
     pub fn next_entries(&self) -> Vec<Entry> {
+        // STAGE 2AB: the entries after `applied` (and not before the first index) up to `committed`
         let off = (self.applied + 1).max(self.first_index());
         if self.committed + 1 > off {
             return self
@@ -194,11 +214,14 @@ impl<T: Storage> RaftLog<T> {
                 .expect("committed entries are available");
         }
         Vec::new()
+        // END STAGE 2AB
     }
 
     /// Whether there are committed entries to apply.
     pub fn has_next_entries(&self) -> bool {
+        // STAGE 2AB: whether `next_entries` would return any
         self.committed + 1 > (self.applied + 1).max(self.first_index())
+        // END STAGE 2AB
     }
 
     /// The snapshot to send: the pending one, or the storage's.
@@ -219,11 +242,13 @@ impl<T: Storage> RaftLog<T> {
 
     /// Every entry held, from the first index on (a test and debugging helper).
     pub fn all_entries(&self) -> Vec<Entry> {
+        // STAGE 2AB: the entries from the first index to the last (retry if a compaction raced the read)
         match self.entries(self.first_index(), NO_LIMIT) {
             Ok(ents) => ents,
             Err(Error::Store(StorageError::Compacted)) => self.all_entries(),
             Err(e) => panic!("reading all entries: {e}"),
         }
+        // END STAGE 2AB
     }
 
     /// Raises the commit index to `to`.
@@ -245,11 +270,13 @@ impl<T: Storage> RaftLog<T> {
     /// Commits up to `max_index` when that entry is of term `term` (a leader only commits entries of
     /// its own term by counting replicas). Returns whether the commit index moved.
     pub fn maybe_commit(&mut self, max_index: u64, term: u64) -> bool {
+        // STAGE 2AB: commit only forward, and only an entry of `term`
         if max_index > self.committed && self.zero_term_on_compacted(max_index) == term {
             self.commit_to(max_index);
             return true;
         }
         false
+        // END STAGE 2AB
     }
 
     /// The application applied up to `idx`.
@@ -282,11 +309,13 @@ impl<T: Storage> RaftLog<T> {
 
     /// Replaces the log with a snapshot; it becomes committed.
     pub fn restore(&mut self, snap: Snapshot) {
+        // STAGE 2C: the snapshot's index becomes the commit index, and the unstable tail restarts from the snapshot
         let meta = snap.metadata.clone().unwrap_or_default();
         slog::info!(self.logger, "log starts to restore snapshot";
             "index" => meta.index, "term" => meta.term);
         self.committed = meta.index;
         self.unstable.restore(snap);
+        // END STAGE 2C
     }
 
     /// Entries `[lo, hi)` from storage and the unstable tail, limited to about `max_size` bytes.

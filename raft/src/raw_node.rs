@@ -70,8 +70,11 @@ pub struct RawNode<T: Storage> {
 }
 
 impl<T: Storage> RawNode<T> {
-    /// A node started or restarted from `store` (see `Raft::new`).
+    /// A node started or restarted from `store` (see `Raft::new`). Its current soft and hard
+    /// states count as already known to the application, so that the first `Ready` only holds
+    /// what changes from there.
     pub fn new(config: &Config, store: T, logger: &Logger) -> Result<Self> {
+        // STAGE 2AC: build the Raft and remember its current soft and hard states
         let raft = Raft::new(config, store, logger)?;
         let prev_ss = raft.soft_state();
         let prev_hs = raft.hard_state();
@@ -80,6 +83,7 @@ impl<T: Storage> RawNode<T> {
             prev_ss,
             prev_hs,
         })
+        // END STAGE 2AC
     }
 
     /// Advances time by one tick.
@@ -198,9 +202,13 @@ impl<T: Storage> RawNode<T> {
         self.raft.report_snapshot(id, status);
     }
 
-    /// What the application has to do now (see the module doc). Takes the pending messages and
-    /// read states; call `advance` with it when done.
+    /// What the application has to do now (see the module doc and the fields of `Ready`): the soft
+    /// and hard states when they differ from those of the last `Ready` passed to `advance` (or
+    /// from the start), the unstable entries, the pending snapshot, the committed entries not yet
+    /// applied, and `must_sync`. Takes the pending messages and read states; call `advance` with
+    /// it when done.
     pub fn ready(&mut self) -> Ready {
+        // STAGE 2AC: gather everything the application must persist, send and apply (nothing is marked done here)
         let r = &mut self.raft;
         let ss = r.soft_state();
         let hs = r.hard_state();
@@ -222,10 +230,14 @@ impl<T: Storage> RawNode<T> {
             messages: std::mem::take(&mut r.msgs),
             must_sync,
         }
+        // END STAGE 2AC
     }
 
-    /// Whether there is anything for the application to do.
+    /// Whether there is anything for the application to do: a changed soft state, a changed
+    /// non-empty hard state, a pending snapshot, messages, unstable entries, committed entries to
+    /// apply or read states.
     pub fn has_ready(&self) -> bool {
+        // STAGE 2AC: whether `ready` would hold anything
         let r = &self.raft;
         if r.soft_state() != self.prev_ss {
             return true;
@@ -239,28 +251,37 @@ impl<T: Storage> RawNode<T> {
             || !r.raft_log.unstable_entries().is_empty()
             || r.raft_log.has_next_entries()
             || !r.read_states.is_empty()
+        // END STAGE 2AC
     }
 
-    /// Tells raft that the application persisted, sent and applied what `rd` asked.
+    /// Tells raft that the application persisted, sent and applied what `rd` asked: its soft and
+    /// hard states become the known ones, its snapshot and entries are stable, and the log is
+    /// applied up to its snapshot and then its last committed entry.
     pub fn advance(&mut self, rd: Ready) {
+        // STAGE 2AC: the states of `rd` become the known ones
         if let Some(ss) = rd.soft_state {
             self.prev_ss = ss;
         }
         if let Some(hs) = rd.hard_state {
             self.prev_hs = hs;
         }
+        // END STAGE 2AC
         let log = &mut self.raft.raft_log;
+        // STAGE 2AC: a snapshot is now stable, and applied
         if let Some(snap) = &rd.snapshot {
             let idx = snap.metadata.as_ref().map_or(0, |m| m.index);
             log.stable_snap_to(idx);
             log.applied_to(idx);
         }
+        // END STAGE 2AC
         if let Some(last) = rd.entries.last() {
             log.stable_to(last.index, last.term);
         }
+        // STAGE 2AC: the committed entries are now applied
         if let Some(last) = rd.committed_entries.last() {
             log.applied_to(last.index);
         }
+        // END STAGE 2AC
     }
 
     /// The replication progress of every member, when this node leads (TinyKV's `GetProgress`).

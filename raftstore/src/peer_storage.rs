@@ -289,14 +289,16 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
     /// Records the received snapshot `snap` in the states, in memory and in the round's batches:
     /// the old log entries are deleted and the raft state points at the snapshot (`raft_wb`); the
     /// apply state (applied = truncated = the snapshot's index and term) and the region state
-    /// `Applying` with the snapshot's region go to `snap_wb`, which the store syncs first. Returns
-    /// the snapshot's key and region; the data is installed later by a worker.
+    /// `Applying` with the snapshot's region go to `snap_wb`, which the store syncs first; the
+    /// entry cache is emptied and `region` becomes the snapshot's. Returns the snapshot's key and
+    /// region; the data is installed later by a worker.
     pub fn apply_snapshot(
         &mut self,
         snap: &Snapshot,
         snap_wb: &mut WriteBatch,
         raft_wb: &mut WriteBatch,
     ) -> Result<(SnapKey, Region)> {
+        // STAGE 2C: replace the log by the snapshot's index and term in raft_state and apply_state, and record its region as Applying
         let key = SnapKey::from_snapshot(self.region.id, snap);
         let data = snapshot_data(snap)?;
         let region = data
@@ -323,6 +325,7 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
         put_region_state(snap_wb, &region, PeerState::Applying);
         self.region = region.clone();
         Ok((key, region))
+        // END STAGE 2C
     }
 
     /// Whether the replica has its region's metadata (a replica created by a message has not
@@ -375,8 +378,12 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
     }
 
     /// Adds `entries` to the round's raft write batch, deleting any older tail past the new last
-    /// entry (it can never be committed), and updates `raft_state`'s last index and term.
+    /// entry (it can never be committed), and updates `raft_state`'s last index and term (the
+    /// caller writes the raft state). Entries at or before the truncated index are skipped; the
+    /// entries added also go to the entry cache (`EntryCache::append`), which reads of the log
+    /// try first.
     pub fn append(&mut self, entries: &[Entry], raft_wb: &mut WriteBatch) {
+        // STAGE 2B: write the entries from the first index on, delete the stale tail, update raft_state
         let first = self.truncated_index() + 1;
         let entries: Vec<&Entry> = entries.iter().filter(|e| e.index >= first).collect();
         let Some(last) = entries.last() else {
@@ -393,10 +400,14 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
         self.cache.append(&entries);
         self.raft_state.last_index = last_index;
         self.raft_state.last_term = last_term;
+        // END STAGE 2B
     }
 
-    /// Adds what a `Ready` asks to persist (entries, hard state) to the round's raft write batch.
+    /// Adds what a `Ready` asks to persist (entries, hard state) to the round's raft write batch,
+    /// and to `raft_state` in memory; the raft state is written only when it changed. (A snapshot
+    /// in the `Ready` was recorded by `apply_snapshot` before this.)
     pub fn save_ready_state(&mut self, ready: &Ready, raft_wb: &mut WriteBatch) {
+        // STAGE 2B: append the Ready's entries, take its hard state, write raft_state if it changed
         let before = self.raft_state;
         self.append(&ready.entries, raft_wb);
         if let Some(hs) = &ready.hard_state {
@@ -409,6 +420,7 @@ impl<K: Engine, R: Engine> PeerStorage<K, R> {
                 &self.raft_state,
             );
         }
+        // END STAGE 2B
     }
 
     /// Records that the log is compacted up to `index` (inclusive), with `term`: the new

@@ -29,7 +29,8 @@ use crate::util::{check_key_in_region, check_region_epoch};
 
 impl<K: Engine, R: Engine> Peer<K, R> {
     /// Applies the queued committed entries not applied yet, up to index `upto`, into `apply`
-    /// with the new apply state.
+    /// with the new apply state: its applied index becomes the last entry applied, in memory and
+    /// in `apply.wb` (the same kv write as the entries' data).
     pub(super) fn apply_committed(
         &mut self,
         ctx: &mut StoreContext,
@@ -54,6 +55,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         if count > 0 {
             metrics::APPLIED_ENTRIES.inc_by(count);
         }
+        // STAGE 2B: record the last applied index in the apply state and write it with the applies
         if let Some(last_index) = last {
             let region_id = self.region_id;
             let state = &mut self.storage_mut().apply_state;
@@ -63,14 +65,21 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 .put_msg_cf(CF_RAFT, keys::apply_state_key(region_id), &*state);
         }
         Ok(())
+        // END STAGE 2B
     }
 
+    /// Applies one committed entry into `apply`. An empty entry (a new leader's no-op) changes
+    /// nothing; a normal entry carries an encoded `RaftCmdRequest`, and a conf change entry
+    /// carries one in its `ConfChange`'s context. The proposal waiting for the entry gets the
+    /// command's response, and proposals it overtook are answered StaleCommand
+    /// (`take_proposal`), even for an empty entry.
     fn apply_entry(
         &mut self,
         ctx: &mut StoreContext,
         e: &eraftpb::Entry,
         apply: &mut ApplyContext,
     ) -> Result<()> {
+        // STAGE 2B: decode the entry's command, apply it, and answer the proposal waiting for it
         if e.data.is_empty() {
             // A new leader's no-op: proposals at this index lost their place.
             let _ = self.take_proposal(ctx, e.index, e.term);
@@ -89,8 +98,14 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             ctx.responses.push((cb, resp));
         }
         Ok(())
+        // END STAGE 2B
     }
 
+    /// Applies one command and returns its response. A command of a stale epoch changes nothing
+    /// and is answered with the epoch error; an admin command goes to `apply_admin`; the requests
+    /// of a normal command are applied in order (`apply_request`) into one response carrying
+    /// their responses and the kv snapshot a Snap request took, or, when one fails, its error
+    /// for the whole command.
     fn apply_cmd(
         &mut self,
         ctx: &mut StoreContext,
@@ -118,6 +133,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 Err(e) => CmdResponse::error(e, term),
             };
         }
+        // STAGE 2B: apply each request in order and gather their responses into one response
         let mut responses = Vec::with_capacity(req.requests.len());
         let mut snap = None;
         for r in &req.requests {
@@ -139,13 +155,20 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             },
             snap,
         }
+        // END STAGE 2B
     }
 
+    /// Applies one request of a normal command. Put and Delete (their key checked against the
+    /// region) go into `apply.wb` and count toward the next split check (`add_size_diff`: the
+    /// bytes of the key and value); Get and Snap must see the writes applied before them, so
+    /// the batch is first flushed to the kv engine (`ApplyContext::flush`), and they are served
+    /// by `read_request`.
     fn apply_request(
         &mut self,
         r: &Request,
         apply: &mut ApplyContext,
     ) -> Result<(Response, Option<RegionSnapshot>)> {
+        // STAGE 2B: Put and Delete go into the apply batch; Get and Snap read what is applied so far
         let mut resp = Response {
             cmd_type: r.cmd_type,
             ..Default::default()
@@ -174,8 +197,13 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             CmdType::Invalid => return Err(Error::InvalidRequest("invalid command".into())),
         }
         Ok((resp, None))
+        // END STAGE 2B
     }
 
+    /// Applies an admin command. CompactLog, unless its index is already truncated, moves the
+    /// truncated state to its index and term (`PeerStorage::compact_to`), asks for a synced kv
+    /// write (`ApplyContext::sync`) and queues a `Task::RaftLogGc` deleting the entries from
+    /// `last_compacted_idx` through its index; ChangePeer and Split have functions of their own.
     fn apply_admin(
         &mut self,
         ctx: &mut StoreContext,
@@ -184,6 +212,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     ) -> Result<AdminResponse> {
         match admin.cmd_type() {
             AdminCmdType::CompactLog => {
+                // STAGE 2C: move the truncated state up to the compact index and schedule the log GC of the entries before it
                 let c = admin
                     .compact_log
                     .as_ref()
@@ -210,6 +239,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     compact_log: Some(CompactLogResponse {}),
                     ..Default::default()
                 })
+                // END STAGE 2C
             }
             AdminCmdType::ChangePeer => self.apply_change_peer(ctx, admin, apply),
             AdminCmdType::Split => self.apply_split(ctx, admin, apply),
@@ -222,7 +252,16 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     /// Applies a committed membership change (its epoch was checked by `apply_cmd`: a stale one
     /// changes nothing). A repeated one (the peer is already in, or already out) changes nothing
     /// either; otherwise the region's peers and `conf_ver` change, in memory, in raft and in the
-    /// kv batch with the apply state.
+    /// kv batch with the apply state. Adding a peer to a store that holds another peer of the
+    /// region is refused (InvalidRequest).
+    ///
+    /// An added peer goes into `peer_cache` and `added_at` (at the new `conf_ver`); a removed one
+    /// leaves `peer_cache`. A leader reports the new region to the scheduler at once
+    /// (`heartbeat_scheduler`). When the removed peer is this one, it applies nothing more
+    /// (`pending_remove`) and leaves `ApplyResult::RemovedSelf` for the store, which destroys it;
+    /// if it led, it first reports the region and sends its most caught-up follower (as raft
+    /// saw them before the change) a MsgTimeoutNow, so that one campaigns at once. The response
+    /// carries the region after the change.
     fn apply_change_peer(
         &mut self,
         ctx: &mut StoreContext,
@@ -237,6 +276,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             .peer
             .ok_or_else(|| Error::InvalidRequest("ChangePeer without its peer".into()))?;
         let change_type = cp.change_type();
+        // STAGE 3B: change the region's peers and conf_ver, persist the region, tell raft; a removed self is destroyed
         let mut region = self.region().clone();
         let add = change_type == ConfChangeType::AddNode;
         let present = region.peers.iter().any(|p| p.id == peer.id);
@@ -324,12 +364,22 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             }),
             ..Default::default()
         })
+        // END STAGE 3B
     }
 
     /// Applies a committed split: this peer's region keeps its id and ends at the split key, and
     /// a new region with the new ids takes the rest; both versions go up. Both region states,
     /// and the new region's initial apply state, go into the batch with this apply state, so
-    /// the split is one atomic write; the store then creates the new region's peer.
+    /// the split is one atomic write; the store then creates the new region's peer
+    /// (`ApplyResult::Split`, saying whether this peer led).
+    ///
+    /// A split key outside the region or at its start, or new peer ids not one per peer, is
+    /// refused (InvalidRequest); the new region's peers are on the same stores, in order. When
+    /// this store already holds a `Tombstone` state for the new region (its peer here was created
+    /// by a message and removed before this split was applied), the new half's data is deleted
+    /// instead and no peer is created. Both halves are measured anew by the split check
+    /// (`approximate_size`, `size_diff_hint`); a leader reports the split to the scheduler. The
+    /// response lists both regions.
     fn apply_split(
         &mut self,
         ctx: &mut StoreContext,
@@ -340,6 +390,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             .split
             .as_ref()
             .ok_or_else(|| Error::InvalidRequest("Split without body".into()))?;
+        // STAGE 3B: cut the region at the split key into this region and a new one, persist both, and have the store create the new peer
         let old = self.region().clone();
         let key = &split.split_key;
         check_key_in_region(key, &old)?;
@@ -422,5 +473,6 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             }),
             ..Default::default()
         })
+        // END STAGE 3B
     }
 }

@@ -79,7 +79,9 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         Ok(())
     }
 
-    /// Proposes a command; `cb` gets the result once it is applied (or an error now).
+    /// Proposes a command; `cb` gets the result once it is applied (or an error now). A
+    /// TransferLeader is not replicated: the leader asks raft to hand over to the named peer and
+    /// answers at once; a ChangePeer goes through `propose_conf_change`.
     pub fn propose(&mut self, ctx: &mut StoreContext, req: RaftCmdRequest, cb: Callback) {
         let term = self.term();
         let store_id = self.meta.store_id;
@@ -96,6 +98,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         if let Some(admin) = &req.admin_request {
             match admin.cmd_type() {
                 AdminCmdType::TransferLeader => {
+                    // STAGE 3B: hand leadership to the named peer through raft; answer at once with a TransferLeader admin response
                     // Not replicated: the leader hands over directly.
                     let to = admin
                         .transfer_leader
@@ -121,6 +124,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     };
                     ctx.responses.push((cb, CmdResponse { resp, snap: None }));
                     return;
+                    // END STAGE 3B
                 }
                 AdminCmdType::ChangePeer => {
                     metrics::PROPOSALS_ADMIN.inc();
@@ -163,6 +167,10 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     /// voters the survivor would need the destroyed leader's vote until it learns the commit, so
     /// that leader hands leadership to the other peer instead and refuses (the scheduler repeats
     /// the request to the new leader).
+    ///
+    /// A proposed change is recorded as a `Proposal` at the index and term of its entry, as
+    /// `flush_proposals` records commands; when raft refuses it (or appends nothing) the callback
+    /// is answered at once with the error.
     fn propose_conf_change(&mut self, ctx: &mut StoreContext, req: RaftCmdRequest, cb: Callback) {
         let term = self.term();
         let Some(cp) = req
@@ -214,6 +222,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             ctx.responses.push((cb, CmdResponse::error(e, term)));
             return;
         }
+        // STAGE 3B: propose a ConfChange carrying the encoded command, and record its proposal
         // The commands taken before it this round go first, as they would unbatched.
         self.flush_proposals(ctx);
         let cc = ConfChange {
@@ -243,14 +252,19 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     .push((cb, CmdResponse::error(Error::Raft(e), term)));
             }
         }
+        // END STAGE 3B
     }
 
     /// Proposes the commands `propose` took this round, all in one raft proposal: one append,
     /// and one MsgAppend per follower for all of them (call before taking the round's `Ready`).
+    /// Each command gets a `Proposal` at the index and term of its entry. When this replica no
+    /// longer leads, or raft drops them, every callback is answered at once: NotLeader, or
+    /// ProposalDropped while a leader transfer is under way.
     pub fn flush_proposals(&mut self, ctx: &mut StoreContext) {
         if self.batched.is_empty() {
             return;
         }
+        // STAGE 2B: propose the batched commands to raft and record a proposal for each entry
         let term = self.term();
         let (data, cbs): (Vec<Vec<u8>>, Vec<Callback>) =
             std::mem::take(&mut self.batched).into_iter().unzip();
@@ -263,8 +277,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                     let last = self.raft_group.raft.raft_log.last_index();
                     debug_assert_eq!(last, before + cbs.len() as u64, "a leader appends at once");
                     for (i, cb) in cbs.into_iter().enumerate() {
-                        let index = before + 1 + i as u64;
-                        self.proposals.push_back(Proposal { index, term, cb });
+                        self.proposals.push_back(Proposal {
+                            index: before + 1 + i as u64,
+                            term,
+                            cb,
+                        });
                     }
                     return;
                 }
@@ -285,6 +302,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             };
             ctx.responses.push((cb, CmdResponse::error(e, term)));
         }
+        // END STAGE 2B
     }
 
     /// Answers every proposal whose entry was overtaken before `index` (or at `index` by an entry
@@ -296,6 +314,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         index: u64,
         term: u64,
     ) -> Option<Callback> {
+        // STAGE 2B: pop the proposals up to this entry, answering the overtaken ones StaleCommand
         let current = self.term();
         while let Some(p) = self.proposals.front() {
             if p.index > index {
@@ -309,5 +328,6 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 .push((p.cb, CmdResponse::error(Error::StaleCommand, current)));
         }
         None
+        // END STAGE 2B
     }
 }

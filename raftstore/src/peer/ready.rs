@@ -112,7 +112,9 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     /// Phase one of a round: takes the replica's `Ready` and adds what it must persist to the
     /// round's raft write batch. A snapshot in the `Ready` also adds the `Applying` region state
     /// and the new apply state to `snap_wb` (synced before the raft write), freezes the replica
-    /// and queues the install for a worker.
+    /// and queues the install for a worker (`start_install`): the install clears the snapshot's
+    /// range, and the old range too when the replica was initialized with another one. The
+    /// snapshot's peers go into `peer_cache`, and the next log GC starts after its index.
     pub fn collect_ready(
         &mut self,
         raft_wb: &mut WriteBatch,
@@ -123,6 +125,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         }
         let rd = self.raft_group.ready();
         if let Some(snap) = &rd.snapshot {
+            // STAGE 2C: record the snapshot in the storage's states, then freeze the replica while a worker installs its data
             let old = self.region().clone();
             let (key, region) = self.storage_mut().apply_snapshot(snap, snap_wb, raft_wb)?;
             for p in &region.peers {
@@ -137,6 +140,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             info!(self.logger, "installing a snapshot"; "snapshot" => %key);
             self.last_compacted_idx = key.index + 1;
             self.start_install(key, region, clear);
+            // END STAGE 2C
         }
         self.storage_mut().save_ready_state(&rd, raft_wb);
         Ok(Some(rd))
