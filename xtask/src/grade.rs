@@ -40,6 +40,7 @@ struct TestReport {
     budget_secs: f64,
     panic: Option<String>,
     location: Option<String>,
+    placeholders: Vec<String>,
     replay: Option<String>,
     rerun: String,
 }
@@ -194,6 +195,9 @@ pub fn grade(root: &Path, m: &Manifest, o: &Options) -> Result<i32> {
             if let Some(loc) = &out.location {
                 println!("    at {loc}");
             }
+            for p in &out.placeholders {
+                println!("    {p}");
+            }
             println!(
                 "    replay: {}",
                 out.replay
@@ -220,6 +224,7 @@ pub fn grade(root: &Path, m: &Manifest, o: &Options) -> Result<i32> {
                 budget_secs: *budget,
                 panic: out.panic.clone(),
                 location: out.location.clone(),
+                placeholders: out.placeholders.clone(),
                 replay: out.replay.clone(),
                 rerun: runner::rerun_command(t),
             })
@@ -337,6 +342,7 @@ mod tests {
             depends: vec![],
             points: 1,
             guide: String::new(),
+            provided_tests: vec![],
         };
         let t = |name: &str| TestCase {
             name: name.into(),
@@ -352,9 +358,10 @@ mod tests {
             secs: 1.5,
             panic: (!passed).then(|| "[2B] propose: <a> & \"b\"".to_string()),
             location: None,
-            panics: vec![],
             replay: (!passed).then(|| "TINYKV_SEED=3 cargo test".to_string()),
+            placeholders: vec![],
             tail: String::new(),
+            output: String::new(),
         };
         let (a, b) = (t("sim::test_a_2b"), t("sim::test_b_2b"));
         let rs = vec![

@@ -4,8 +4,10 @@
 //!   from the reference (docs/course/README.md).
 //! - `course verify [--full] [--stage S]...`: proof that the generated trees are right.
 //! - `course list`: the stages and their marked regions.
+//! - `course docs [--check]`: the guides' test tables, from the test sources.
 //! - `grade [--stage S]... [--calibrate]`: the grader (`make grade`).
 
+mod docs;
 mod gen;
 mod grade;
 mod manifest;
@@ -76,9 +78,18 @@ enum CourseCmd {
         /// With --full, also run the independent stages' real-time `threaded::` scenarios.
         #[arg(long)]
         threaded: bool,
+        /// With --full, the seeds each simulated scenario runs.
+        #[arg(long, default_value_t = 2)]
+        seeds: u64,
     },
     /// The stages, their marked regions and their tests' suffixes.
     List,
+    /// Rewrites the test tables of the guides (docs/course/) from the test sources.
+    Docs {
+        /// Fail if a table is out of date instead of rewriting it.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 /// The workspace root: the directory of this crate's parent, or the current directory's
@@ -148,8 +159,13 @@ fn run() -> Result<i32> {
                 stages,
                 work,
                 threaded,
+                seeds,
             } => {
-                let work = work.unwrap_or_else(|| target_dir(&root).join("course-verify"));
+                // The trees' builds share the reference's build directory, so the dependencies
+                // (RocksDB's C++ above all) are built once.
+                let target = target_dir(&root);
+                std::env::set_var("CARGO_TARGET_DIR", &target);
+                let work = work.unwrap_or_else(|| target.join("course-verify"));
                 verify::verify(
                     &root,
                     &m,
@@ -158,8 +174,23 @@ fn run() -> Result<i32> {
                         stages,
                         work,
                         threaded,
+                        seeds,
                     },
                 )?;
+                Ok(0)
+            }
+            CourseCmd::Docs { check } => {
+                let changed = docs::update(&root, &m, check)?;
+                if check {
+                    println!("course docs: every test table is up to date");
+                } else {
+                    for p in &changed {
+                        println!("course docs: rewrote the tables of {}", p.display());
+                    }
+                    if changed.is_empty() {
+                        println!("course docs: every test table was up to date");
+                    }
+                }
                 Ok(0)
             }
             CourseCmd::List => {

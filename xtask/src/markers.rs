@@ -260,13 +260,41 @@ fn escape(s: &str) -> String {
         .replace('}', "}}")
 }
 
+/// How a stub names itself: `[2AB] append_entries:` (or `[2AB]` outside a function).
+fn tag(r: &Region) -> String {
+    match &r.func {
+        Some(f) => format!("[{}] {f}:", r.stage),
+        None => format!("[{}]", r.stage),
+    }
+}
+
 /// The lines a stubbed region becomes.
 pub fn stub_lines(r: &Region) -> Vec<String> {
     let ind = &r.indent;
     match r.variant {
         Variant::Remove => Vec::new(),
         Variant::Else => {
-            let mut out = vec![format!("{ind}// Your code here ({}).", r.stage)];
+            // The placeholder says once per process that it stands in, so a test that fails on
+            // an assertion still names the stage it needs.
+            let what = format!(
+                "{} not written yet, a placeholder stands in{}",
+                tag(r),
+                if r.hint.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.hint)
+                }
+            );
+            let mut out = vec![
+                format!("{ind}// Your code here ({}).", r.stage),
+                format!("{ind}{{"),
+                format!("{ind}    static PLACEHOLDER: std::sync::Once = std::sync::Once::new();"),
+                format!(
+                    "{ind}    PLACEHOLDER.call_once(|| eprintln!(\"{}\"));",
+                    escape(&what)
+                ),
+                format!("{ind}}}"),
+            ];
             out.extend(r.student.iter().cloned());
             out
         }
@@ -276,10 +304,7 @@ pub fn stub_lines(r: &Region) -> Vec<String> {
             } else {
                 r.hint.clone()
             };
-            let what = match &r.func {
-                Some(f) => format!("[{}] {f}: {hint}", r.stage),
-                None => format!("[{}] {hint}", r.stage),
-            };
+            let what = format!("{} {hint}", tag(r));
             vec![
                 format!("{ind}// Your code here ({}).", r.stage),
                 format!("{ind}panic!(\"{}\");", escape(&what)),
@@ -375,7 +400,11 @@ fn f() -> u64 {
         let all = m.render(&|_| true);
         assert!(!all.contains("fn helper"));
         assert!(
-            all.contains("    // Your code here (2AA).\n    0\n}"),
+            all.contains(
+                "    // Your code here (2AA).\n    {\n        static PLACEHOLDER: std::sync::Once = \
+                 std::sync::Once::new();\n        PLACEHOLDER.call_once(|| eprintln!(\"[2AA] f: not \
+                 written yet, a placeholder stands in\"));\n    }\n    0\n}"
+            ),
             "{all}"
         );
         assert!(all.ends_with("}\n"));

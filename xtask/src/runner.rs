@@ -40,12 +40,15 @@ pub struct Outcome {
     pub panic: Option<String>,
     /// Where it panicked (`file:line:col`), if it did.
     pub location: Option<String>,
-    /// Every panic message of the output (threads of a cluster may panic before the test's).
-    pub panics: Vec<String>,
     /// The replay command the test printed (a simulated seed's), if any.
     pub replay: Option<String>,
+    /// The placeholders of unwritten code that announced themselves (`[2AB] f: not written
+    /// yet, a placeholder stands in`).
+    pub placeholders: Vec<String>,
     /// The last lines of its output.
     pub tail: String,
+    /// Its whole output (stdout, then stderr).
+    pub output: String,
 }
 
 /// Counts of a `cargo` build's diagnostics in the workspace's own packages.
@@ -225,11 +228,12 @@ pub fn run_test(
             l[at..].trim().to_string()
         });
     let lines: Vec<&str> = text.lines().collect();
-    let panics = lines
-        .windows(2)
-        .filter(|w| w[0].contains("panicked at "))
-        .map(|w| w[1].trim().to_string())
+    let mut placeholders: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("not written yet, a placeholder stands in"))
+        .map(|l| l.trim().to_string())
         .collect();
+    placeholders.dedup();
     let tail = lines[lines.len().saturating_sub(30)..].join("\n");
     Ok(Outcome {
         passed,
@@ -237,9 +241,10 @@ pub fn run_test(
         secs,
         panic,
         location,
-        panics,
         replay,
+        placeholders,
         tail,
+        output: text.clone(),
     })
 }
 
