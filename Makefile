@@ -4,7 +4,8 @@ CARGO ?= cargo
 
 .PHONY: all setup build test fmt lint cluster cluster-add raft-stress bench \
 	project1 project2a project2aa project2ab project2ac project2b project2c project3 project3a project3b \
-	project3c project4 project4a project4b project4c
+	project3c project4 project4a project4b project4c \
+	grade grade-calibrate course-gen course-verify course-verify-quick course-docs
 
 all: build
 
@@ -86,3 +87,32 @@ cluster: setup
 cluster-add: setup
 	$(CARGO) build --release -p kvserver -p scheduler --bins
 	@scripts/cluster.sh add "$${CARGO_TARGET_DIR:-target}/release"
+
+## grade: the grader (xtask/src/grade.rs): every stage's tests (or STAGE=2b's), each in its own
+## process with a time budget (course/calibration.toml times course/stages.toml's multiple), the
+## simulated suites on their fixed default seeds; prints a score table, writes grade/report.json
+## and grade/junit.xml; exit 0 all passed, 1 failures, 2 the tree does not build, 3 cannot grade.
+grade: setup
+	@$(CARGO) xtask grade $(if $(STAGE),--stage $(STAGE))
+
+## grade-calibrate: on the reference, records each stage test's time in course/calibration.toml.
+grade-calibrate: setup
+	@$(CARGO) xtask grade --calibrate
+
+## course-gen: a student tree (docs/course/README.md): PRESET=course (default), only:2ab, from:3b
+## or reference, written to OUT (default ../tinykv-student).
+course-gen:
+	@$(CARGO) xtask course gen --preset $(or $(PRESET),course) --out $(or $(OUT),../tinykv-student)
+
+## course-verify: the full proof that the generated trees are right (xtask/src/verify.rs): the
+## reference passes every stage test; in each only:S tree S's tests fail at S's stubs and the
+## tests of every stage that does not need S pass. course-verify-quick (part of make test): each
+## only:S tree and the course tree build without a warning, and leak nothing of the solution.
+course-verify: setup
+	@$(CARGO) xtask course verify --full
+course-verify-quick: setup
+	@$(CARGO) xtask course verify
+
+## course-docs: rewrites the test tables of the guides (docs/course/) from the test sources.
+course-docs:
+	@$(CARGO) xtask course docs
