@@ -179,13 +179,55 @@ pub fn generate(root: &Path, m: &Manifest, preset: &str, stubbed: &[String]) -> 
         )
         .into_bytes(),
     );
-    let tree = Tree {
+    let mut tree = Tree {
         files,
         stubbed: stubbed.to_vec(),
         regions,
     };
     check_no_leaks(&marked, &tree)?;
+    set_version_suffix(&mut tree, &preset_version(preset))?;
     Ok(tree)
+}
+
+/// Gives the tree's own crates a version of their own, `<version>-<suffix>` (the preset:
+/// `0.1.0-only.2ab`, `0.1.0-course`), so that their build artifacts never share names with
+/// another tree's in a shared build directory: cargo names a workspace crate's artifacts by its
+/// path relative to the workspace and its version, not by the tree it is in, and would
+/// otherwise take one tree's build for another's when their files' times allow. The registry
+/// dependencies (RocksDB's C++ above all) are still shared, as they should be.
+pub fn set_version_suffix(tree: &mut Tree, suffix: &str) -> Result<()> {
+    let key = PathBuf::from("Cargo.toml");
+    let Some(bytes) = tree.files.get(&key) else {
+        // Not a workspace (a test's miniature reference): nothing to separate.
+        return Ok(());
+    };
+    let text = String::from_utf8(bytes.clone()).context("Cargo.toml is not UTF-8")?;
+    let mut in_package = false;
+    let mut done = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_package = line.trim() == "[workspace.package]";
+        }
+        if in_package && !done && line.trim_start().starts_with("version = \"") {
+            let v = line.split('"').nth(1).unwrap_or_default();
+            let base = v.split('-').next().unwrap_or(v);
+            out.push(format!("version = \"{base}-{suffix}\""));
+            done = true;
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    if !done {
+        bail!("Cargo.toml: no version in [workspace.package] to give the tree's crates");
+    }
+    tree.files.insert(key, (out.join("\n") + "\n").into_bytes());
+    Ok(())
+}
+
+/// The version suffix of a preset: `only:2AB` -> `only.2ab`.
+pub fn preset_version(preset: &str) -> String {
+    preset.replace(':', ".").to_ascii_lowercase()
 }
 
 /// The solution lines of the stubbed regions that no kept part of the reference has too, long
@@ -337,6 +379,11 @@ mod tests {
             )
             .unwrap(),
         );
+        write(
+            root,
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"a\"]\n\n[workspace.package]\nversion = \"0.1.0\"\n",
+        );
         write(root, "a/Cargo.toml", "[package]\nname = \"a\"\n");
         write(root, "a/src/lib.rs", "//! Crate a.\npub mod m;\n");
         write(
@@ -357,6 +404,10 @@ mod tests {
         assert!(!tree.files.contains_key(Path::new("target/junk.rs")));
         assert_eq!(tree.regions, 1);
         assert!(text("course/generated.toml").contains("stubbed = [\"2AA\"]"));
+        assert!(
+            text("Cargo.toml").contains("version = \"0.1.0-only.2aa\""),
+            "the tree's crates have a version of their own"
+        );
         // The reference itself (nothing stubbed) keeps the solution and has no allowance.
         let reference = generate(root, &m, "reference", &[]).unwrap();
         let r = String::from_utf8(reference.files[Path::new("a/src/m.rs")].clone()).unwrap();

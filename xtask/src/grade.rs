@@ -161,7 +161,7 @@ pub fn grade(root: &Path, m: &Manifest, o: &Options) -> Result<i32> {
         score += points;
         max_score += s.points;
         println!(
-            "{:<5} {:<62} {:>4}/{:<4} {:>5.1}/{:<3}",
+            "{:<5} {:<62.62} {:>4}/{:<4} {:>5.1}/{:<3}",
             s.id,
             s.title,
             passed,

@@ -70,36 +70,6 @@ fn report_diags(label: &str, d: &runner::Diagnostics, ok: bool) -> Result<()> {
     Ok(())
 }
 
-/// Gives the tree's own crates a version of their own (`0.1.0-verify`), so that their build
-/// artifacts never share names with the reference's in the shared build directory: cargo names
-/// a workspace crate's artifacts by its path relative to the workspace, not by the tree it is
-/// in, and would otherwise take one tree's build for the other's when their files' times allow.
-/// The registry dependencies (RocksDB's C++ above all) are shared as they should be.
-fn separate_build(tree: &mut gen::Tree) -> Result<()> {
-    let key = std::path::PathBuf::from("Cargo.toml");
-    let text = String::from_utf8(tree.files.get(&key).cloned().unwrap_or_default())?;
-    let mut in_package = false;
-    let mut done = false;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.starts_with('[') {
-            in_package = line.trim() == "[workspace.package]";
-        }
-        if in_package && !done && line.trim_start().starts_with("version = \"") {
-            let v = line.split('"').nth(1).unwrap_or_default();
-            out.push(format!("version = \"{v}-verify\""));
-            done = true;
-            continue;
-        }
-        out.push(line.to_string());
-    }
-    if !done {
-        bail!("Cargo.toml: no version in [workspace.package] to set the tree's own");
-    }
-    tree.files.insert(key, (out.join("\n") + "\n").into_bytes());
-    Ok(())
-}
-
 /// Runs the verification; errors name the first stage and check that failed.
 pub fn verify(root: &Path, m: &Manifest, o: &Options) -> Result<()> {
     let all = Instant::now();
@@ -132,7 +102,7 @@ pub fn verify(root: &Path, m: &Manifest, o: &Options) -> Result<()> {
     };
     for id in &stages {
         let mut tree = gen::generate(root, m, &format!("only:{id}"), std::slice::from_ref(id))?;
-        separate_build(&mut tree)?;
+        gen::set_version_suffix(&mut tree, "verify")?;
         gen::write_tree(&tree, &tree_dir)?;
         let label = format!("only:{id} ({} regions)", tree.regions);
         match &reference_tests {
@@ -142,7 +112,7 @@ pub fn verify(root: &Path, m: &Manifest, o: &Options) -> Result<()> {
     }
     if o.stages.is_empty() {
         let mut tree = gen::generate(root, m, "course", &m.ids())?;
-        separate_build(&mut tree)?;
+        gen::set_version_suffix(&mut tree, "verify")?;
         gen::write_tree(&tree, &tree_dir)?;
         check_tree(&tree_dir, &format!("course ({} regions)", tree.regions))?;
     }
@@ -166,7 +136,7 @@ fn verify_reference(
 ) -> Result<std::collections::BTreeMap<String, f64>> {
     let seeds = o.seeds.to_string();
     let mut tree = gen::generate(root, m, "reference", &[])?;
-    separate_build(&mut tree)?;
+    gen::set_version_suffix(&mut tree, "verify")?;
     gen::write_tree(&tree, dir)?;
     let (d, bins, ok) = runner::build_tests(dir)?;
     report_diags("reference", &d, ok)?;
