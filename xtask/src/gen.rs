@@ -53,15 +53,7 @@ pub fn source_files(root: &Path) -> Result<Vec<PathBuf>> {
             .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
             .filter(|p| root.join(p).is_file())
             .collect(),
-        _ => walkdir::WalkDir::new(root)
-            .into_iter()
-            .filter_entry(|e| {
-                e.depth() == 0 || !SKIP_DIRS.contains(&e.file_name().to_string_lossy().as_ref())
-            })
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_file())
-            .filter_map(|e| e.path().strip_prefix(root).ok().map(Path::to_path_buf))
-            .collect(),
+        _ => source_files_plain(root)?,
     };
     files.retain(|p| {
         !p.components()

@@ -311,17 +311,9 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             self.storage_mut().region = region.clone();
             let was_leader = self.is_leader();
             // A leader removing itself picks its successor while it still knows the followers'
-            // progress: the most caught-up one (ties to the lowest id, deterministically).
+            // progress.
             let successor = (was_leader && !add && peer.id == self.meta.id)
-                .then(|| {
-                    self.raft_group
-                        .raft
-                        .prs
-                        .iter()
-                        .filter(|(&id, _)| id != self.meta.id)
-                        .max_by_key(|(&id, pr)| (pr.matched, std::cmp::Reverse(id)))
-                        .map(|(&id, _)| id)
-                })
+                .then(|| self.most_caught_up_follower())
                 .flatten();
             let term = self.term();
             self.raft_group.apply_conf_change(&eraftpb::ConfChange {

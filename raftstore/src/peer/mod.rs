@@ -469,6 +469,18 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         self.size_diff_hint = self.size_diff_hint.saturating_add(bytes);
     }
 
+    /// The follower a leader hands over to (before its own removal in a two-peer region, or as
+    /// its successor once it removed itself): the most caught-up one, ties to the lowest id.
+    pub(crate) fn most_caught_up_follower(&self) -> Option<u64> {
+        self.raft_group
+            .raft
+            .prs
+            .iter()
+            .filter(|(&id, _)| id != self.meta.id)
+            .max_by_key(|(&id, pr)| (pr.matched, std::cmp::Reverse(id)))
+            .map(|(&id, _)| id)
+    }
+
     /// Reports the region to the scheduler: its metadata, this leader, the followers that need
     /// a snapshot, and the approximate size when known.
     pub(crate) fn heartbeat_scheduler(&self, ctx: &mut StoreContext) {

@@ -196,15 +196,7 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             && peer.id == self.meta.id
             && self.region().peers.len() <= 2
         {
-            let target = self
-                .raft_group
-                .raft
-                .prs
-                .iter()
-                .filter(|(&id, _)| id != self.meta.id)
-                .max_by_key(|(&id, pr)| (pr.matched, std::cmp::Reverse(id)))
-                .map(|(&id, _)| id);
-            let e = match target {
+            let e = match self.most_caught_up_follower() {
                 Some(to) => {
                     info!(self.logger, "transferring leadership before its own removal"; "to" => to);
                     self.flush_proposals(ctx);
