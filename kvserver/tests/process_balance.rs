@@ -354,6 +354,9 @@ fn load(
     })
 }
 
+/// A writer's keys: the key of its `seq`-th write (from 1).
+type KeyGen = Box<dyn FnMut(u64) -> Vec<u8> + Send>;
+
 /// One acknowledged write: what, and when it was sent and answered.
 struct Ack {
     key: Vec<u8>,
@@ -374,21 +377,70 @@ struct Writers {
 
 impl Writers {
     fn start(rt: &Runtime, client: &Client, n: usize, spread: usize, tag: &str) -> Writers {
+        let keys = (0..n)
+            .map(|w| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64 + 7);
+                let tag = format!("{tag}{w}");
+                Box::new(move |seq: u64| {
+                    let i = rng.random_range(0..spread);
+                    format!("key{i:05}-{tag}-{seq:06}").into_bytes()
+                }) as KeyGen
+            })
+            .collect();
+        Writers::spawn(rt, client, keys, tag)
+    }
+
+    /// One writer per region of `regions`, each writing fresh keys just past its region's start
+    /// key (`start_key ++ 0x00 ++ {tag}-{seq}`, inside the region), so that every one of them is
+    /// written whatever the others' luck.
+    fn per_region(
+        rt: &Runtime,
+        client: &Client,
+        regions: &[(Region, Option<Peer>)],
+        tag: &str,
+    ) -> Writers {
+        let keys = regions
+            .iter()
+            .enumerate()
+            .map(|(i, (r, _))| {
+                let start = r.start_key.clone();
+                let tag = format!("{tag}{i}");
+                let probe = move |seq: u64| {
+                    let mut k = start.clone();
+                    k.push(0);
+                    k.extend_from_slice(format!("{tag}-{seq:06}").as_bytes());
+                    k
+                };
+                assert_eq!(
+                    region_of(regions, &probe(0)),
+                    i,
+                    "a probe key in region {}",
+                    r.id
+                );
+                Box::new(probe) as KeyGen
+            })
+            .collect();
+        Writers::spawn(rt, client, keys, tag)
+    }
+
+    /// A writer task per key generator: puts its keys one after another (25 ms apart) until
+    /// stopped.
+    fn spawn(rt: &Runtime, client: &Client, keys: Vec<KeyGen>, tag: &str) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
-        let tasks = (0..n)
-            .map(|w| {
+        let tasks = keys
+            .into_iter()
+            .enumerate()
+            .map(|(w, mut key)| {
                 let (client, stop, acks, errors) =
                     (client.clone(), stop.clone(), acks.clone(), errors.clone());
                 let tag = format!("{tag}{w}");
                 rt.spawn(async move {
-                    let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64 + 7);
                     let mut seq = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         seq += 1;
-                        let i = rng.random_range(0..spread);
-                        let k = format!("key{i:05}-{tag}-{seq:06}").into_bytes();
+                        let k = key(seq);
                         let v = value(&format!("{tag}-{seq}-"), 32);
                         let sent = Instant::now();
                         match client.put("", &k, &v).await {
@@ -1050,9 +1102,11 @@ fn test_scheduler_restart_during_writes() {
             .ok_or_else(|| format!("{} ids", prober.ids()))
     });
 
-    // The scheduler dies. For DOWN, the stores are on their own.
+    // The scheduler dies. For DOWN, the stores are on their own. Besides the random writers, one
+    // writer per region keeps writing into it, so that every region is seen to serve.
     const DOWN: Duration = Duration::from_secs(5);
     let regions_at_kill = Picture::take(&rt, &source).unwrap().regions;
+    let each = Writers::per_region(&rt, &client, &regions_at_kill, "r");
     let killed = Instant::now();
     sched.kill();
     std::thread::sleep(DOWN);
@@ -1065,30 +1119,46 @@ fn test_scheduler_restart_during_writes() {
         );
     }
     let restarted = Instant::now();
-    let down: Vec<usize> = {
-        let acks = writers.acks.lock().unwrap();
+    let in_window = |acks: &[Ack], from: Instant, to: Instant| -> Vec<(usize, Duration)> {
         acks.iter()
-            .filter(|a| a.sent > killed && a.done < restarted)
-            .map(|a| region_of(&regions_at_kill, &a.key))
+            .filter(|a| a.sent > from && a.done < to)
+            .map(|a| (region_of(&regions_at_kill, &a.key), a.done - a.sent))
             .collect()
     };
-    let served: BTreeSet<usize> = down.iter().copied().collect();
+    let (random_before, random_down) = {
+        let acks = writers.acks.lock().unwrap();
+        (
+            in_window(&acks, killed.checked_sub(DOWN).unwrap_or(killed), killed),
+            in_window(&acks, killed, restarted),
+        )
+    };
+    let down = in_window(&each.acks.lock().unwrap(), killed, restarted);
+    let slowest = |w: &[(usize, Duration)]| w.iter().map(|a| a.1).max().unwrap_or_default();
     eprintln!(
-        "{} writes sent and acknowledged in the {DOWN:?} the scheduler was down, in {} of {} \
-         regions",
+        "random writers: {} writes acknowledged in the {DOWN:?} before the scheduler's death \
+         (slowest {:?}), {} in the {DOWN:?} it was down (slowest {:?}); per-region writers: {} \
+         while it was down (slowest {:?})",
+        random_before.len(),
+        slowest(&random_before),
+        random_down.len(),
+        slowest(&random_down),
         down.len(),
-        served.len(),
-        regions_at_kill.len()
+        slowest(&down),
     );
+    let served: BTreeSet<usize> = down.iter().chain(&random_down).map(|a| a.0).collect();
     let missed: Vec<u64> = (0..regions_at_kill.len())
         .filter(|i| !served.contains(i))
         .map(|i| regions_at_kill[i].0.id)
         .collect();
     assert!(
         missed.is_empty(),
-        "regions {missed:?} took no write while the scheduler was down ({})",
-        writers.failures()
+        "regions {missed:?} of {} took no write while the scheduler was down (random writers: \
+         {}; per-region writers: {})",
+        regions_at_kill.len(),
+        writers.failures(),
+        each.failures()
     );
+    let region_acks = each.stop(&rt);
 
     // Back on the same data dir and port: the same cluster.
     sched.start();
@@ -1176,7 +1246,7 @@ fn test_scheduler_restart_during_writes() {
         "{after_restart} writes sent after the restart acknowledged, {} in all",
         acks.len()
     );
-    let mut acked = into_map(pre, acks);
+    let mut acked = into_map(pre, acks.into_iter().chain(region_acks));
     acked.extend(more);
     assert_reads_back(&rt, &sched_addr, &acked);
 
