@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine with only the Rust toolchain lacks for this workspace:
-# libclang (bindgen, for the RocksDB bindings) and a C++ compiler. Does nothing when all is there.
+# libclang (bindgen, for the RocksDB bindings), a C++ compiler, and Chromium (the trace timeline's
+# test renders the page in headless Chromium, as a person would see it). Does nothing when all is
+# there.
 set -euo pipefail
 
 need=()
@@ -16,6 +18,7 @@ if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null \
 fi
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} (apt)" >&2

@@ -319,7 +319,7 @@ impl Cluster {
     }
 
     /// Sends a command to the region's leader (TinyKV's `CallCommandOnLeader`): starts from the
-    /// scheduler's leader, follows NotLeader hints, retries on StaleCommand, refreshes the epoch
+    /// scheduler's leader, follows NotLeader hints, retries on StaleCommand, refreshes the epoch and the leader
     /// from the scheduler on EpochNotMatch while the region keeps the range the request was
     /// routed by (else returns the answer, for the caller to route again), and when a peer does not answer (its store is down,
     /// the command timed out) or no longer hosts the region (RegionNotFound: it was removed),
@@ -388,10 +388,15 @@ impl Cluster {
                     // so the caller routes it again.
                     return Some(resp);
                 }
-                // Only the membership changed (or the scheduler lags): refresh the epoch.
+                // Only the membership changed (or the scheduler lags): refresh the epoch, and ask
+                // the scheduler for the leader again, as TinyKV's `CallCommandOnLeader` does: the
+                // peer that answered may be a removed replica that still believes it leads (it
+                // missed its removal, and without check-quorum it never steps down), which would
+                // answer EpochNotMatch to every retry.
                 if let Some(h) = req.header.as_mut() {
                     h.region_epoch = region.region_epoch;
                 }
+                leader = self.env.scheduler().lock().unwrap().leader_of(region_id);
                 self.sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -419,6 +424,14 @@ impl Cluster {
     /// (TinyKV's `Cluster.Request` in `kv/test_raftstore/cluster.go`).
     pub async fn request(&self, key: &[u8], reqs: Vec<Request>, timeout: Duration) -> CmdResponse {
         let start = self.env.now();
+        let op = reqs.first().map_or("request", |r| match r.cmd_type() {
+            CmdType::Put => "put",
+            CmdType::Get => "get",
+            CmdType::Delete => "delete",
+            CmdType::Snap => "scan",
+            _ => "request",
+        });
+        let traced = self.env.trace_client_start(op, key);
         let mut tries = 0;
         while self.env.now() < start + timeout || tries < 10 {
             tries += 1;
@@ -429,11 +442,18 @@ impl Cluster {
             match self.call_command_on_leader(req, timeout).await {
                 Some(resp) if resp.region_error().is_none() => {
                     self.ops.set(self.ops.get() + 1);
+                    self.env
+                        .trace_client_end(traced, true, format!("{tries} tries"));
                     return resp;
                 }
                 _ => self.sleep(Duration::from_millis(100)).await,
             }
         }
+        self.env.trace_client_end(
+            traced,
+            false,
+            format!("request timeout after {tries} tries"),
+        );
         panic!("request timeout for key {key:?}");
     }
 

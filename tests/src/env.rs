@@ -48,6 +48,13 @@ pub trait Env {
     fn executor(&self) -> Rc<Executor>;
     /// The stores' configuration.
     fn config(&self) -> Config;
+    /// Records in the run's trace (the simulator's, when traced) that a test client began `op`
+    /// routed by `key`; the operation's id (0 when untraced).
+    fn trace_client_start(&self, _op: &str, _key: &[u8]) -> u64 {
+        0
+    }
+    /// Records the end of the client operation `id` (from [`Env::trace_client_start`]).
+    fn trace_client_end(&self, _id: u64, _ok: bool, _detail: String) {}
 }
 
 /// Sleeps for `d` of the environment's time.

@@ -18,6 +18,17 @@ pub trait Filter: Send {
     fn corrupts_snapshot(&self, _roll: u32) -> bool {
         false
     }
+
+    /// The filter in a few words, for a run's trace.
+    fn describe(&self) -> String {
+        "a filter".into()
+    }
+
+    /// For a filter that cuts the network in two: the stores of each side (an empty second side:
+    /// every other store). For a run's trace, which shades the cut.
+    fn sides(&self) -> Option<(Vec<u64>, Vec<u64>)> {
+        None
+    }
 }
 
 /// Whether every filter lets `msg` pass. Each filter gets its own uniform roll in `[0, 1000)` from
@@ -62,6 +73,14 @@ impl Filter for PartitionFilter {
             || (self.s2.contains(&from) && self.s1.contains(&to));
         !across
     }
+
+    fn describe(&self) -> String {
+        format!("partition {:?} | {:?}", self.s1, self.s2)
+    }
+
+    fn sides(&self) -> Option<(Vec<u64>, Vec<u64>)> {
+        Some((self.s1.clone(), self.s2.clone()))
+    }
 }
 
 /// Drops about `permille` of every thousand messages, and corrupts as many of the snapshot
@@ -87,6 +106,10 @@ impl Filter for DropFilter {
     fn corrupts_snapshot(&self, roll: u32) -> bool {
         roll < self.permille
     }
+
+    fn describe(&self) -> String {
+        format!("drop {} of 1000 messages", self.permille)
+    }
 }
 
 /// Drops every message from or to one store.
@@ -100,5 +123,13 @@ impl Filter for IsolateFilter {
     fn allow(&self, msg: &RaftMessage, _roll: u32) -> bool {
         let (from, to) = stores(msg);
         from != self.store_id && to != self.store_id
+    }
+
+    fn describe(&self) -> String {
+        format!("isolate store {}", self.store_id)
+    }
+
+    fn sides(&self) -> Option<(Vec<u64>, Vec<u64>)> {
+        Some((vec![self.store_id], Vec::new()))
     }
 }

@@ -27,3 +27,4 @@ pub mod scheduler;
 pub mod seeds;
 pub mod sim;
 pub mod threaded;
+pub mod trace;

@@ -62,6 +62,14 @@ pub const REGRESSIONS: &[(&str, u64)] = &[
         "sim::test_conf_change_snapshot_unreliable_recover_concurrent_partition_3b",
         5,
     ),
+    // A removed replica that missed its removal still believed it led the region; the harness
+    // kept sending it the scan after its EpochNotMatch answers, for 51 s ("request timeout").
+    // Found by the grader's fixed seeds, explained by `tinykv-trace explain` (4871 x "epoch not
+    // match" from one peer).
+    (
+        "sim::test_split_conf_change_snapshot_unreliable_recover_concurrent_partition_3b",
+        8,
+    ),
 ];
 
 /// The seeds `scenario` runs (see the module documentation); `default_count` seeds from 0 when

@@ -46,6 +46,7 @@ use crate::exec::Executor;
 use crate::filter::{self, Filter};
 use crate::scheduler::MockScheduler;
 use crate::seeds::{seeds, Digest};
+use crate::trace::{TraceTarget, Tracer};
 
 /// How long a simulated run may last before it is declared stuck.
 const MAX_VIRTUAL_TIME: Duration = Duration::from_secs(30 * 60);
@@ -75,6 +76,8 @@ enum Event {
         store: u64,
         inc: u64,
         msg: RaftMessage,
+        /// The message's id in the run's trace (0 when untraced).
+        id: u64,
     },
     Command {
         store: u64,
@@ -103,6 +106,8 @@ enum Event {
         to: u64,
         to_inc: u64,
         msg: RaftMessage,
+        /// The message's id in the run's trace (0 when untraced).
+        id: u64,
     },
     ReportSnapshot {
         store: u64,
@@ -167,6 +172,8 @@ struct Inner {
     snapshots_failed: u64,
     /// Snapshots applied by a store (the region worker reported success).
     snapshots_installed: u64,
+    /// The run's trace, when it is traced.
+    trace: Option<Tracer>,
 }
 
 /// The simulated environment.
@@ -203,6 +210,17 @@ impl Inner {
 impl SimEnv {
     /// A cluster of `count` stores, bootstrapped with region 1 over all of them and started.
     pub fn new(seed: u64, count: u64, cfg: Config, logger: Logger) -> Rc<SimEnv> {
+        SimEnv::new_traced(seed, count, cfg, logger, None)
+    }
+
+    /// Like [`SimEnv::new`], recording the run into `trace` when given.
+    pub fn new_traced(
+        seed: u64,
+        count: u64,
+        cfg: Config,
+        logger: Logger,
+        trace: Option<Tracer>,
+    ) -> Rc<SimEnv> {
         let ids: Vec<u64> = (1..=count).collect();
         let region = first_region(1, &ids);
         let snap_dir = tempfile::Builder::new()
@@ -243,6 +261,7 @@ impl SimEnv {
                 snapshots_sent: 0,
                 snapshots_failed: 0,
                 snapshots_installed: 0,
+                trace,
             }),
             exec: Executor::new(),
             scheduler: Arc::new(Mutex::new(MockScheduler::new(vec![region], count + 1))),
@@ -279,24 +298,50 @@ impl SimEnv {
             "simulation ran past {MAX_VIRTUAL_TIME:?} of virtual time"
         );
         let inner = &mut *inner;
-        match *ev {
+        let touched = touched_store(&ev);
+        self.handle(inner, at, *ev);
+        if let Some(t) = inner.trace.as_mut() {
+            if let Some((store, cause)) = touched {
+                if let Some(st) = inner.stores.get(&store).and_then(|s| s.store.as_ref()) {
+                    t.observe(at, store, st, cause);
+                }
+            }
+            t.drain_answers(at);
+        }
+        true
+    }
+
+    /// Carries out one event at `at`.
+    fn handle(&self, inner: &mut Inner, at: Duration, ev: Event) {
+        match ev {
             Event::Timer(w) => w.wake(),
             Event::Tick { store, inc } => {
                 let tick = self.cfg.raft_base_tick_interval;
                 let s = inner.stores.get_mut(&store).expect("known store");
                 if s.inc != inc || s.store.is_none() {
-                    return true;
+                    return;
                 }
                 inner.digest.add(&[1, store as u8]);
                 s.store.as_mut().unwrap().on_tick(&mut s.ctx);
                 inner.schedule(at + tick, Event::Tick { store, inc });
                 inner.schedule_round(store);
             }
-            Event::Deliver { store, inc, msg } => {
+            Event::Deliver {
+                store,
+                inc,
+                msg,
+                id,
+            } => {
                 let s = inner.stores.get_mut(&store).expect("known store");
                 if s.inc != inc || s.store.is_none() {
                     inner.dropped += 1;
-                    return true;
+                    if let Some(t) = inner.trace.as_mut() {
+                        t.drop_msg(at, id, "the receiver crashed or is down");
+                    }
+                    return;
+                }
+                if let Some(t) = inner.trace.as_mut() {
+                    t.deliver(at, id);
                 }
                 inner.delivered += 1;
                 inner.digest.add(&at.as_nanos().to_le_bytes());
@@ -307,10 +352,29 @@ impl SimEnv {
             }
             Event::Command { store, req, cb } => {
                 let s = inner.stores.get_mut(&store).expect("known store");
+                let cb = match inner.trace.as_mut() {
+                    Some(t) => {
+                        let (id, answers) = t.command(at, store, &req);
+                        if s.store.is_none() {
+                            answers
+                                .lock()
+                                .unwrap()
+                                .push((id, "the store is down".into()));
+                        }
+                        Box::new(move |resp: raftstore::CmdResponse| {
+                            let error = resp.region_error().map_or_else(String::new, |e| {
+                                crate::trace::describe_region_error(e)
+                            });
+                            answers.lock().unwrap().push((id, error));
+                            cb(resp)
+                        }) as Callback
+                    }
+                    None => cb,
+                };
                 let Some(st) = s.store.as_mut() else {
                     // The store is down: the client never hears back (it times out).
                     drop(cb);
-                    return true;
+                    return;
                 };
                 inner.digest.add(&[3, store as u8]);
                 inner.digest.add(&req.encode_to_vec());
@@ -322,7 +386,7 @@ impl SimEnv {
                 let s = inner.stores.get_mut(&store).expect("known store");
                 if s.inc != inc || s.store.is_none() {
                     // A crash came first: the unsynced writes are lost.
-                    return true;
+                    return;
                 }
                 inner.digest.add(&[5, store as u8]);
                 inner.digest.add(&seq.to_le_bytes());
@@ -351,7 +415,7 @@ impl SimEnv {
             Event::TaskDone { store, inc, result } => {
                 let s = inner.stores.get_mut(&store).expect("known store");
                 if s.inc != inc || s.store.is_none() {
-                    return true;
+                    return;
                 }
                 // Only what the result says, not its error text (which may name temp paths).
                 let snapshot = match &result {
@@ -376,6 +440,9 @@ impl SimEnv {
                     inner.digest.add(&[4, store as u8, ok as u8]);
                     inner.digest.add(key.to_string().as_bytes());
                 }
+                if let Some(t) = inner.trace.as_mut() {
+                    trace_task_result(t, at, store, &result);
+                }
                 s.store.as_mut().unwrap().on_task_result(&mut s.ctx, result);
                 inner.schedule_round(store);
             }
@@ -385,14 +452,19 @@ impl SimEnv {
                 to,
                 to_inc,
                 msg,
-            } => self.snap_transfer(inner, from, from_inc, to, to_inc, msg),
+                id,
+            } => self.snap_transfer(inner, (from, from_inc), (to, to_inc), msg, id),
             Event::SchedulerResponse { store, inc, resp } => {
                 let s = inner.stores.get_mut(&store).expect("known store");
                 if s.inc != inc || s.store.is_none() {
-                    return true;
+                    return;
                 }
                 inner.digest.add(&[7, store as u8]);
                 inner.digest.add(&resp.encode_to_vec());
+                if let Some(t) = inner.trace.as_mut() {
+                    let region = resp.region_id;
+                    t.note(at, store, region, crate::trace::describe_operator(&resp));
+                }
                 s.store
                     .as_mut()
                     .unwrap()
@@ -408,7 +480,7 @@ impl SimEnv {
             } => {
                 let s = inner.stores.get_mut(&store).expect("known store");
                 if s.inc != inc || s.store.is_none() {
-                    return true;
+                    return;
                 }
                 inner
                     .digest
@@ -420,7 +492,6 @@ impl SimEnv {
                 inner.schedule_round(store);
             }
         }
-        true
     }
 
     /// The files of a MsgSnapshot arrive: copied (through the filters, perhaps corrupted) into the
@@ -428,11 +499,10 @@ impl SimEnv {
     fn snap_transfer(
         &self,
         inner: &mut Inner,
-        from: u64,
-        from_inc: u64,
-        to: u64,
-        to_inc: u64,
+        (from, from_inc): (u64, u64),
+        (to, to_inc): (u64, u64),
         msg: RaftMessage,
+        id: u64,
     ) {
         let key = SnapKey::from_msg(&msg).expect("a snapshot message");
         let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
@@ -460,6 +530,28 @@ impl SimEnv {
         inner
             .digest
             .add(&[6, from as u8, to as u8, outcome.is_ok() as u8]);
+        if let Some(t) = inner.trace.as_mut() {
+            let what = if outcome.is_ok() {
+                "transferred"
+            } else {
+                "transfer failed"
+            };
+            t.record(
+                inner.now,
+                tinykv_trace::record::Kind::Snapshot(tinykv_trace::record::Snapshot {
+                    store: to,
+                    peer_store: from,
+                    region: key.region_id,
+                    index: key.index,
+                    term: key.term,
+                    what: what.into(),
+                }),
+            );
+            match &outcome {
+                Ok(_) => t.deliver(inner.now, id),
+                Err(e) => t.drop_msg(inner.now, id, e),
+            }
+        }
         let status = match outcome {
             Ok(_) => {
                 inner.snapshots_sent += 1;
@@ -489,6 +581,74 @@ impl SimEnv {
             },
         );
     }
+}
+
+/// The store an event is handled by, and what the trace calls it (the cause of what changed).
+fn touched_store(ev: &Event) -> Option<(u64, &'static str)> {
+    Some(match ev {
+        Event::Timer(_) | Event::RunTask { .. } => return None,
+        Event::Synced { store, .. } => (*store, "sync"),
+        Event::Tick { store, .. } => (*store, "tick"),
+        Event::Deliver { store, .. } => (*store, "message"),
+        Event::Command { store, .. } => (*store, "command"),
+        Event::Round { store, .. } => (*store, "round"),
+        Event::TaskDone { store, result, .. } => match result {
+            TaskResult::SnapshotApplied { .. } => (*store, "snapshot applied"),
+            _ => (*store, "task"),
+        },
+        Event::SnapTransfer { to, .. } => (*to, "snapshot"),
+        Event::ReportSnapshot { store, .. } => (*store, "snapshot report"),
+        Event::SchedulerResponse { store, .. } => (*store, "scheduler"),
+    })
+}
+
+/// Records a background task's result in the trace.
+fn trace_task_result(t: &mut Tracer, at: Duration, store: u64, result: &TaskResult) {
+    use tinykv_trace::record::{Kind, Snapshot};
+    let (key, what) = match result {
+        TaskResult::SnapshotGenerated { key, result } => (
+            key,
+            if result.is_ok() {
+                "generated"
+            } else {
+                "generation failed"
+            },
+        ),
+        TaskResult::SnapshotApplied { key, result } => (
+            key,
+            if result.is_ok() {
+                "applied"
+            } else {
+                "apply failed"
+            },
+        ),
+        TaskResult::SplitChecked {
+            region,
+            size,
+            split_key,
+        } => {
+            let text = match split_key {
+                Some(k) => format!(
+                    "split check: {size} bytes, split at {}",
+                    crate::trace::show_key(k)
+                ),
+                None => format!("split check: {size} bytes, no split"),
+            };
+            t.note(at, store, region.id, text);
+            return;
+        }
+    };
+    t.record(
+        at,
+        Kind::Snapshot(Snapshot {
+            store,
+            peer_store: 0,
+            region: key.region_id,
+            index: key.index,
+            term: key.term,
+            what: what.into(),
+        }),
+    );
 }
 
 /// The bytes a snapshot task moves (to give it a duration in virtual time).
@@ -528,6 +688,7 @@ impl SimEnv {
         }
         for msg in ctx.messages {
             let to = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+            let id = inner.trace.as_mut().map_or(0, |t| t.send(now, &msg));
             // 0.1 to 2 ms: enough spread to reorder messages between stores.
             let latency = Duration::from_micros(inner.rng.random_range(100..2000));
             if let Some(key) = SnapKey::from_msg(&msg) {
@@ -536,6 +697,9 @@ impl SimEnv {
                 if !filter::passes(&inner.filters, &msg, &mut inner.rng) || to_inc.is_none() {
                     inner.dropped += 1;
                     inner.snapshots_failed += 1;
+                    if let Some(t) = inner.trace.as_mut() {
+                        t.drop_msg(now, id, "a filter (partition or drop)");
+                    }
                     inner.schedule(
                         now + latency,
                         Event::ReportSnapshot {
@@ -562,15 +726,22 @@ impl SimEnv {
                         to,
                         to_inc: to_inc.expect("checked"),
                         msg,
+                        id,
                     },
                 );
                 continue;
             }
             if !filter::passes(&inner.filters, &msg, &mut inner.rng) {
                 inner.dropped += 1;
+                if let Some(t) = inner.trace.as_mut() {
+                    t.drop_msg(now, id, "a filter (partition or drop)");
+                }
                 continue;
             }
             let Some(inc) = inner.stores.get(&to).map(|s| s.inc) else {
+                if let Some(t) = inner.trace.as_mut() {
+                    t.drop_msg(now, id, "no such store");
+                }
                 continue;
             };
             inner.schedule(
@@ -579,6 +750,7 @@ impl SimEnv {
                     store: to,
                     inc,
                     msg,
+                    id,
                 },
             );
         }
@@ -685,6 +857,7 @@ impl Env for SimEnv {
 
     fn start_store(&self, store_id: u64) {
         let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
         let tick = self.cfg.raft_base_tick_interval;
         let phase = Duration::from_micros(inner.rng.random_range(0..tick.as_micros() as u64));
         let now = inner.now;
@@ -698,6 +871,11 @@ impl Env for SimEnv {
         )
         .unwrap_or_else(|e| panic!("store {store_id} cannot start: {e}"));
         check_store(store_id, &store, &s.engines);
+        if let Some(t) = inner.trace.as_mut() {
+            t.start(now, store_id);
+            t.observe(now, store_id, &store, "start");
+        }
+        let s = inner.stores.get_mut(&store_id).expect("known store");
         s.store = Some(store);
         let inc = s.inc;
         inner.schedule(
@@ -712,7 +890,15 @@ impl Env for SimEnv {
 
     fn stop_store(&self, store_id: u64) {
         let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let now = inner.now;
         let s = inner.stores.get_mut(&store_id).expect("known store");
+        let before = inner.trace.as_ref().and_then(|_| {
+            let unsynced = s.engines.kv.unsynced_batches() + s.engines.raft.unsynced_batches();
+            s.store
+                .as_ref()
+                .map(|st| (unsynced as u64, Tracer::before_crash(st)))
+        });
         // A crash: the process is gone, and so is every write the engines had not synced.
         s.store = None;
         s.ctx = StoreContext::default();
@@ -720,14 +906,61 @@ impl Env for SimEnv {
         s.engines.raft.crash();
         s.inc += 1;
         s.round_scheduled = false;
+        if let (Some(t), Some((unsynced, lost))) = (inner.trace.as_mut(), before) {
+            t.crash(now, store_id, unsynced, lost, &s.engines);
+        }
     }
 
     fn add_filter(&self, f: Box<dyn Filter>) {
-        self.inner.borrow_mut().filters.push(f);
+        let mut inner = self.inner.borrow_mut();
+        let now = inner.now;
+        if let Some(t) = inner.trace.as_mut() {
+            let sides = f.sides().map_or_else(Vec::new, |(a, b)| {
+                a.into_iter().chain([0]).chain(b).collect()
+            });
+            t.record(
+                now,
+                tinykv_trace::record::Kind::Filter(tinykv_trace::record::Filter {
+                    added: true,
+                    text: f.describe(),
+                    sides,
+                }),
+            );
+        }
+        inner.filters.push(f);
     }
 
     fn clear_filters(&self) {
-        self.inner.borrow_mut().filters.clear();
+        let mut inner = self.inner.borrow_mut();
+        let now = inner.now;
+        if let Some(t) = inner.trace.as_mut() {
+            t.record(
+                now,
+                tinykv_trace::record::Kind::Filter(tinykv_trace::record::Filter {
+                    added: false,
+                    text: "every filter removed".into(),
+                    sides: Vec::new(),
+                }),
+            );
+        }
+        inner.filters.clear();
+    }
+
+    fn trace_client_start(&self, op: &str, key: &[u8]) -> u64 {
+        let mut inner = self.inner.borrow_mut();
+        let now = inner.now;
+        inner
+            .trace
+            .as_mut()
+            .map_or(0, |t| t.client_start(now, op, key))
+    }
+
+    fn trace_client_end(&self, id: u64, ok: bool, detail: String) {
+        let mut inner = self.inner.borrow_mut();
+        let now = inner.now;
+        if let Some(t) = inner.trace.as_mut() {
+            t.client_end(now, id, ok, detail);
+        }
     }
 
     fn store_ids(&self) -> Vec<u64> {
@@ -1029,6 +1262,8 @@ pub fn run_scenario<F, Fut>(
     Fut: Future<Output = ()>,
 {
     let seeds = seeds(name, default_seeds);
+    let target = TraceTarget::from_env();
+    let several = seeds.len() > 1;
     // Seeds are independent runs, each on one thread of its own: they run side by side on
     // `sim_threads()` threads (a run itself stays single-threaded, so each is still a function of
     // its seed alone), and a scenario's many seeds no longer take one core for the whole suite.
@@ -1041,9 +1276,20 @@ pub fn run_scenario<F, Fut>(
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(&seed) = seeds.get(i) else { break };
                 let wall = std::time::Instant::now();
-                let result = catch_unwind(AssertUnwindSafe(|| {
-                    run_seed_stats(seed, count, cfg.clone(), &test)
-                }));
+                let result = match &target {
+                    TraceTarget::Always(_) => {
+                        let path = target.path(name, seed, several);
+                        let r = run_seed_traced(name, seed, count, cfg.clone(), &test, &path);
+                        report(format_args!(
+                            "{name}: seed={seed} trace: {}",
+                            path.display()
+                        ));
+                        r
+                    }
+                    TraceTarget::OnFailure(_) => catch_unwind(AssertUnwindSafe(|| {
+                        run_seed_stats(seed, count, cfg.clone(), &test)
+                    })),
+                };
                 match &result {
                     Ok(st) => {
                         let virt = st.virtual_time.as_secs_f64();
@@ -1057,10 +1303,15 @@ pub fn run_scenario<F, Fut>(
                             virt / wall.elapsed().as_secs_f64().max(1e-9)
                         ));
                     }
-                    Err(_) => report(format_args!(
-                        "{name}: seed={seed} FAILED; replay: {}",
-                        replay_command(name, seed)
-                    )),
+                    Err(_) => {
+                        report(format_args!(
+                            "{name}: seed={seed} FAILED; replay: {}",
+                            replay_command(name, seed)
+                        ));
+                        if matches!(target, TraceTarget::OnFailure(_)) {
+                            trace_failed_seed(name, seed, count, cfg.clone(), &test, &target);
+                        }
+                    }
                 }
                 outcomes.lock().unwrap().push((seed, result.ok()));
             });
@@ -1104,13 +1355,127 @@ pub fn run_scenario<F, Fut>(
     }
 }
 
+/// Runs a failing seed again, traced, into `target`'s directory, and says where the trace is
+/// and how to look at it.
+fn trace_failed_seed<F, Fut>(
+    name: &str,
+    seed: u64,
+    count: u64,
+    cfg: Config,
+    test: &F,
+    target: &TraceTarget,
+) where
+    F: Fn(Cluster) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let path = target.path(name, seed, true);
+    report(format_args!(
+        "{name}: seed={seed} running it again, traced (the panic shows twice)"
+    ));
+    let again = run_seed_traced(name, seed, count, cfg, test, &path);
+    let p = path.display();
+    if again.is_ok() {
+        report(format_args!(
+            "{name}: seed={seed} the traced replay PASSED: this run is not a function of its \
+             seed (a bug of the simulator or of the test); trace: {p}"
+        ));
+        return;
+    }
+    report(format_args!(
+        "{name}: seed={seed} trace: {p}\n  why:  cargo run -q --bin tinykv-trace -- explain {p}\n  \
+         see:  cargo run -q --bin tinykv-trace -- view {p} --out {name}-seed{seed}.html"
+    ));
+}
+
+thread_local! {
+    /// Where the last panic on this thread happened (`file:line:col`), for a trace's failure.
+    static LAST_PANIC_AT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Wraps the process's panic hook once so that a panic's location is kept for the trace of the
+/// run it ended (the previous hook still prints it).
+fn keep_panic_locations() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let at = info.location().map_or_else(String::new, |l| l.to_string());
+            LAST_PANIC_AT.with(|l| *l.borrow_mut() = at);
+            prev(info)
+        }));
+    });
+}
+
+/// The message of a panic's payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs one seed traced, and writes its trace to `path` whether it passes or fails (a failure
+/// ends the trace with its message and location).
+pub fn run_seed_traced<F, Fut>(
+    name: &str,
+    seed: u64,
+    count: u64,
+    cfg: Config,
+    test: &F,
+    path: &std::path::Path,
+) -> std::thread::Result<RunStats>
+where
+    F: Fn(Cluster) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    keep_panic_locations();
+    let tracer = Tracer::new(
+        name,
+        seed,
+        (1..=count).collect(),
+        replay_command(name, seed),
+    );
+    let env = SimEnv::new_traced(seed, count, cfg, sim_logger(), Some(tracer));
+    LAST_PANIC_AT.with(|l| l.borrow_mut().clear());
+    let result = catch_unwind(AssertUnwindSafe(|| run_seed_on(&env, test)));
+    let failure = result
+        .as_ref()
+        .err()
+        .map(|p| tinykv_trace::record::Failure {
+            message: panic_message(p.as_ref()),
+            location: LAST_PANIC_AT.with(|l| l.borrow().clone()),
+        });
+    let tracer = env.inner.borrow_mut().trace.take().expect("a traced run");
+    let bytes = tracer.finish(env.now(), env.digest(), failure);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| std::fs::write(path, bytes));
+    if let Err(e) = written {
+        report(format_args!(
+            "{name}: seed={seed} the trace was not written to {}: {e}",
+            path.display()
+        ));
+    }
+    result
+}
+
 /// Runs one seed and returns its digest and counts.
 pub fn run_seed_stats<F, Fut>(seed: u64, count: u64, cfg: Config, test: &F) -> RunStats
 where
     F: Fn(Cluster) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let env = SimEnv::new(seed, count, cfg, sim_logger());
+    run_seed_on(&SimEnv::new(seed, count, cfg, sim_logger()), test)
+}
+
+/// Runs `test` on `env` to its end, then the end-of-run checks.
+fn run_seed_on<F, Fut>(env: &Rc<SimEnv>, test: &F) -> RunStats
+where
+    F: Fn(Cluster) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let env = env.clone();
     let exec = env.exec.clone();
     let dyn_env: Rc<dyn Env> = env.clone();
     let cluster = Cluster::new(dyn_env);
@@ -1180,5 +1545,86 @@ mod tests {
         let a = run_seed_stats(4, 3, Config::test_config(), &workload);
         let b = run_seed_stats(5, 3, Config::test_config(), &workload);
         assert_ne!(a.digest, b.digest);
+    }
+
+    /// A traced run is the same run (the digest of the untraced one), its trace is the same
+    /// bytes on every replay and ends with that digest, it holds every kind of event the
+    /// workload makes, and raft's invariants hold over it.
+    #[test]
+    fn a_traced_seed_replays_to_the_same_trace() {
+        use tinykv_trace::record::Kind;
+        let dir = tempfile::tempdir().unwrap();
+        let (p1, p2) = (dir.path().join("1.trace"), dir.path().join("2.trace"));
+        let plain = run_seed_stats(7, 3, Config::test_config(), &workload);
+        let first = run_seed_traced("workload", 7, 3, Config::test_config(), &workload, &p1)
+            .expect("the workload passes");
+        run_seed_traced("workload", 7, 3, Config::test_config(), &workload, &p2).unwrap();
+        assert_eq!(first, plain, "tracing changed the run");
+        let bytes = std::fs::read(&p1).unwrap();
+        assert!(
+            bytes == std::fs::read(&p2).unwrap(),
+            "a replay gave another trace"
+        );
+        let trace = tinykv_trace::read(&p1).unwrap();
+        assert!(trace.complete);
+        assert_eq!(trace.digest(), Some(plain.digest));
+        let mut kinds = std::collections::BTreeSet::new();
+        for r in &trace.records {
+            let k = match r.kind.as_ref().unwrap() {
+                Kind::Header(_) => "header",
+                Kind::Send(_) => "send",
+                Kind::Deliver(_) => "deliver",
+                Kind::Drop(_) => "drop",
+                Kind::Role(_) => "role",
+                Kind::Commit(_) => "commit",
+                Kind::Apply(_) => "apply",
+                Kind::Command(_) => "command",
+                Kind::Response(_) => "response",
+                Kind::ClientStart(_) => "client start",
+                Kind::ClientEnd(_) => "client end",
+                Kind::Crash(_) => "crash",
+                Kind::Start(_) => "start",
+                Kind::Filter(_) => "filter",
+                Kind::Region(_) => "region",
+                Kind::Footer(_) => "footer",
+                Kind::Snapshot(_) | Kind::Failure(_) | Kind::Note(_) => continue,
+            };
+            kinds.insert(k);
+        }
+        assert_eq!(kinds.len(), 16, "kinds recorded: {kinds:?}");
+        let violations = tinykv_trace::check::check(&trace);
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+
+    /// A failing run's trace ends with the failure (its message and location), and the
+    /// explanation names it and the client operation that failed.
+    #[test]
+    fn a_failing_run_is_traced_with_its_failure() {
+        async fn fails(c: Cluster) {
+            c.must_put(b"k1", b"v1").await;
+            c.stop_store(1);
+            c.stop_store(2);
+            c.stop_store(3);
+            c.must_put(b"k2", b"v2").await; // no store is up: this times out
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.trace");
+        let r = run_seed_traced("fails", 3, 3, Config::test_config(), &fails, &path);
+        assert!(r.is_err());
+        let trace = tinykv_trace::read(&path).unwrap();
+        let failure = trace
+            .records
+            .iter()
+            .find_map(|r| match &r.kind {
+                Some(tinykv_trace::record::Kind::Failure(f)) => Some(f.clone()),
+                _ => None,
+            })
+            .expect("a failure record");
+        assert!(failure.message.contains("request timeout"), "{failure:?}");
+        assert!(failure.location.contains("cluster.rs"), "{failure:?}");
+        let why = tinykv_trace::check::explain(&trace, 10);
+        assert!(why.contains("request timeout"), "{why}");
+        assert!(why.contains("client op"), "{why}");
+        assert!(why.contains("CRASHED"), "{why}");
     }
 }

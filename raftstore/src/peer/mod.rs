@@ -286,6 +286,12 @@ impl<K: Engine, R: Engine> Peer<K, R> {
         &mut self.raft_group.raft.raft_log.store
     }
 
+    /// The replica's raft state machine, read-only (for observers such as the simulator's
+    /// trace: role, term, vote, log and commit index).
+    pub fn raft(&self) -> &raft::Raft<PeerStorage<K, R>> {
+        &self.raft_group.raft
+    }
+
     /// The region as this replica knows it.
     pub fn region(&self) -> &Region {
         &self.storage().region
