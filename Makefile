@@ -5,7 +5,7 @@ CARGO ?= cargo
 .PHONY: all setup build test fmt lint cluster cluster-add raft-stress bench \
 	project1 project2a project2aa project2ab project2ac project2b project2c project3 project3a project3b \
 	project3c project4 project4a project4b project4c \
-	grade grade-calibrate course-gen course-verify course-verify-quick course-docs
+	grade grade-calibrate bug-zoo course-gen course-verify course-verify-quick course-docs
 
 all: build
 
@@ -94,6 +94,12 @@ cluster-add: setup
 ## and grade/junit.xml; exit 0 all passed, 1 failures, 2 the tree does not build, 3 cannot grade.
 grade: setup
 	@$(CARGO) xtask grade $(if $(STAGE),--stage $(STAGE))
+
+## bug-zoo: classic student mistakes (course/mutants.toml) applied to a reference tree one at a
+## time; the stage suites must catch each (xtask/src/zoo.rs). MUTANT=id runs one. Writes
+## grade/bug-zoo.md; fails when a mutant is not caught.
+bug-zoo: setup
+	@$(CARGO) xtask bug-zoo $(if $(MUTANT),--mutant $(MUTANT))
 
 ## grade-calibrate: on the reference, records each stage test's time in course/calibration.toml.
 grade-calibrate: setup

@@ -6,6 +6,8 @@
 //! - `course list`: the stages and their marked regions.
 //! - `course docs [--check]`: the guides' test tables, from the test sources.
 //! - `grade [--stage S]... [--calibrate]`: the grader (`make grade`).
+//! - `bug-zoo [--mutant ID]... [--threaded]`: classic mistakes as mutants of the reference, and
+//!   the suites that catch them (`make bug-zoo`).
 
 mod docs;
 mod gen;
@@ -14,6 +16,7 @@ mod manifest;
 mod markers;
 mod runner;
 mod verify;
+mod zoo;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -48,6 +51,19 @@ enum Cmd {
         /// Record each test's time as course/calibration.toml (run on the reference).
         #[arg(long)]
         calibrate: bool,
+    },
+    /// The bug zoo: each mutant of course/mutants.toml applied to a reference tree, its stages'
+    /// tests run; exit 0 when every mutant was caught, 1 otherwise.
+    BugZoo {
+        /// A mutant to run (repeatable; all when none).
+        #[arg(long = "mutant")]
+        only: Vec<String>,
+        /// Also run the real-time `threaded::` scenarios.
+        #[arg(long)]
+        threaded: bool,
+        /// Where the table (bug-zoo.md) goes.
+        #[arg(long, default_value = "grade")]
+        out: PathBuf,
     },
 }
 
@@ -233,6 +249,20 @@ fn run() -> Result<i32> {
                 stages,
                 out,
                 calibrate,
+            },
+        ),
+        Cmd::BugZoo {
+            only,
+            threaded,
+            out,
+        } => zoo::run(
+            &root,
+            &m,
+            &zoo::Options {
+                only,
+                threaded,
+                out: root.join(out),
+                target: target_dir(&root),
             },
         ),
     }

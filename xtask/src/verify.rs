@@ -73,6 +73,8 @@ fn report_diags(label: &str, d: &runner::Diagnostics, ok: bool) -> Result<()> {
 /// Runs the verification; errors name the first stage and check that failed.
 pub fn verify(root: &Path, m: &Manifest, o: &Options) -> Result<()> {
     let all = Instant::now();
+    // The trees are built once each: incremental caches (gigabytes per tree) buy nothing here.
+    std::env::set_var("CARGO_INCREMENTAL", "0");
     let marked = gen::marked_files(root, m)?;
     if marked.values().all(|mk| mk.regions.is_empty()) {
         bail!("no stage markers here: this is a generated student tree, not the reference");
