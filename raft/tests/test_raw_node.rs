@@ -1,7 +1,7 @@
 //! TinyKV's `rawnode_test.go`, ported to the Rust API: starting and restarting a `RawNode` (stage
-//! 2AC), restarting from a snapshot (2C), and proposing conf changes through it (3A). Two tests of
-//! our own carry no stage suffix (the stage sets hold TinyKV's tests only): `propose_batch`, and
-//! the `must_sync` of a Ready that installs a snapshot.
+//! 2AC), restarting from a snapshot (2C), and proposing conf changes through it (3A). Three tests
+//! of our own carry no stage suffix (the stage sets hold TinyKV's tests only): `propose_batch`,
+//! the `must_sync` of a Ready that installs a snapshot, and a vote surviving a restart.
 
 #[path = "common/network.rs"]
 mod network;
@@ -358,4 +358,47 @@ fn test_raw_node_snapshot_ready_must_sync() {
         rd.must_sync,
         "a Ready with a snapshot must be synced before its acknowledgement is sent"
     );
+}
+
+/// A granted vote is in the hard state a Ready hands over for saving, and a node restarted from
+/// what was saved keeps it: asked in the same term by another candidate, it refuses. A vote left
+/// out of the saved state lets a restarted node vote twice in one term, and two leaders be
+/// elected in it. (Our own test, not one of TinyKV's: no stage suffix.)
+#[test]
+fn test_raw_node_vote_survives_a_restart() {
+    let s = MemStorage::new_with_conf_state(vec![1, 2, 3]);
+    let mut raw_node = new_raw_node(1, vec![], &s);
+    let vote_request = |from: u64| {
+        let mut m = new_message(from, 1, MessageType::MsgRequestVote);
+        m.term = 2;
+        m
+    };
+    raw_node.step(vote_request(2)).unwrap();
+    let rd = raw_node.ready();
+    let granted = rd
+        .messages
+        .iter()
+        .find(|m| m.to == 2 && m.msg_type() == MessageType::MsgRequestVoteResponse)
+        .expect("an answer to candidate 2");
+    assert!(
+        !granted.reject,
+        "the first candidate of term 2 gets the vote"
+    );
+    let hs = rd.hard_state.expect("a vote changes the hard state");
+    assert_eq!((hs.term, hs.vote), (2, 2), "the hard state to save");
+    s.wl().set_hard_state(hs);
+    s.wl().append(&rd.entries).unwrap();
+    raw_node.advance(rd);
+
+    // A crash, then a restart from what was saved.
+    let mut restarted = new_raw_node(1, vec![], &s);
+    assert_eq!(restarted.raft.vote, 2, "the vote was restored");
+    restarted.step(vote_request(3)).unwrap();
+    let rd = restarted.ready();
+    let answer = rd
+        .messages
+        .iter()
+        .find(|m| m.to == 3 && m.msg_type() == MessageType::MsgRequestVoteResponse)
+        .expect("an answer to candidate 3");
+    assert!(answer.reject, "a second vote in term 2, after a restart");
 }

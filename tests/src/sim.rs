@@ -1303,15 +1303,10 @@ pub fn run_scenario<F, Fut>(
                             virt / wall.elapsed().as_secs_f64().max(1e-9)
                         ));
                     }
-                    Err(_) => {
-                        report(format_args!(
-                            "{name}: seed={seed} FAILED; replay: {}",
-                            replay_command(name, seed)
-                        ));
-                        if matches!(target, TraceTarget::OnFailure(_)) {
-                            trace_failed_seed(name, seed, count, cfg.clone(), &test, &target);
-                        }
-                    }
+                    Err(_) => report(format_args!(
+                        "{name}: seed={seed} FAILED; replay: {}",
+                        replay_command(name, seed)
+                    )),
                 }
                 outcomes.lock().unwrap().push((seed, result.ok()));
             });
@@ -1331,6 +1326,11 @@ pub fn run_scenario<F, Fut>(
         })
         .map(|&(seed, _)| seed)
         .collect();
+    // The first failing seed is run again, traced (one trace tells the story; the others replay
+    // the same way when asked).
+    if let (Some(&seed), TraceTarget::OnFailure(_)) = (failed.first(), &target) {
+        trace_failed_seed(name, seed, count, cfg.clone(), &test, &target);
+    }
     assert!(failed.is_empty(), "{name}: failing seeds {failed:?}");
     match snapshots {
         Snapshots::Any => {}

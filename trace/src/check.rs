@@ -8,7 +8,9 @@
 //!   that commits index `i` commits it with the same term;
 //! - **leader completeness**: a new leader's log reaches every index committed before its term;
 //! - **apply follows commit**: a replica applies only what it has committed, and each applied
-//!   entry has the term the committed log has at its index.
+//!   entry has the term the committed log has at its index;
+//! - **durability**: what a replica promised survives its crash: the entries it acknowledged
+//!   (MsgAppendResponse) and the vote it granted are in what its engines kept.
 //!
 //! [`explain`] turns a trace into a few lines: the failure (which check, where), the first
 //! violated invariant (the cause, when raft is at fault), and the events that led there.
@@ -62,6 +64,10 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
     let mut commit_of: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     // (store, region) -> its term.
     let mut term_of: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    // (store, region, peer) -> the highest index it acknowledged, and when.
+    let mut acked: BTreeMap<(u64, u64, u64), (u64, u64)> = BTreeMap::new();
+    // (store, region, peer) -> the latest vote it granted: (term, candidate, when).
+    let mut granted: BTreeMap<(u64, u64, u64), (u64, u64, u64)> = BTreeMap::new();
     for (i, r) in trace.records.iter().enumerate() {
         let at_ns = r.at_ns;
         let mut violate = |invariant, region, detail: String| {
@@ -129,11 +135,22 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
                 }
             }
             Some(Kind::Send(s)) => {
+                use proto::eraftpb::MessageType as M;
+                let replica = (s.from_store, s.region, s.from_peer);
+                // What a replica promised: the entries it acknowledged, the votes it granted.
+                if s.msg_type == M::MsgAppendResponse as i32 && !s.reject {
+                    let a = acked.entry(replica).or_insert((0, 0));
+                    if s.index > a.0 {
+                        *a = (s.index, at_ns);
+                    }
+                }
                 // A granted vote: a MsgRequestVoteResponse that is no rejection.
-                if s.msg_type != proto::eraftpb::MessageType::MsgRequestVoteResponse as i32
-                    || s.reject
-                {
+                if s.msg_type != M::MsgRequestVoteResponse as i32 || s.reject {
                     continue;
+                }
+                let g = granted.entry(replica).or_insert((0, 0, 0));
+                if s.term > g.0 {
+                    *g = (s.term, s.to_peer, at_ns);
                 }
                 let w = Witness {
                     store: s.from_store,
@@ -239,9 +256,52 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
                 }
             }
             Some(Kind::Crash(c)) => {
-                // A restarted replica's commit and term start again from what it kept.
                 for l in &c.lost {
+                    // A restarted replica's commit and term start again from what it kept.
                     commit_of.insert((c.store, l.region), l.durable_commit);
+                    let replica = (c.store, l.region, l.peer);
+                    if let Some(&(index, at)) = acked.get(&replica) {
+                        if l.durable_last_index < index {
+                            violate(
+                                "durability",
+                                l.region,
+                                format!(
+                                    "peer {} on store {} acknowledged region {}'s log up to \
+                                     index {index} (at {}), but kept only up to {} through its \
+                                     crash: it acknowledged entries before they were on disk",
+                                    l.peer,
+                                    c.store,
+                                    l.region,
+                                    secs(at),
+                                    l.durable_last_index
+                                ),
+                            );
+                        }
+                    }
+                    if let Some(&(term, cand, at)) = granted.get(&replica) {
+                        let kept = l.durable_term > term
+                            || (l.durable_term == term && l.durable_vote == cand);
+                        if !kept {
+                            violate(
+                                "durability",
+                                l.region,
+                                format!(
+                                    "peer {} on store {} granted its vote in term {term} of \
+                                     region {} to peer {cand} (at {}), but its saved hard \
+                                     state after the crash is term {} vote {}: it voted before \
+                                     the vote was on disk",
+                                    l.peer,
+                                    c.store,
+                                    l.region,
+                                    secs(at),
+                                    l.durable_term,
+                                    l.durable_vote
+                                ),
+                            );
+                        }
+                    }
+                    acked.remove(&replica);
+                    granted.remove(&replica);
                 }
             }
             _ => {}
@@ -584,7 +644,8 @@ pub fn explain(trace: &Trace, context: usize) -> String {
             let _ = writeln!(
                 out,
                 "cause: no raft invariant was violated (election safety, one vote per term, \
-                 committed entries never change, leader completeness, apply follows commit)"
+                 committed entries never change, leader completeness, apply follows commit, \
+                 durability)"
             );
             records.len().saturating_sub(1)
         }
@@ -880,6 +941,54 @@ mod tests {
         let v = check(&t);
         assert_eq!(names(&t), vec!["apply follows commit"]);
         assert!(v[0].detail.contains("applied index 3 term 1"), "{v:?}");
+    }
+
+    #[test]
+    fn promises_lost_in_a_crash_break_durability() {
+        use crate::record::{Crash, Lost};
+        let ack = |index| {
+            Kind::Send(Send {
+                region: 1,
+                from_store: 2,
+                from_peer: 2,
+                to_peer: 1,
+                msg_type: MessageType::MsgAppendResponse as i32,
+                term: 3,
+                index,
+                ..Default::default()
+            })
+        };
+        let vote = Kind::Send(Send {
+            region: 1,
+            from_store: 2,
+            from_peer: 2,
+            to_peer: 3,
+            msg_type: MessageType::MsgRequestVoteResponse as i32,
+            term: 3,
+            ..Default::default()
+        });
+        let crash = |durable_last_index, durable_term, durable_vote| {
+            Kind::Crash(Crash {
+                store: 2,
+                unsynced_batches: 0,
+                lost: vec![Lost {
+                    region: 1,
+                    peer: 2,
+                    durable_last_index,
+                    durable_term,
+                    durable_vote,
+                    ..Default::default()
+                }],
+            })
+        };
+        let kept = trace(vec![vote.clone(), ack(7), crash(7, 3, 3)]);
+        assert!(names(&kept).is_empty(), "{:?}", check(&kept));
+        let lost_entries = trace(vec![vote.clone(), ack(7), crash(5, 3, 3)]);
+        assert_eq!(names(&lost_entries), vec!["durability"]);
+        assert!(check(&lost_entries)[0].detail.contains("up to index 7"));
+        let lost_vote = trace(vec![vote, ack(7), crash(7, 3, 0)]);
+        assert_eq!(names(&lost_vote), vec!["durability"]);
+        assert!(check(&lost_vote)[0].detail.contains("term 3 vote 0"));
     }
 
     #[test]

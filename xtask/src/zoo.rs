@@ -42,6 +42,10 @@ struct Mutant {
     replace: String,
     /// The stages whose tests are run against it.
     stages: Vec<String>,
+    /// Tests of this project's own beyond the stage suites (no stage suffix) also run against
+    /// it: those whose names contain one of these.
+    #[serde(default)]
+    also: Vec<String>,
 }
 
 /// What the zoo is asked to do.
@@ -212,9 +216,11 @@ fn run_mutant(m: &Manifest, dir: &Path, mu: &Mutant, o: &Options) -> Result<Row>
     let wanted: Vec<_> = tests
         .iter()
         .filter(|t| {
-            m.stage_of_test(&t.name)
-                .is_some_and(|s| mu.stages.iter().any(|w| w.eq_ignore_ascii_case(&s.id)))
-                && (o.threaded || !t.name.starts_with("threaded::"))
+            let staged = m
+                .stage_of_test(&t.name)
+                .is_some_and(|s| mu.stages.iter().any(|w| w.eq_ignore_ascii_case(&s.id)));
+            let also = mu.also.iter().any(|a| t.name.contains(a.as_str()));
+            (staged || also) && (o.threaded || !t.name.starts_with("threaded::"))
         })
         .collect();
     let mut catches = Vec::new();
@@ -258,7 +264,20 @@ fn render(rows: &[Row]) -> String {
         let mut by_stage: BTreeMap<String, usize> = BTreeMap::new();
         for c in &r.catches {
             let suffix = c.test.rsplit('_').next().unwrap_or_default().to_uppercase();
-            *by_stage.entry(suffix).or_default() += 1;
+            let suite = if r
+                .mutant
+                .stages
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&suffix))
+            {
+                suffix
+            } else {
+                format!(
+                    "own test {}",
+                    c.test.rsplit("::").next().unwrap_or_default()
+                )
+            };
+            *by_stage.entry(suite).or_default() += 1;
         }
         let caught = if r.catches.is_empty() {
             "**not caught**".to_string()
@@ -286,7 +305,13 @@ fn render(rows: &[Row]) -> String {
             "| `{}` | {} | {} | {} | {} | {} |",
             r.mutant.id,
             r.mutant.mistake,
-            r.mutant.stages.join(", "),
+            r.mutant
+                .stages
+                .iter()
+                .chain(&r.mutant.also)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
             caught,
             seeds,
             cause.replace('|', "\\|")
