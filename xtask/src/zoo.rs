@@ -37,15 +37,66 @@ struct Mutant {
     /// The file, from the tree's root.
     file: String,
     /// The text to change: it must occur exactly once in the file.
+    #[serde(default)]
     find: String,
     /// What it becomes.
+    #[serde(default)]
     replace: String,
+    /// More edits of the same file, for a mistake made in several places.
+    #[serde(default)]
+    edits: Vec<Edit>,
     /// The stages whose tests are run against it.
     stages: Vec<String>,
     /// Tests of this project's own beyond the stage suites (no stage suffix) also run against
     /// it: those whose names contain one of these.
     #[serde(default)]
     also: Vec<String>,
+}
+
+/// One more edit of a mutant's file.
+#[derive(Deserialize, Clone)]
+struct Edit {
+    find: String,
+    replace: String,
+}
+
+impl Mutant {
+    /// Every `(find, replace)` of the mutant, `find`/`replace` first.
+    fn all_edits(&self) -> Vec<(&str, &str)> {
+        std::iter::once((self.find.as_str(), self.replace.as_str()))
+            .filter(|(f, _)| !f.is_empty())
+            .chain(
+                self.edits
+                    .iter()
+                    .map(|e| (e.find.as_str(), e.replace.as_str())),
+            )
+            .collect()
+    }
+
+    /// The mutated text of its file, or why the mutant does not apply.
+    fn apply(&self, pristine: &str) -> Result<String> {
+        let edits = self.all_edits();
+        if edits.is_empty() {
+            bail!("mutant {}: no edit", self.id);
+        }
+        let mut text = pristine.to_string();
+        for (find, replace) in edits {
+            let n = text.matches(find).count();
+            if n != 1 {
+                bail!(
+                    "mutant {}: a `find` text occurs {n} times in {} (it must occur once: the \
+                     reference changed; update course/mutants.toml): {find:?}",
+                    self.id,
+                    self.file
+                );
+            }
+            if find == replace {
+                bail!("mutant {}: an edit that changes nothing", self.id);
+            }
+            text = text.replacen(find, replace, 1);
+        }
+        Ok(text)
+    }
 }
 
 /// What the zoo is asked to do.
@@ -154,16 +205,7 @@ pub fn run(root: &Path, m: &Manifest, o: &Options) -> Result<i32> {
         let path = dir.join(&mu.file);
         let pristine = std::fs::read_to_string(&path)
             .with_context(|| format!("mutant {}: reading {}", mu.id, mu.file))?;
-        let n = pristine.matches(&mu.find).count();
-        if n != 1 {
-            bail!(
-                "mutant {}: its `find` text occurs {n} times in {} (it must occur once: the \
-                 reference changed; update course/mutants.toml)",
-                mu.id,
-                mu.file
-            );
-        }
-        std::fs::write(&path, pristine.replacen(&mu.find, &mu.replace, 1))?;
+        std::fs::write(&path, mu.apply(&pristine)?)?;
         let row = run_mutant(m, &dir, &mu, o);
         std::fs::write(&path, &pristine)?;
         let row = row?;
@@ -373,8 +415,8 @@ mod tests {
         let m = Manifest::load(root).unwrap();
         for mu in &zoo.mutant {
             let file = std::fs::read_to_string(root.join(&mu.file)).unwrap();
-            assert_eq!(file.matches(&mu.find).count(), 1, "mutant {}", mu.id);
-            assert_ne!(mu.find, mu.replace, "mutant {}", mu.id);
+            let mutated = mu.apply(&file).unwrap();
+            assert_ne!(mutated, file, "mutant {}", mu.id);
             for s in &mu.stages {
                 assert!(m.stage(s).is_ok(), "mutant {}: stage {s}", mu.id);
             }
