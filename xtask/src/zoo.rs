@@ -278,7 +278,7 @@ fn run_mutant(m: &Manifest, dir: &Path, mu: &Mutant, o: &Options) -> Result<Row>
         let why = if out.timed_out {
             "timed out".to_string()
         } else {
-            out.panic.clone().unwrap_or_else(|| "failed".into())
+            shorten(&out.panic.clone().unwrap_or_else(|| "failed".into()), 160)
         };
         catches.push(Catch {
             test: t.name.clone(),
@@ -295,6 +295,14 @@ fn run_mutant(m: &Manifest, dir: &Path, mu: &Mutant, o: &Options) -> Result<Row>
         secs: start.elapsed().as_secs_f64(),
         catches,
     })
+}
+
+/// `text` cut to about `max` characters (a failing test's message may quote a whole value).
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{} ...", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// The markdown table of the zoo, and each mutant's details.
@@ -356,7 +364,7 @@ fn render(rows: &[Row]) -> String {
                 .join(", "),
             caught,
             seeds,
-            cause.replace('|', "\\|")
+            shorten(&cause, 240).replace('|', "\\|")
         );
     }
     s += "\n";
@@ -398,6 +406,8 @@ mod tests {
         assert_eq!(failing_seed(out), Some(2));
         assert_eq!(trace_path(out).as_deref(), Some("/t/sim-a_2b-seed2.trace"));
         assert_eq!(failing_seed("seed=1 digest=2"), None);
+        assert_eq!(shorten("abcdef", 3), "abc ...");
+        assert_eq!(shorten("ab", 3), "ab");
     }
 
     #[test]
