@@ -100,9 +100,7 @@ fn the_timeline_of_a_failed_run_renders_in_chromium() {
     let dom = chromium(&profile, &["--dump-dom"], &url);
     for store in 1..=3 {
         assert!(
-            dom.contains(&format!(
-                "<div class=\"lane-label\" data-store=\"{store}\""
-            )),
+            dom.contains(&format!("<div class=\"lane-label\" data-store=\"{store}\"")),
             "no lane for store {store} in the rendered page:\n{dom:.2000}"
         );
     }
