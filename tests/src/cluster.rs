@@ -282,7 +282,7 @@ impl Cluster {
     /// (TinyKV's `MustHavePeer`).
     pub async fn must_have_peer(&self, region_id: u64, peer: Peer) {
         if !self.wait_for_peer(region_id, peer, true).await {
-            panic!("no peer: {peer:?}");
+            panic!("region {region_id}: no peer: {peer:?}");
         }
     }
 
@@ -290,7 +290,7 @@ impl Cluster {
     /// 500 polls 10 ms apart (TinyKV's `MustNonePeer`).
     pub async fn must_none_peer(&self, region_id: u64, peer: Peer) {
         if !self.wait_for_peer(region_id, peer, false).await {
-            panic!("have peer: {peer:?}");
+            panic!("region {region_id}: have peer: {peer:?}");
         }
     }
 

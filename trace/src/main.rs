@@ -7,6 +7,7 @@
 //! - `dump PATH [--region R] [--store S] [--from SECS] [--to SECS]`: the events, one per line.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -117,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
         } => {
             let trace = tinykv_trace::read(&path)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut sends = BTreeMap::new();
             let (from, to) = (
                 from.map_or(0, |s| (s * 1e9) as u64),
@@ -130,9 +132,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 if let Some(line) = describe(r, &sends) {
-                    println!("{line}");
+                    // A reader that stopped early (`| head`) ends the dump, quietly.
+                    if writeln!(out, "{line}").is_err() {
+                        return Ok(ExitCode::SUCCESS);
+                    }
                 }
             }
+            let _ = out.flush();
             Ok(ExitCode::SUCCESS)
         }
     }
