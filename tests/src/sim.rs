@@ -918,14 +918,7 @@ impl Env for SimEnv {
             let sides = f.sides().map_or_else(Vec::new, |(a, b)| {
                 a.into_iter().chain([0]).chain(b).collect()
             });
-            t.record(
-                now,
-                tinykv_trace::record::Kind::Filter(tinykv_trace::record::Filter {
-                    added: true,
-                    text: f.describe(),
-                    sides,
-                }),
-            );
+            t.filter(now, true, f.describe(), sides);
         }
         inner.filters.push(f);
     }
@@ -934,14 +927,7 @@ impl Env for SimEnv {
         let mut inner = self.inner.borrow_mut();
         let now = inner.now;
         if let Some(t) = inner.trace.as_mut() {
-            t.record(
-                now,
-                tinykv_trace::record::Kind::Filter(tinykv_trace::record::Filter {
-                    added: false,
-                    text: "every filter removed".into(),
-                    sides: Vec::new(),
-                }),
-            );
+            t.filter(now, false, "every filter removed".into(), Vec::new());
         }
         inner.filters.clear();
     }

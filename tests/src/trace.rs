@@ -465,6 +465,13 @@ impl Tracer {
         }
     }
 
+    /// Records a filter installed (`added`, with the stores of each side of a cut), or every
+    /// filter removed.
+    pub fn filter(&mut self, at: Duration, added: bool, text: String, sides: Vec<u64>) {
+        self.w
+            .record(at, Kind::Filter(record::Filter { added, text, sides }));
+    }
+
     /// Records a store's start.
     pub fn start(&mut self, at: Duration, store: u64) {
         self.w.record(at, Kind::Start(Start { store }));

@@ -24,7 +24,8 @@ fn us(at_ns: u64) -> u64 {
 pub fn data(trace: &Trace) -> Value {
     let mut meta = json!({});
     let mut failure = Value::Null;
-    let mut sends: BTreeMap<u64, (usize, crate::record::Send)> = BTreeMap::new();
+    // A message's id -> its row in `msgs`, until it is delivered or dropped.
+    let mut in_flight: BTreeMap<u64, usize> = BTreeMap::new();
     let mut msgs: Vec<Value> = Vec::new();
     let mut roles = Vec::new();
     let mut commits = Vec::new();
@@ -38,7 +39,6 @@ pub fn data(trace: &Trace) -> Value {
     let mut regions = Vec::new();
     let mut notes = Vec::new();
     let mut types = BTreeMap::new();
-    let mut all_sends = BTreeMap::new();
     for r in &trace.records {
         let at = us(r.at_ns);
         match &r.kind {
@@ -71,16 +71,15 @@ pub fn data(trace: &Trace) -> Value {
                     s.log_term,
                     s.id
                 ]));
-                sends.insert(s.id, (msgs.len() - 1, s.clone()));
-                all_sends.insert(s.id, s.clone());
+                in_flight.insert(s.id, msgs.len() - 1);
             }
             Some(Kind::Deliver(d)) => {
-                if let Some((i, _)) = sends.remove(&d.id) {
+                if let Some(i) = in_flight.remove(&d.id) {
                     msgs[i][1] = json!(at);
                 }
             }
             Some(Kind::Drop(d)) => {
-                if let Some((i, _)) = sends.remove(&d.id) {
+                if let Some(i) = in_flight.remove(&d.id) {
                     msgs[i][1] = json!(-2);
                     msgs[i].as_array_mut().expect("array").push(json!(d.reason));
                 }
@@ -93,7 +92,8 @@ pub fn data(trace: &Trace) -> Value {
                 applies.push(json!([at, a.store, a.region, a.to, a.snapshot as u8]))
             }
             Some(Kind::Crash(c)) => {
-                let line = describe(r, &all_sends).unwrap_or_default();
+                // A crash's line names no message.
+                let line = describe(r, &BTreeMap::new()).unwrap_or_default();
                 crashes.push(json!([at, c.store, line]))
             }
             Some(Kind::Start(s)) => starts.push(json!([at, s.store])),
