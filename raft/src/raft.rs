@@ -120,6 +120,9 @@ pub struct Raft<T: Storage> {
     pub read_only: ReadOnly,
     /// ReadIndex requests that arrived before this leader committed an entry of its term.
     pending_read_index_messages: Vec<Message>,
+    /// A MsgTimeoutNow arrived while a committed membership change was not applied yet: this
+    /// node campaigns (as the end of a transfer) once it is (`RawNode::advance`).
+    pub campaign_on_apply: bool,
     /// Byte limit of the entries of one MsgAppend.
     pub max_msg_size: u64,
     max_inflight: usize,
@@ -175,6 +178,7 @@ impl<T: Storage> Raft<T> {
             read_states: Vec::new(),
             read_only: ReadOnly::new(config.read_only_option),
             pending_read_index_messages: Vec::new(),
+            campaign_on_apply: false,
             max_msg_size: config.max_size_per_msg,
             max_inflight: config.max_inflight_msgs,
             pre_vote: config.pre_vote,
@@ -466,6 +470,7 @@ impl<T: Storage> Raft<T> {
         }
         // END STAGE 2AA
         self.pending_conf_index = 0;
+        self.campaign_on_apply = false;
         self.read_only = ReadOnly::new(self.read_only.option);
         self.pending_read_index_messages.clear();
     }
@@ -543,6 +548,32 @@ impl<T: Storage> Raft<T> {
         // END STAGE 2AA
     }
 
+    /// Whether a committed entry not applied yet is a membership change (a node does not
+    /// campaign then: it would count votes under a membership that is no longer the latest).
+    fn has_unapplied_conf_change(&self) -> bool {
+        let (lo, hi) = (self.raft_log.applied + 1, self.raft_log.committed + 1);
+        lo < hi
+            && self
+                .raft_log
+                .slice(lo, hi, NO_LIMIT)
+                .unwrap_or_default()
+                .iter()
+                .any(|e| e.entry_type() == EntryType::EntryConfChange)
+    }
+
+    /// Called when the application has applied more of the log: a campaign a MsgTimeoutNow
+    /// asked for while a membership change waited to be applied starts now.
+    pub(crate) fn on_applied(&mut self) {
+        if self.campaign_on_apply && !self.has_unapplied_conf_change() {
+            self.campaign_on_apply = false;
+            if self.state != StateRole::Leader {
+                info!(self.logger, "the membership change is applied; campaigning as asked";
+                    "term" => self.term);
+                self.hup(true);
+            }
+        }
+    }
+
     fn hup(&mut self, transfer: bool) {
         // STAGE 2AA: a leader, or a node that is not a member, does not campaign (then the checks below run)
         if self.state == StateRole::Leader {
@@ -554,16 +585,7 @@ impl<T: Storage> Raft<T> {
             return;
         }
         // END STAGE 2AA
-        let (lo, hi) = (self.raft_log.applied + 1, self.raft_log.committed + 1);
-        let unapplied = if lo < hi {
-            self.raft_log.slice(lo, hi, NO_LIMIT).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        if unapplied
-            .iter()
-            .any(|e| e.entry_type() == EntryType::EntryConfChange)
-        {
+        if self.has_unapplied_conf_change() {
             warn!(self.logger, "cannot campaign: there are unapplied conf changes";
                 "term" => self.term);
             return;
@@ -1234,6 +1256,17 @@ impl<T: Storage> Raft<T> {
                 // END STAGE 3A
             }
             MessageType::MsgTimeoutNow => {
+                // A leader that removed itself says what it committed (the commit a heartbeat
+                // would carry: at most what this follower has of its log), so the election runs
+                // under the membership it committed; a transfer's MsgTimeoutNow carries 0. When
+                // that commits a membership change, the campaign waits until it is applied.
+                self.raft_log.commit_to(m.commit);
+                if self.promotable() && self.has_unapplied_conf_change() {
+                    info!(self.logger, "received MsgTimeoutNow; campaigning once the committed membership change is applied";
+                        "from" => m.from, "term" => self.term);
+                    self.campaign_on_apply = true;
+                    return Ok(());
+                }
                 // STAGE 3A: a member campaigns at once, bypassing the leader lease (`hup(true)`)
                 if self.promotable() {
                     info!(self.logger, "received MsgTimeoutNow; starting an election to take leadership";

@@ -282,6 +282,7 @@ impl<T: Storage> RawNode<T> {
             log.applied_to(last.index);
         }
         // END STAGE 2AC
+        self.raft.on_applied();
     }
 
     /// The replication progress of every member, when this node leads (TinyKV's `GetProgress`).

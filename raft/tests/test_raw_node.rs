@@ -1,7 +1,8 @@
 //! TinyKV's `rawnode_test.go`, ported to the Rust API: starting and restarting a `RawNode` (stage
-//! 2AC), restarting from a snapshot (2C), and proposing conf changes through it (3A). Three tests
-//! of our own carry no stage suffix (the stage sets hold TinyKV's tests only): `propose_batch`,
-//! the `must_sync` of a Ready that installs a snapshot, and a vote surviving a restart.
+//! 2AC), restarting from a snapshot (2C), and proposing conf changes through it (3A). Tests of
+//! our own carry no stage suffix (the stage sets hold TinyKV's tests only): `propose_batch`, the
+//! `must_sync` of a Ready that installs a snapshot, a vote surviving a restart, and the
+//! MsgTimeoutNow of a leader that removed itself (the commit it carries, the campaign it starts).
 
 #[path = "common/network.rs"]
 mod network;
@@ -401,4 +402,102 @@ fn test_raw_node_vote_survives_a_restart() {
         .find(|m| m.to == 3 && m.msg_type() == MessageType::MsgRequestVoteResponse)
         .expect("an answer to candidate 3");
     assert!(answer.reject, "a second vote in term 2, after a restart");
+}
+
+/// A follower of term 1 whose log holds entries 1 and 2 and, at 3, the removal of node 1 (the
+/// leader), with only entry 1 committed and applied.
+fn follower_with_a_pending_removal() -> (MemStorage, RawNode<MemStorage>) {
+    let s = MemStorage::new_with_conf_state(vec![1, 2, 3]);
+    let mut cc = ConfChange {
+        node_id: 1,
+        ..Default::default()
+    };
+    cc.set_change_type(ConfChangeType::RemoveNode);
+    let mut removal = Entry {
+        index: 3,
+        term: 1,
+        data: cc.encode_to_vec(),
+        ..Default::default()
+    };
+    removal.set_entry_type(EntryType::EntryConfChange);
+    s.wl()
+        .append(&[new_entry(1, 1), new_entry(2, 1), removal])
+        .unwrap();
+    s.wl().set_hard_state(HardState {
+        term: 1,
+        vote: 1,
+        commit: 1,
+    });
+    let mut cfg = new_test_config(2, vec![], 10, 1);
+    cfg.applied = 1;
+    let raw_node = RawNode::new(&cfg, s.clone(), &default_logger()).expect("new raw node");
+    (s, raw_node)
+}
+
+/// The MsgTimeoutNow a leader that removed itself sends its successor: term 1, with the commit
+/// index it may learn.
+fn farewell(commit: u64) -> Message {
+    let mut m = new_message(1, 2, MessageType::MsgTimeoutNow);
+    m.term = 1;
+    m.commit = commit;
+    m
+}
+
+/// A leader that applied its own removal sends its successor a MsgTimeoutNow carrying what it
+/// committed (raftstore's apply_change_peer): the successor learns the commit, and since that
+/// commits a membership change it campaigns once the change is applied, under the new
+/// membership (it asks node 3 only), not at once under the old one.
+#[test]
+fn test_raw_node_timeout_now_after_a_removal_campaigns_once_it_is_applied() {
+    let (s, mut raw_node) = follower_with_a_pending_removal();
+    raw_node.step(farewell(3)).unwrap();
+    assert_eq!(raw_node.raft.raft_log.committed, 3, "the commit is learned");
+    let rd = raw_node.ready();
+    assert!(
+        !rd.messages
+            .iter()
+            .any(|m| m.msg_type() == MessageType::MsgRequestVote),
+        "no campaign before the removal is applied: {:?}",
+        rd.messages
+    );
+    let last = rd
+        .committed_entries
+        .last()
+        .expect("entries 2 and 3 to apply");
+    assert_eq!(last.index, 3);
+    let cc = ConfChange::decode(&last.data[..]).unwrap();
+    raw_node.apply_conf_change(&cc);
+    s.wl().set_hard_state(rd.hard_state.clone().unwrap());
+    raw_node.advance(rd);
+
+    assert_eq!(
+        raw_node.raft.term, 2,
+        "campaigned once the change was applied"
+    );
+    let rd = raw_node.ready();
+    let asked: Vec<u64> = rd
+        .messages
+        .iter()
+        .filter(|m| m.msg_type() == MessageType::MsgRequestVote)
+        .map(|m| m.to)
+        .collect();
+    assert_eq!(asked, vec![3], "votes asked under the new membership");
+}
+
+/// A MsgTimeoutNow whose commit covers no membership change (or a transfer's, which carries
+/// none): the commit is learned and the campaign starts at once.
+#[test]
+fn test_raw_node_timeout_now_campaigns_at_once_without_a_pending_change() {
+    let (_s, mut raw_node) = follower_with_a_pending_removal();
+    raw_node.step(farewell(2)).unwrap();
+    assert_eq!(raw_node.raft.raft_log.committed, 2);
+    assert_eq!(raw_node.raft.term, 2, "campaigned at once");
+    let rd = raw_node.ready();
+    let asked: Vec<u64> = rd
+        .messages
+        .iter()
+        .filter(|m| m.msg_type() == MessageType::MsgRequestVote)
+        .map(|m| m.to)
+        .collect();
+    assert_eq!(asked, vec![1, 3]);
 }

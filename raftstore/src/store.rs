@@ -1240,19 +1240,28 @@ mod tests {
                 ..Default::default()
             },
         );
+        // The removal's entry, which the MsgTimeoutNow and the heartbeats say is committed.
+        let removal = store.peer(1).unwrap().raft().raft_log.last_index() + 1;
         store.on_command(&mut ctx, cmd, record_answer(&answers, 0));
-        // As `settle`, keeping the MsgTimeoutNow the followers' stand-in would drop.
+        // As `settle`, keeping the MsgTimeoutNow the followers' stand-in would drop, and the
+        // messages sent before it in its round.
         let mut timeout_now = Vec::new();
+        let mut before = Vec::new();
         for _ in 0..10 {
             for _ in 0..2 {
                 store.round(&mut ctx, |_| {}).unwrap();
-                timeout_now.extend(
-                    ctx.messages
-                        .iter()
-                        .filter_map(|m| m.message.as_ref())
-                        .filter(|m| m.msg_type() == MessageType::MsgTimeoutNow)
-                        .map(|m| m.to),
-                );
+                let msgs: Vec<_> = ctx
+                    .messages
+                    .iter()
+                    .filter_map(|m| m.message.clone())
+                    .collect();
+                if let Some(at) = msgs
+                    .iter()
+                    .position(|m| m.msg_type() == MessageType::MsgTimeoutNow)
+                {
+                    timeout_now.push((msgs[at].to, msgs[at].commit));
+                    before = msgs[..at].to_vec();
+                }
                 reply_as_followers(&mut store, &mut ctx);
             }
         }
@@ -1276,9 +1285,16 @@ mod tests {
         assert!(store.peer(1).is_none(), "the replica is destroyed");
         assert_eq!(
             timeout_now,
-            vec![2],
+            vec![(2, removal)],
             "the most caught-up survivor campaigns at once"
         );
+        // Each follower hears the commit (the removal among it) first, in a heartbeat.
+        let told: Vec<(u64, u64)> = before
+            .iter()
+            .filter(|m| m.msg_type() == MessageType::MsgHeartbeat)
+            .map(|m| (m.to, m.commit))
+            .collect();
+        assert_eq!(told, vec![(2, removal), (3, removal)]);
         assert_eq!(
             region_state(&engines, 1).unwrap().state(),
             PeerState::Tombstone

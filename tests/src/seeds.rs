@@ -70,6 +70,15 @@ pub const REGRESSIONS: &[(&str, u64)] = &[
         "sim::test_split_conf_change_snapshot_unreliable_recover_concurrent_partition_3b",
         8,
     ),
+    // A leader that removed itself sent its successor MsgTimeoutNow before the append carrying
+    // the removal's commit; the successor campaigned in a newer term, so neither it nor the other
+    // follower learned the commit and both still counted the destroyed leader among 4 voters.
+    // With peer 1 gone too, 3 of 4 was all of the survivors, which the rotating partitions never
+    // joined ("have peer 5"). Found by make test's fresh seed; read with `tinykv-trace dump`.
+    (
+        "sim::test_conf_change_snapshot_unreliable_recover_concurrent_partition_3b",
+        1_796_631_121,
+    ),
 ];
 
 /// The seeds `scenario` runs (see the module documentation); `default_count` seeds from 0 when

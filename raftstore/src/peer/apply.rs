@@ -259,8 +259,10 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     /// leaves `peer_cache`. A leader reports the new region to the scheduler at once
     /// (`heartbeat_scheduler`). When the removed peer is this one, it applies nothing more
     /// (`pending_remove`) and leaves `ApplyResult::RemovedSelf` for the store, which destroys it;
-    /// if it led, it first reports the region and sends its most caught-up follower (as raft
-    /// saw them before the change) a MsgTimeoutNow, so that one campaigns at once. The response
+    /// if it led, it first reports the region, tells every follower what it committed (a
+    /// heartbeat whose commit is what that follower has of the committed log) and sends the most
+    /// caught-up follower (as raft saw them before the change) a MsgTimeoutNow carrying the same,
+    /// so that one campaigns at once and the others vote under the new membership. The response
     /// carries the region after the change.
     fn apply_change_peer(
         &mut self,
@@ -312,9 +314,15 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             let was_leader = self.is_leader();
             // A leader removing itself picks its successor while it still knows the followers'
             // progress.
-            let successor = (was_leader && !add && peer.id == self.meta.id)
+            let removed_leader = was_leader && !add && peer.id == self.meta.id;
+            let successor = removed_leader
                 .then(|| self.most_caught_up_follower())
                 .flatten();
+            let farewell = if removed_leader {
+                self.commit_notices()
+            } else {
+                Vec::new()
+            };
             let term = self.term();
             self.raft_group.apply_conf_change(&eraftpb::ConfChange {
                 change_type: change_type as i32,
@@ -324,17 +332,38 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             info!(self.logger, "membership changed"; "change" => ?change_type,
                 "peer" => ?peer, "conf_ver" => conf_ver);
             if !add && peer.id == self.meta.id {
-                // A leader that removed itself is the only peer that knows the new membership
-                // yet: it reports it before it goes, and tells its successor to campaign at once
-                // (MsgTimeoutNow, as a leadership transfer ends) instead of leaving the region
-                // leaderless for an election timeout.
+                // A leader that removed itself may be the only peer that knows the change is
+                // committed: it reports it before it goes, tells each follower the commit index
+                // (else a follower that missed it still counts the removed leader among the
+                // voters, and the survivors may be too few to elect anyone), and tells its
+                // successor to campaign at once (MsgTimeoutNow, as a leadership transfer ends)
+                // instead of leaving the region leaderless for an election timeout. The
+                // MsgTimeoutNow carries the commit too: the heartbeats are sent first but a
+                // network may reorder them, and once the successor campaigns in a newer term, a
+                // heartbeat of this term would teach it nothing.
                 if was_leader {
                     self.heartbeat_scheduler(ctx);
+                    for (to, commit) in &farewell {
+                        let mut m = eraftpb::Message {
+                            from: self.meta.id,
+                            to: *to,
+                            term,
+                            commit: *commit,
+                            ..Default::default()
+                        };
+                        m.set_msg_type(eraftpb::MessageType::MsgHeartbeat);
+                        self.send_raft_message(ctx, m);
+                    }
                     if let Some(to) = successor {
+                        let commit = farewell
+                            .iter()
+                            .find(|(id, _)| *id == to)
+                            .map_or(0, |&(_, c)| c);
                         let mut m = eraftpb::Message {
                             from: self.meta.id,
                             to,
                             term,
+                            commit,
                             ..Default::default()
                         };
                         m.set_msg_type(eraftpb::MessageType::MsgTimeoutNow);
