@@ -467,7 +467,7 @@ fn test_raw_node_timeout_now_after_a_removal_campaigns_once_it_is_applied() {
     assert_eq!(last.index, 3);
     let cc = ConfChange::decode(&last.data[..]).unwrap();
     raw_node.apply_conf_change(&cc);
-    s.wl().set_hard_state(rd.hard_state.clone().unwrap());
+    s.wl().set_hard_state(rd.hard_state.unwrap());
     raw_node.advance(rd);
 
     assert_eq!(

@@ -1,10 +1,12 @@
 //! Network filters between stores, as TinyKV's test harness has them
-//! (`kv/test_raftstore/filter.go`): a partition between two sets of stores, random drops, and the isolation of one store. Both
+//! (`kv/test_raftstore/filter.go`): a partition between two sets of stores, random drops, the
+//! isolation of one store, and (ours) one region's messages of one type to some stores. Both
 //! drivers apply them to every raft message they carry, through [`passes`]: like TinyKV's mock
 //! transport (`kv/test_raftstore/node.go`), which asks each filter in turn and each `DropFilter`
 //! draws its own random number, every filter gets a roll of its own, so drop filters stacked by
 //! the unreliable scenarios compound (`k` of them let about `0.9^k` of the messages through).
 
+use proto::eraftpb::MessageType;
 use proto::raft_serverpb::RaftMessage;
 use rand::Rng;
 
@@ -131,5 +133,34 @@ impl Filter for IsolateFilter {
 
     fn sides(&self) -> Option<(Vec<u64>, Vec<u64>)> {
         Some((vec![self.store_id], Vec::new()))
+    }
+}
+
+/// Drops the messages of one type of one region sent to some stores (a test's scalpel: e.g.
+/// hold back one replica's appends while its heartbeats, and every other region, pass).
+#[derive(Clone, Debug)]
+pub struct RegionMessageFilter {
+    /// The region whose messages are dropped.
+    pub region_id: u64,
+    /// The type dropped.
+    pub msg_type: MessageType,
+    /// The stores the dropped messages are sent to.
+    pub to_stores: Vec<u64>,
+}
+
+impl Filter for RegionMessageFilter {
+    fn allow(&self, msg: &RaftMessage, _roll: u32) -> bool {
+        let (_, to) = stores(msg);
+        let ty = msg.message.as_ref().map(|m| m.msg_type());
+        !(msg.region_id == self.region_id
+            && ty == Some(self.msg_type)
+            && self.to_stores.contains(&to))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "drop region {}'s {:?} to stores {:?}",
+            self.region_id, self.msg_type, self.to_stores
+        )
     }
 }

@@ -8,14 +8,20 @@
 use std::time::Duration;
 
 use prost::Message;
+use proto::eraftpb::MessageType;
 use proto::metapb::Peer;
+use proto::raft_cmdpb::{AdminCmdType, AdminRequest, SplitRequest};
 use proto::raft_serverpb::StoreIdent;
 use raftstore::engine::{CF_DEFAULT, CF_RAFT};
 use raftstore::keys::STORE_IDENT_KEY;
 use raftstore::Config;
-use test_raftstore::cluster::{new_get_cf_cmd, new_request, Cluster};
-use test_raftstore::filter::PartitionFilter;
+use test_raftstore::cluster::{
+    new_admin_request, new_get_cf_cmd, new_put_cf_cmd, new_request, Cluster,
+};
+use test_raftstore::env::call_command_on_store;
+use test_raftstore::filter::{PartitionFilter, RegionMessageFilter};
 use test_raftstore::generic::{generic_config, generic_test, Params};
+use test_raftstore::scheduler::find_peer;
 
 /// Simulated seeds per scenario unless `TINYKV_SEEDS` says otherwise.
 const SEEDS: u64 = 10;
@@ -197,6 +203,124 @@ async fn one_split(c: Cluster) {
     c.must_get_equal(5, b"k100", b"v100").await;
 }
 
+/// Ours (no stage suffix: not one of TinyKV's tests; the bug zoo runs it against
+/// ignore-the-region-on-apply): a put proposed to a region before a split moves its key out,
+/// and committed after that split, is refused when it is applied (EpochNotMatch: the apply path
+/// checks every command's epoch, as TinyKV's `kv/raftstore/peer_msg_handler.go` does), never
+/// written over the new region's data. Store 5 is made to apply the split, then a newer write of
+/// the new region, and only then the stale put: it learns the split's commit from heartbeats
+/// while the appends carrying the put are held back. Had it applied the put, the new region's
+/// replica on store 5 would serve the stale value.
+async fn stale_write_after_split(c: Cluster) {
+    let leader = peer(1, 1);
+    c.must_transfer_leader(1, leader).await;
+    c.must_put(b"a", b"0").await;
+    c.must_put(b"z", b"0").await;
+    let region = c.get_region(b"").await;
+    let hold_appends = |to_stores: Vec<u64>| RegionMessageFilter {
+        region_id: region.id,
+        msg_type: MessageType::MsgAppend,
+        to_stores,
+    };
+
+    // 1. Only store 5 gets the split's entry: no quorum has it, so it is not committed.
+    c.add_filter(hold_appends(vec![2, 3, 4]));
+    let ids = c
+        .env
+        .scheduler()
+        .lock()
+        .unwrap()
+        .ask_split(&region)
+        .expect("ids for the split");
+    let mut split = new_admin_request(
+        &region,
+        AdminRequest {
+            cmd_type: AdminCmdType::Split as i32,
+            split: Some(SplitRequest {
+                split_key: b"m".to_vec(),
+                new_region_id: ids.new_region_id,
+                new_peer_ids: ids.new_peer_ids,
+            }),
+            ..Default::default()
+        },
+    );
+    if let Some(h) = split.header.as_mut() {
+        h.peer = Some(leader);
+    }
+    let env = c.env.clone();
+    let split_done = c
+        .env
+        .executor()
+        .spawn(async move { call_command_on_store(&env, 1, split, Duration::from_secs(10)).await });
+    c.sleep(Duration::from_millis(100)).await;
+
+    // 2. The put, proposed while the region still holds "z"; no store gets it yet.
+    c.clear_filters();
+    c.add_filter(hold_appends(vec![2, 3, 4, 5]));
+    let stale = new_request(
+        &region,
+        Some(leader),
+        vec![new_put_cf_cmd(CF_DEFAULT, b"z", b"stale")],
+    );
+    let env = c.env.clone();
+    let stale_done = c
+        .env
+        .executor()
+        .spawn(async move { call_command_on_store(&env, 1, stale, Duration::from_secs(10)).await });
+    c.sleep(Duration::from_millis(100)).await;
+
+    // 3. Stores 2-4 get both entries, which commit; store 5 hears in heartbeats that what it
+    // has, the split, is committed, and applies it.
+    c.clear_filters();
+    c.add_filter(hold_appends(vec![5]));
+    let resp = split_done.await.expect("the split is answered");
+    assert!(
+        resp.region_error().is_none(),
+        "the split failed: {:?}",
+        resp.resp
+    );
+    let stale_resp = stale_done.await;
+
+    // 4. A newer write of the new region reaches store 5; then one of the old region, after
+    // the stale put in its log, and store 5 gets the old region's appends again.
+    c.must_put(b"z", b"new").await;
+    c.must_get_equal(5, b"z", b"new").await;
+    c.must_put(b"a", b"1").await;
+    c.clear_filters();
+    c.must_get_equal(5, b"a", b"1").await;
+
+    // Store 5 has applied the old region's log past the stale put.
+    let on_5 = c.env.engine_get(5, CF_DEFAULT, b"z");
+    assert_eq!(
+        on_5.as_deref(),
+        Some(&b"new"[..]),
+        "store 5 holds z = {:?}: a put proposed before the split was applied after it, over \
+         the new region's newer write",
+        on_5.as_deref().map(String::from_utf8_lossy)
+    );
+    let right = c.get_region(b"z").await;
+    assert_ne!(right.id, region.id, "z moved to the new region");
+    let on_store_5 = find_peer(&right, 5).expect("the new region has a replica on store 5");
+    c.must_transfer_leader(right.id, on_store_5).await;
+    c.must_get(b"z", b"new").await;
+    match stale_resp {
+        Some(resp) => {
+            let err = resp.region_error().unwrap_or_else(|| {
+                panic!(
+                    "a put proposed before the split and committed after it was answered OK: \
+                     {:?}",
+                    resp.resp
+                )
+            });
+            assert!(
+                err.epoch_not_match.is_some() || err.key_not_in_region.is_some(),
+                "the stale put: {err:?}, want EpochNotMatch"
+            );
+        }
+        None => panic!("the stale put was not answered"),
+    }
+}
+
 /// TestDifferentDBPath: the stores of a cluster do not share an engine. The threaded env does
 /// not expose its engines' directories, so this reads what each one holds: every store's kv
 /// engine carries its own store ident (stores sharing a directory would share one ident, or
@@ -365,6 +489,18 @@ macro_rules! suite {
                     "test_split_conf_change_snapshot_unreliable_recover_concurrent_partition_3b",
                     SEEDS,
                     params(5, true, true, true, Some(MAX_RAFT_LOG), true, true));
+            }
+
+            /// Ours: a put proposed before a split that moves its key out is refused when
+            /// applied after the split (see `stale_write_after_split`).
+            #[test]
+            fn test_a_write_proposed_before_a_split_is_refused_after_it() {
+                $run(
+                    "test_a_write_proposed_before_a_split_is_refused_after_it",
+                    SEEDS,
+                    Config::test_config(),
+                    stale_write_after_split,
+                );
             }
 
             $($extra)*
