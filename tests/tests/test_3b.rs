@@ -252,7 +252,8 @@ async fn stale_write_after_split(c: Cluster) {
         .env
         .executor()
         .spawn(async move { call_command_on_store(&env, 1, split, Duration::from_secs(10)).await });
-    c.sleep(Duration::from_millis(100)).await;
+    // Many round trips, even on a loaded machine (the real-time driver).
+    c.sleep(Duration::from_millis(300)).await;
 
     // 2. The put, proposed while the region still holds "z"; no store gets it yet.
     c.clear_filters();
@@ -267,7 +268,7 @@ async fn stale_write_after_split(c: Cluster) {
         .env
         .executor()
         .spawn(async move { call_command_on_store(&env, 1, stale, Duration::from_secs(10)).await });
-    c.sleep(Duration::from_millis(100)).await;
+    c.sleep(Duration::from_millis(300)).await;
 
     // 3. Stores 2-4 get both entries, which commit; store 5 hears in heartbeats that what it
     // has, the split, is committed, and applies it.

@@ -216,7 +216,7 @@ macro_rules! m {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("course")).unwrap();
         std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../course/stages.toml"),
+            crate::manifest::test_workspace().join("course/stages.toml"),
             dir.path().join("course/stages.toml"),
         )
         .unwrap();

@@ -373,10 +373,8 @@ mod tests {
         write(
             root,
             "course/stages.toml",
-            &std::fs::read_to_string(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../course/stages.toml"),
-            )
-            .unwrap(),
+            &std::fs::read_to_string(crate::manifest::test_workspace().join("course/stages.toml"))
+                .unwrap(),
         );
         write(
             root,

@@ -106,12 +106,26 @@ impl Manifest {
     }
 }
 
+/// The workspace a test runs in: cargo's `CARGO_MANIFEST_DIR` when the test runs (xtask's
+/// directory) rather than the one compiled in, which is where the binary was built: a build
+/// directory shared between clones (CI's cache) may hold a test binary built in another one.
+#[cfg(test)]
+pub(crate) fn test_workspace() -> std::path::PathBuf {
+    let xtask = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    xtask
+        .parent()
+        .expect("xtask is a workspace member")
+        .to_path_buf()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn manifest() -> Manifest {
-        Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap()
+        Manifest::load(&test_workspace()).unwrap()
     }
 
     #[test]

@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn every_mutant_of_the_reference_applies_once() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let root = &crate::manifest::test_workspace();
         let Ok(text) = std::fs::read_to_string(root.join(gen::MUTANTS)) else {
             // Only a student tree (a stage stubbed) goes without the mutants.
             let generated = std::fs::read_to_string(root.join("course/generated.toml"))
