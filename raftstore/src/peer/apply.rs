@@ -262,7 +262,8 @@ impl<K: Engine, R: Engine> Peer<K, R> {
     /// if it led, it first reports the region, tells every follower what it committed (a
     /// heartbeat whose commit is what that follower has of the committed log) and sends the most
     /// caught-up follower (as raft saw them before the change) a MsgTimeoutNow carrying the same,
-    /// so that one campaigns at once and the others vote under the new membership. The response
+    /// if that one holds every entry of its log, so that it campaigns at once and the others
+    /// vote under the new membership. The response
     /// carries the region after the change.
     fn apply_change_peer(
         &mut self,
@@ -315,9 +316,12 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             // A leader removing itself picks its successor while it still knows the followers'
             // progress.
             let removed_leader = was_leader && !add && peer.id == self.meta.id;
+            // Only one that holds every entry of this leader's log: the others would refuse a
+            // candidate that lacks some (a wasted term, and an election timeout more for all).
             let successor = removed_leader
                 .then(|| self.most_caught_up_follower())
-                .flatten();
+                .flatten()
+                .filter(|&id| self.has_every_entry(id));
             let farewell = if removed_leader {
                 self.commit_notices()
             } else {

@@ -487,6 +487,16 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             .map(|(&id, _)| id)
     }
 
+    /// Whether follower `id` is known to hold every entry of this leader's log.
+    pub(crate) fn has_every_entry(&self, id: u64) -> bool {
+        let last = self.raft_group.raft.raft_log.last_index();
+        self.raft_group
+            .raft
+            .prs
+            .get(&id)
+            .is_some_and(|pr| pr.matched >= last)
+    }
+
     /// What each follower may learn is committed (the commit a heartbeat would carry): the
     /// leader's commit index, capped at what that follower is known to have of the log.
     pub(crate) fn commit_notices(&self) -> Vec<(u64, u64)> {
