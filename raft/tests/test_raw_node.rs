@@ -443,6 +443,15 @@ fn farewell(commit: u64) -> Message {
     m
 }
 
+/// The nodes a Ready asks for votes.
+fn vote_requests(rd: &Ready) -> Vec<u64> {
+    rd.messages
+        .iter()
+        .filter(|m| m.msg_type() == MessageType::MsgRequestVote)
+        .map(|m| m.to)
+        .collect()
+}
+
 /// A leader that applied its own removal sends its successor a MsgTimeoutNow carrying what it
 /// committed (raftstore's apply_change_peer): the successor learns the commit, and since that
 /// commits a membership change it campaigns once the change is applied, under the new
@@ -453,12 +462,10 @@ fn test_raw_node_timeout_now_after_a_removal_campaigns_once_it_is_applied() {
     raw_node.step(farewell(3)).unwrap();
     assert_eq!(raw_node.raft.raft_log.committed, 3, "the commit is learned");
     let rd = raw_node.ready();
-    assert!(
-        !rd.messages
-            .iter()
-            .any(|m| m.msg_type() == MessageType::MsgRequestVote),
-        "no campaign before the removal is applied: {:?}",
-        rd.messages
+    assert_eq!(
+        vote_requests(&rd),
+        Vec::<u64>::new(),
+        "no campaign before the removal is applied"
     );
     let last = rd
         .committed_entries
@@ -474,14 +481,11 @@ fn test_raw_node_timeout_now_after_a_removal_campaigns_once_it_is_applied() {
         raw_node.raft.term, 2,
         "campaigned once the change was applied"
     );
-    let rd = raw_node.ready();
-    let asked: Vec<u64> = rd
-        .messages
-        .iter()
-        .filter(|m| m.msg_type() == MessageType::MsgRequestVote)
-        .map(|m| m.to)
-        .collect();
-    assert_eq!(asked, vec![3], "votes asked under the new membership");
+    assert_eq!(
+        vote_requests(&raw_node.ready()),
+        vec![3],
+        "votes asked under the new membership"
+    );
 }
 
 /// A MsgTimeoutNow whose commit covers no membership change (or a transfer's, which carries
@@ -492,12 +496,5 @@ fn test_raw_node_timeout_now_campaigns_at_once_without_a_pending_change() {
     raw_node.step(farewell(2)).unwrap();
     assert_eq!(raw_node.raft.raft_log.committed, 2);
     assert_eq!(raw_node.raft.term, 2, "campaigned at once");
-    let rd = raw_node.ready();
-    let asked: Vec<u64> = rd
-        .messages
-        .iter()
-        .filter(|m| m.msg_type() == MessageType::MsgRequestVote)
-        .map(|m| m.to)
-        .collect();
-    assert_eq!(asked, vec![1, 3]);
+    assert_eq!(vote_requests(&raw_node.ready()), vec![1, 3]);
 }

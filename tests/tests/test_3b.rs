@@ -247,11 +247,14 @@ async fn stale_write_after_split(c: Cluster) {
     if let Some(h) = split.header.as_mut() {
         h.peer = Some(leader);
     }
-    let env = c.env.clone();
-    let split_done = c
-        .env
-        .executor()
-        .spawn(async move { call_command_on_store(&env, 1, split, Duration::from_secs(10)).await });
+    // A command to the leader's store, answered later (the test goes on meanwhile).
+    let send = |req| {
+        let env = c.env.clone();
+        c.env.executor().spawn(async move {
+            call_command_on_store(&env, 1, req, Duration::from_secs(10)).await
+        })
+    };
+    let split_done = send(split);
     // Many round trips, even on a loaded machine (the real-time driver).
     c.sleep(Duration::from_millis(300)).await;
 
@@ -263,11 +266,7 @@ async fn stale_write_after_split(c: Cluster) {
         Some(leader),
         vec![new_put_cf_cmd(CF_DEFAULT, b"z", b"stale")],
     );
-    let env = c.env.clone();
-    let stale_done = c
-        .env
-        .executor()
-        .spawn(async move { call_command_on_store(&env, 1, stale, Duration::from_secs(10)).await });
+    let stale_done = send(stale);
     c.sleep(Duration::from_millis(300)).await;
 
     // 3. Stores 2-4 get both entries, which commit; store 5 hears in heartbeats that what it
@@ -286,6 +285,20 @@ async fn stale_write_after_split(c: Cluster) {
     // the stale put in its log, and store 5 gets the old region's appends again.
     c.must_put(b"z", b"new").await;
     c.must_get_equal(5, b"z", b"new").await;
+    // The scenario held: store 5 has applied the split (its replica of the new region serves
+    // z), but not the stale put after it, which store 1 applied.
+    let applied = |store| {
+        c.env
+            .apply_state(store, region.id)
+            .map_or(0, |s| s.applied_index)
+    };
+    assert!(
+        applied(5) < applied(1),
+        "store 5 applied the old region up to {}, store 1 up to {}: the stale put reached \
+         store 5 with the split (the test's filters did not hold it back)",
+        applied(5),
+        applied(1)
+    );
     c.must_put(b"a", b"1").await;
     c.clear_filters();
     c.must_get_equal(5, b"a", b"1").await;

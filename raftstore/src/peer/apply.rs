@@ -322,8 +322,11 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 .then(|| self.most_caught_up_follower())
                 .flatten()
                 .filter(|&id| self.has_every_entry(id));
+            // Raft's own heartbeats carry the commit each follower may learn (capped at what it
+            // has of the log); taken now, while this leader still leads.
             let farewell = if removed_leader {
-                self.commit_notices()
+                self.raft_group.raft.bcast_heartbeat();
+                std::mem::take(&mut self.raft_group.raft.msgs)
             } else {
                 Vec::new()
             };
@@ -347,22 +350,13 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                 // heartbeat of this term would teach it nothing.
                 if was_leader {
                     self.heartbeat_scheduler(ctx);
-                    for (to, commit) in &farewell {
-                        let mut m = eraftpb::Message {
-                            from: self.meta.id,
-                            to: *to,
-                            term,
-                            commit: *commit,
-                            ..Default::default()
-                        };
-                        m.set_msg_type(eraftpb::MessageType::MsgHeartbeat);
-                        self.send_raft_message(ctx, m);
-                    }
-                    if let Some(to) = successor {
+                    let timeout_now = successor.map(|to| {
                         let commit = farewell
                             .iter()
-                            .find(|(id, _)| *id == to)
-                            .map_or(0, |&(_, c)| c);
+                            .find(|m| {
+                                m.to == to && m.msg_type() == eraftpb::MessageType::MsgHeartbeat
+                            })
+                            .map_or(0, |m| m.commit);
                         let mut m = eraftpb::Message {
                             from: self.meta.id,
                             to,
@@ -371,7 +365,13 @@ impl<K: Engine, R: Engine> Peer<K, R> {
                             ..Default::default()
                         };
                         m.set_msg_type(eraftpb::MessageType::MsgTimeoutNow);
-                        info!(self.logger, "removed itself; its successor campaigns now"; "to" => to);
+                        m
+                    });
+                    for m in farewell {
+                        self.send_raft_message(ctx, m);
+                    }
+                    if let Some(m) = timeout_now {
+                        info!(self.logger, "removed itself; its successor campaigns now"; "to" => m.to);
                         self.send_raft_message(ctx, m);
                     }
                 }

@@ -497,19 +497,6 @@ impl<K: Engine, R: Engine> Peer<K, R> {
             .is_some_and(|pr| pr.matched >= last)
     }
 
-    /// What each follower may learn is committed (the commit a heartbeat would carry): the
-    /// leader's commit index, capped at what that follower is known to have of the log.
-    pub(crate) fn commit_notices(&self) -> Vec<(u64, u64)> {
-        let committed = self.raft_group.raft.raft_log.committed;
-        self.raft_group
-            .raft
-            .prs
-            .iter()
-            .filter(|(&id, _)| id != self.meta.id)
-            .map(|(&id, pr)| (id, pr.matched.min(committed)))
-            .collect()
-    }
-
     /// Reports the region to the scheduler: its metadata, this leader, the followers that need
     /// a snapshot, and the approximate size when known.
     pub(crate) fn heartbeat_scheduler(&self, ctx: &mut StoreContext) {
